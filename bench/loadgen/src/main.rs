@@ -23,6 +23,13 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
+/// println! that ignores a closed stdout (e.g. piped into `head`) instead of panicking.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 const USAGE: &str = "\
 loadgen — closed-loop HTTP/1.1 keep-alive load generator for cardgate
 
@@ -940,6 +947,7 @@ async fn run(cfg: Config) -> u8 {
         Ok(c) => Arc::new(c),
         Err(e) => {
             eprintln!("!!! PREFLIGHT FAILED for scenario {} against {}: {e}", cfg.scenario_name, cfg.url);
+            outln!("{:<18} PREFLIGHT FAILED: {e}  <<< ERRORS", cfg.scenario_name);
             let line = json!({"scenario": cfg.scenario_name, "ok": false, "preflight_error": e});
             emit_json(&cfg, &line);
             return 3;
@@ -1019,9 +1027,9 @@ async fn run(cfg: Config) -> u8 {
     if !ok {
         line.push_str("  <<< ERRORS");
     }
-    println!("{line}");
+    outln!("{line}");
     if pair {
-        println!(
+        outln!(
             "{:<18}   mint   p50 {:>7.3} ms  p99 {:>7.3} ms   redeem p50 {:>7.3} ms  p99 {:>7.3} ms   ({} HTTP req/s)",
             "",
             total.mint.pct_ms(0.50),
@@ -1091,6 +1099,7 @@ async fn run(cfg: Config) -> u8 {
         "errors_by_kind": total.by_kind.iter().map(|k| (k.0.to_string(), json!(k.1))).collect::<serde_json::Map<_, _>>(),
         "error_samples": total.samples,
         "connects": total.connects,
+        "keepalive_ok": total.connects as usize <= cfg.connections,
         "server_pid": cfg.server_pid,
         "server_cpu_s": server_cpu_s.map(r3),
         "server_cpu_us_per_req": cpu_per_op_us.map(r1),
@@ -1122,7 +1131,6 @@ async fn run(cfg: Config) -> u8 {
 
 fn emit_json(cfg: &Config, v: &Value) {
     let s = v.to_string();
-    println!("{s}");
     if let Some(path) = &cfg.json_out {
         let r = std::fs::OpenOptions::new()
             .create(true)
@@ -1133,6 +1141,7 @@ fn emit_json(cfg: &Config, v: &Value) {
             eprintln!("cannot append to {path}: {e}");
         }
     }
+    outln!("{s}");
 }
 
 // ---------------------------------------------------------------------------
@@ -1158,7 +1167,7 @@ fn summarize(path: &str) -> u8 {
     let h_cpu = healthz.and_then(|h| f(h, "server_cpu_us_per_req")).filter(|x| *x > 0.0);
     let opt = |x: Option<f64>, prec: usize| x.map(|v| format!("{v:.prec$}")).unwrap_or_else(|| "-".into());
 
-    println!(
+    outln!(
         "{:<18} {:>11} {:>9} {:>12} {:>9} {:>9} {:>7} {:>11} {:>9} {:>10}",
         "scenario", "rps|pairs/s", "x healthz", "healthz/op", "p50_ms", "p99_ms", "errors", "srv_cpu_us", "x cpu", "peak_rss_mb"
     );
@@ -1169,7 +1178,7 @@ fn summarize(path: &str) -> u8 {
             any_err = true;
         }
         if r.get("preflight_error").is_some() {
-            println!("{:<18} PREFLIGHT FAILED: {}", name, s(r, "preflight_error"));
+            outln!("{:<18} PREFLIGHT FAILED: {}", name, s(r, "preflight_error"));
             continue;
         }
         let rps = f(r, "rps");
@@ -1187,7 +1196,7 @@ fn summarize(path: &str) -> u8 {
             _ => None,
         };
         let errors = f(r, "errors").unwrap_or(0.0) + f(r, "warmup_errors").unwrap_or(0.0);
-        println!(
+        outln!(
             "{:<18} {:>11} {:>9} {:>12} {:>9} {:>9} {:>7} {:>11} {:>9} {:>10}{}",
             name,
             opt(rps, 1),
@@ -1202,26 +1211,26 @@ fn summarize(path: &str) -> u8 {
             if r.get("ok") == Some(&Value::Bool(false)) { "  <<< ERRORS" } else { "" }
         );
         if s(r, "unit") == "pair" {
-            println!(
+            outln!(
                 "{:<18} {:>11} {:>9} {:>12} {:>9} {:>9}",
                 "  mint", "", "", "", opt(f(r, "mint_p50_ms"), 3), opt(f(r, "mint_p99_ms"), 3)
             );
-            println!(
+            outln!(
                 "{:<18} {:>11} {:>9} {:>12} {:>9} {:>9}",
                 "  redeem", "", "", "", opt(f(r, "redeem_p50_ms"), 3), opt(f(r, "redeem_p99_ms"), 3)
             );
             if let Some(c) = cost {
-                println!("{:<18} cost of one mint+redeem pair = {:.2} healthz requests", "", c);
+                outln!("{:<18} cost of one mint+redeem pair = {:.2} healthz requests", "", c);
             }
         }
     }
     if h_rps.is_none() {
-        println!("(no healthz result: ratios unavailable)");
+        outln!("(no healthz result: ratios unavailable)");
     }
-    println!("x healthz = rps / healthz rps;  healthz/op = healthz rps / rps (cost in healthz requests per request or pair);");
-    println!("srv_cpu_us = server CPU µs per request (per pair for card-pair);  x cpu = srv_cpu_us / healthz srv_cpu_us");
+    outln!("x healthz = rps / healthz rps;  healthz/op = healthz rps / rps (cost in healthz requests per request or pair);");
+    outln!("srv_cpu_us = server CPU µs per request (per pair for card-pair);  x cpu = srv_cpu_us / healthz srv_cpu_us");
     if any_err {
-        println!("!!! SOME SCENARIOS HAD ERRORS — their figures are not trustworthy");
+        outln!("!!! SOME SCENARIOS HAD ERRORS — their figures are not trustworthy");
         2
     } else {
         0
@@ -1244,7 +1253,7 @@ fn main() -> ExitCode {
     let cfg = match parse_args(args) {
         Ok(c) => c,
         Err(e) if e.is_empty() => {
-            print!("{USAGE}");
+            let _ = write!(std::io::stdout(), "{USAGE}");
             return ExitCode::SUCCESS;
         }
         Err(e) => {

@@ -1,1 +1,19 @@
-fn main() {}
+//! The `cardgate` binary: `serve`, `import`, and the admin verbs (clients, keys, audit).
+
+mod cli;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    cli::init_logging(&args.common);
+    match cli::run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,108 @@
-//! placeholder
+//! Persistence for cardgate: the [`Store`] trait, its SQLite and PostgreSQL backends (one SQL
+//! text, two expansions), guarded write sets applied in one transaction, and the group-commit
+//! [`committer::Committer`] that lets concurrent requests share a commit.
+
+pub mod committer;
+mod sql;
+mod write;
+
+use async_trait::async_trait;
+use cardgate_core::audit::StoredAuditEvent;
+use cardgate_core::ids::MfaSessionId;
+use cardgate_core::mfa::MfaSession;
+use cardgate_core::secret::SecretHash;
+use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord};
+use cardgate_core::{Account, Card, CardId, Client, Environment, Person, PersonId, Tenant, TenantId};
+use std::sync::Arc;
+
+pub use sql::{PostgresStore, SqliteStore};
+pub use write::{Guard, Write, WriteOutcome, WriteSet};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("unsupported database URL (use sqlite://PATH or postgres://…)")]
+    UnsupportedUrl,
+    #[error("the writer has stopped")]
+    WriterGone,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A signing key as stored: the private half sealed under the master key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SigningKeyRow {
+    pub kid: String,
+    pub environment: Environment,
+    pub private_enc: Vec<u8>,
+    pub public_jwk: String,
+    pub created_at_ms: i64,
+    pub retired_at_ms: Option<i64>,
+}
+
+/// A tenant's data key version, sealed under the master key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataKeyRow {
+    pub tenant_id: TenantId,
+    pub version: i64,
+    pub key_enc: Vec<u8>,
+    pub created_at_ms: i64,
+}
+
+/// What every backend provides. Reads are plain queries; every change goes through
+/// [`Store::apply`], one transaction for a batch of write sets.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    async fn meta_get(&self, key: &str) -> Result<Option<String>>;
+    /// Sets `key` to `value` unless it already has a value; returns the value it has now.
+    async fn meta_init(&self, key: &str, value: &str) -> Result<String>;
+    async fn config_version(&self) -> Result<i64>;
+
+    async fn load_tenants(&self) -> Result<Vec<Tenant>>;
+    async fn load_clients(&self) -> Result<Vec<Client>>;
+    async fn load_signing_keys(&self, env: Environment) -> Result<Vec<SigningKeyRow>>;
+    async fn load_data_keys(&self) -> Result<Vec<DataKeyRow>>;
+
+    async fn get_person(&self, tenant: &TenantId, id: &PersonId) -> Result<Option<Person>>;
+    async fn get_account(&self, tenant: &TenantId, id: &str) -> Result<Option<Account>>;
+    async fn get_card(&self, tenant: &TenantId, id: &CardId) -> Result<Option<Card>>;
+    async fn list_cards(&self, tenant: &TenantId) -> Result<Vec<Card>>;
+    async fn list_persons(&self, tenant: &TenantId) -> Result<Vec<Person>>;
+    async fn list_accounts(&self, tenant: &TenantId) -> Result<Vec<Account>>;
+
+    async fn get_access_token(&self, hash: &SecretHash) -> Result<Option<AccessTokenRecord>>;
+    async fn get_card_token(&self, hash: &SecretHash) -> Result<Option<CardTokenRecord>>;
+    async fn get_mfa_session(&self, id: &MfaSessionId) -> Result<Option<MfaSession>>;
+    /// Revocations recorded at or after `since_ms`: `(token id, expires at)`.
+    async fn revocations_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>>;
+
+    /// Audit events with `seq > after`, in order, at most `limit`.
+    async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<StoredAuditEvent>>;
+    async fn audit_head(&self) -> Result<(i64, String)>;
+
+    /// Applies write sets in one transaction, in order. A set whose guard fails is refused
+    /// as a whole (its `on_refused` writes are applied instead); the others still apply.
+    async fn apply(&self, sets: &[WriteSet]) -> Result<Vec<WriteOutcome>>;
+}
+
+/// Opens the backend the URL names and runs its migrations.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl)
+    }
+}

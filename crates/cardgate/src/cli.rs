@@ -1,0 +1,398 @@
+//! Command-line interface: argument parsing and one function per command.
+
+use cardgate_core::scope::{ScopeSet, KNOWN};
+use cardgate_core::{AccessTokenFormat, ClientId, Environment, PersonId, TenantId};
+use cardgate_http::service::admin::{ImportErrorOr, NewClient};
+use cardgate_http::service::keys::MasterKey;
+use cardgate_http::service::{Service, Settings};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+const DEMO: &str = include_str!("demo.json");
+
+#[derive(Parser)]
+#[command(name = "cardgate", version, about = "A self-hosted, multi-tenant card access token service")]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct Common {
+    /// Database: sqlite://PATH (created on first start) or postgres://…
+    #[arg(long, env = "CARDGATE_DATABASE_URL", default_value = "sqlite://./cardgate-data/cardgate.db", global = true)]
+    pub database_url: String,
+    /// Base64 of 32 bytes; wraps every data and signing key. Required in production.
+    #[arg(long, env = "CARDGATE_MASTER_KEY", hide_env_values = true, global = true)]
+    pub master_key: Option<String>,
+    /// The environment this instance serves.
+    #[arg(long, env = "CARDGATE_ENVIRONMENT", value_enum, default_value = "sandbox", global = true)]
+    pub environment: EnvArg,
+    /// Log format.
+    #[arg(long, env = "CARDGATE_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum EnvArg {
+    Sandbox,
+    Production,
+}
+
+impl From<EnvArg> for Environment {
+    fn from(e: EnvArg) -> Self {
+        match e {
+            EnvArg::Sandbox => Environment::Sandbox,
+            EnvArg::Production => Environment::Production,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the HTTP server.
+    Serve(ServeArgs),
+    /// Provision tenants, clients, persons, accounts and cards from a JSON file (idempotent).
+    Import {
+        /// The import file (see the README for its schema).
+        file: PathBuf,
+    },
+    /// Manage API clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Rotate signing keys and tenant data keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Inspect the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CARDGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// External base URL (metadata, DPoP `htu`, widget links). Default: http://<listen>.
+    #[arg(long, env = "CARDGATE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Import a demo tenant and print its credentials and curl lines (sandbox only).
+    #[arg(long)]
+    pub demo: bool,
+}
+
+#[derive(Subcommand)]
+pub enum ClientCommand {
+    /// Create a client and print its generated secret and API key (shown once).
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        id: String,
+        /// Space- or comma-separated scopes.
+        #[arg(long, default_value = "cards:read:any")]
+        scopes: String,
+        /// Act for this cardholder only (the `own` scopes).
+        #[arg(long)]
+        person_id: Option<String>,
+        #[arg(long, value_enum, default_value = "jwt")]
+        access_token_format: FormatArg,
+        /// Also generate an SDK API key (BankEzy).
+        #[arg(long)]
+        sdk_api_key: bool,
+    },
+    /// Disable a client: its credentials and tokens stop working at once.
+    Disable { id: String },
+    /// Enable a disabled client again.
+    Enable { id: String },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    Jwt,
+    Opaque,
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Make a new signing key active; the old one stays published until its tokens expire.
+    Rotate,
+    /// Give a tenant a new data key and re-encrypt its vault under it, online.
+    RotateDataKey {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Check the whole hash chain; fails on any edited, removed or reordered event.
+    Verify,
+}
+
+pub fn init_logging(common: &Common) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CARDGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match common.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// The folder the SQLite file lives in (or `./cardgate-data` for other databases).
+fn data_dir(database_url: &str) -> PathBuf {
+    if let Some(path) = database_url.strip_prefix("sqlite://").or_else(|| database_url.strip_prefix("sqlite:")) {
+        let path = path.split('?').next().unwrap_or(path);
+        if let Some(parent) = Path::new(path).parent() {
+            if !parent.as_os_str().is_empty() {
+                return parent.to_path_buf();
+            }
+        }
+        return PathBuf::from(".");
+    }
+    PathBuf::from("./cardgate-data")
+}
+
+/// The master key: given, or (sandbox only) read from / generated into the data folder.
+fn master_key(common: &Common) -> Result<MasterKey, String> {
+    if let Some(k) = &common.master_key {
+        return MasterKey::parse(k);
+    }
+    if matches!(common.environment, EnvArg::Production) {
+        return Err("production refuses to start without --master-key / CARDGATE_MASTER_KEY".into());
+    }
+    let dir = data_dir(&common.database_url);
+    let file = dir.join("master.key");
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        tracing::warn!(path = %file.display(), "using the sandbox master key from the data folder; set CARDGATE_MASTER_KEY for real deployments");
+        return MasterKey::parse(&text);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let key = MasterKey::generate().map_err(|e| e.to_string())?;
+    write_private(&file, &key.to_base64()).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    eprintln!(
+        "WARNING: no master key given; generated a sandbox master key into {}.\n\
+         WARNING: anyone who can read that file can decrypt the vault. Set CARDGATE_MASTER_KEY for real deployments.",
+        file.display()
+    );
+    tracing::warn!(path = %file.display(), "generated a sandbox master key");
+    Ok(key)
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+        f.write_all(content.as_bytes())
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::write(path, content)
+    }
+}
+
+async fn open(common: &Common, public_url: String) -> Result<Arc<Service>, String> {
+    let master = master_key(common)?;
+    let store = cardgate_store::connect(&common.database_url).await.map_err(|e| e.to_string())?;
+    let settings = Settings { environment: common.environment.into(), public_url };
+    Service::start(store, master, settings).await.map_err(|e| e.to_string())
+}
+
+pub async fn run(cli: Cli) -> Result<(), String> {
+    let common = cli.common;
+    match cli.command {
+        Command::Serve(args) => serve(&common, args).await,
+        Command::Import { file } => {
+            let svc = open(&common, "http://127.0.0.1:8080".into()).await?;
+            let bytes = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            import(&svc, &bytes).await
+        }
+        Command::Client(cmd) => {
+            let svc = open(&common, "http://127.0.0.1:8080".into()).await?;
+            client(&svc, cmd, common.environment.into()).await
+        }
+        Command::Keys(KeysCommand::Rotate) => {
+            let svc = open(&common, "http://127.0.0.1:8080".into()).await?;
+            let kid = svc.rotate_signing_key("admin").await.map_err(|e| e.to_string())?;
+            println!("new signing key {kid} is active for {}", svc.env());
+            Ok(())
+        }
+        Command::Keys(KeysCommand::RotateDataKey { tenant }) => {
+            let svc = open(&common, "http://127.0.0.1:8080".into()).await?;
+            let tenant = TenantId::parse(&tenant)?;
+            let (version, n) = svc.rotate_data_key(&tenant).await.map_err(|e| e.to_string())?;
+            println!("tenant {tenant} now uses data key version {version}; re-encrypted {n} records");
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Verify) => {
+            let svc = open(&common, "http://127.0.0.1:8080".into()).await?;
+            match svc.verify_audit().await.map_err(|e| e.to_string())? {
+                Ok(n) => {
+                    println!("audit chain intact: {n} events");
+                    Ok(())
+                }
+                Err(b) => Err(format!("audit chain broken: {b}")),
+            }
+        }
+    }
+}
+
+async fn import(svc: &Service, bytes: &[u8]) -> Result<(), String> {
+    let plan = cardgate_core::import::parse(bytes, svc.now_ms()).map_err(|e| format!("import refused: {e}"))?;
+    match svc.import(plan).await {
+        Ok(r) if r.changes == 0 => println!("imported {} tenant(s): nothing changed", r.tenants),
+        Ok(r) => println!("imported {} tenant(s): {} change(s)", r.tenants, r.changes),
+        Err(ImportErrorOr::Invalid(e)) => return Err(format!("import refused: {e}")),
+        Err(ImportErrorOr::Service(e)) => return Err(e.to_string()),
+    }
+    Ok(())
+}
+
+async fn client(svc: &Service, cmd: ClientCommand, env: Environment) -> Result<(), String> {
+    match cmd {
+        ClientCommand::Create { tenant, id, scopes, person_id, access_token_format, sdk_api_key } => {
+            let scopes = ScopeSet::parse(&scopes.replace(',', " ")).map_err(|e| e.to_string())?;
+            if let Some(bad) = scopes.iter().find(|s| !KNOWN.contains(s)) {
+                return Err(format!("unknown scope {bad}; known: {}", KNOWN.join(", ")));
+            }
+            let new = NewClient {
+                tenant: TenantId::parse(&tenant)?,
+                id: ClientId::parse(&id)?,
+                environment: env,
+                scopes,
+                person_id: person_id.as_deref().map(PersonId::parse).transpose()?,
+                access_token_format: match access_token_format {
+                    FormatArg::Jwt => AccessTokenFormat::Jwt,
+                    FormatArg::Opaque => AccessTokenFormat::Opaque,
+                },
+                with_sdk_api_key: sdk_api_key,
+            };
+            let created = svc.create_client(new).await.map_err(|e| e.to_string())?;
+            println!("client_id:     {}", created.client.id);
+            println!("client_secret: {}", created.secret.expose());
+            println!("api_key:       {}", created.api_key.expose());
+            if let Some(k) = &created.sdk_api_key {
+                println!("sdk_api_key:   {}", k.expose());
+            }
+            println!("These secrets are shown once and stored only as hashes. Keep them now.");
+            Ok(())
+        }
+        ClientCommand::Disable { id } => {
+            svc.set_client_disabled(&ClientId::parse(&id)?, true).await.map_err(|e| e.to_string())?;
+            println!("client {id} disabled");
+            Ok(())
+        }
+        ClientCommand::Enable { id } => {
+            svc.set_client_disabled(&ClientId::parse(&id)?, false).await.map_err(|e| e.to_string())?;
+            println!("client {id} enabled");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(common: &Common, args: ServeArgs) -> Result<(), String> {
+    let public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{}", args.listen));
+    let public_url = public_url.trim_end_matches('/').to_string();
+    if args.demo && matches!(common.environment, EnvArg::Production) {
+        return Err("--demo is for sandbox only".into());
+    }
+    let svc = open(common, public_url.clone()).await?;
+    if args.demo {
+        import(&svc, DEMO.as_bytes()).await?;
+        print_demo(&public_url);
+    }
+    svc.spawn_pollers(Duration::from_secs(1));
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%addr, environment = %svc.env(), backend = svc.store.backend(), "cardgate is listening");
+    let app = cardgate_http::router(svc.clone());
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!("cardgate stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+fn print_demo(base: &str) {
+    let card = "e9293471-5eb3-4dbc-916c-dbaf9e2deefd";
+    let inactive = "0b3f1c9e-55c4-4a8e-9d3e-8c1f2a7b6d10";
+    let id = "demo-backend";
+    let secret = "demo-backend-secret-change-me-0123456789";
+    let api_key = "demo-backend-api-key-change-me-0123456789";
+    let json = "python3 -c 'import sys,json; print(json.load(sys.stdin)[sys.argv[1]])'";
+    println!(
+        r#"
+== cardgate demo (sandbox) ==
+tenant:        demo   (financial_institution_id 12345678)
+client_id:     {id}
+client_secret: {secret}
+api_key:       {api_key}
+opaque client: demo-opaque / demo-opaque-secret-change-me-01234567890
+card:          {card} (ACTIVE, account F50091)   inactive card: {inactive}
+
+# Native OAuth2: a JWT access token, then introspect it
+curl -s -u {id}:{secret} -d grant_type=client_credentials {base}/oauth2/token
+AT=$(curl -s -u {id}:{secret} -d grant_type=client_credentials {base}/oauth2/token | {json} access_token)
+curl -s -u {id}:{secret} --data-urlencode "token=$AT" {base}/oauth2/introspect
+
+# Fiserv dialect
+curl -s -X POST '{base}/fiserv/cs/oauth2/v1/token?scope=cards:read:any' -u {id}:{secret} \
+  -H 'Content-Type: application/x-www-form-urlencoded' -H 'x-fapi-financial-id: 12345678' -d grant_type=client_credentials
+
+# Equals Money dialect: a single-use card token, redeemed for the card details
+CT=$(curl -s '{base}/equals/v2/cards/{card}/access-token?accountId=F50091' -H 'Authorization: ApiKey {api_key}' | {json} token)
+curl -s -H "Authorization: Bearer $CT" {base}/v1/cards/{card}/details
+
+# Native card tokens: mint (Basic auth), then redeem
+CT=$(curl -s -u {id}:{secret} -H 'Content-Type: application/json' -d '{{"operations":["GET_PIN"]}}' {base}/v1/cards/{card}/tokens | {json} token)
+curl -s -H "Authorization: Bearer $CT" {base}/v1/cards/{card}/pin
+CT=$(curl -s -u {id}:{secret} -H 'Content-Type: application/json' -d '{{"operations":["ACTIVATE"]}}' {base}/v1/cards/{inactive}/tokens | {json} token)
+curl -s -X POST -H "Authorization: Bearer $CT" {base}/v1/cards/{inactive}/activate
+
+# Operations
+curl -s {base}/healthz; curl -s {base}/.well-known/jwks.json; curl -s {base}/metrics | head
+"#
+    );
+}

@@ -1,0 +1,397 @@
+//! Card tokens: minting (with MFA step-up), redemption for each operation, and the vault
+//! that keeps PAN, CVV, expiry and PIN sealed under the tenant's data key.
+
+use super::oauth::token_ref;
+use super::{Principal, Service, ServiceError};
+use cardgate_core::cards::{check_card_state, decide_mint, decide_redemption, CardSecrets, MintRequest, Minter, Pin, Redemption};
+use cardgate_core::ids::MfaSessionId;
+use cardgate_core::mfa::{self, Channel, MfaCheck, MfaSession};
+use cardgate_core::secret::{Secret, SecretHash};
+use cardgate_core::tokens::{CardTokenRecord, TokenKind, UseLimit, CARD_TOKEN_PREFIX};
+use cardgate_core::{Card, CardId, CardStatus, Operation, PersonId, TenantId};
+use cardgate_store::{Guard, Write, WriteOutcome, WriteSet};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+pub fn vault_aad(tenant: &TenantId, card: &CardId, version: i64) -> String {
+    format!("cardgate:card:{tenant}:{card}:{version}")
+}
+
+pub fn totp_aad(tenant: &TenantId, person: &PersonId, version: i64) -> String {
+    format!("cardgate:totp:{tenant}:{person}:{version}")
+}
+
+/// A mint request as the surfaces pass it in.
+pub struct MintInput {
+    pub operations: Vec<Operation>,
+    pub use_limit: UseLimit,
+    pub ttl_seconds: Option<u32>,
+    pub mfa: Option<(String, String)>,
+    pub kind: TokenKind,
+    /// When set, only these of the principal's scopes count (a dialect's own scopes).
+    pub scope_filter: Option<&'static [&'static str]>,
+    /// When set, the cardholder the caller names; refused unless it is the card's.
+    pub person_hint: Option<PersonId>,
+    /// When set, the account the caller names; refused unless it holds the card.
+    pub account_hint: Option<cardgate_core::AccountId>,
+}
+
+pub struct MintedCardToken {
+    pub token: Secret,
+    pub expires_at_ms: i64,
+    pub record: CardTokenRecord,
+}
+
+/// What a successful redemption yields.
+pub enum Redeemed {
+    Details { secrets: CardSecrets, cardholder_name: String },
+    Pin(Pin),
+    PinSet,
+    Activated,
+    Wallet { eligible: bool, last4: String, status: CardStatus },
+}
+
+impl Service {
+    pub(crate) fn seal_card(&self, card_tenant: &TenantId, card: &CardId, secrets: &CardSecrets) -> Result<(i64, Vec<u8>), ServiceError> {
+        let snap = self.snapshot();
+        let (version, key) = snap.keys.current_data_key(card_tenant)?;
+        let plain = Zeroizing::new(serde_json::to_vec(secrets).map_err(|e| ServiceError::Internal(e.to_string()))?);
+        let sealed = key.seal(vault_aad(card_tenant, card, version).as_bytes(), &plain).map_err(ServiceError::crypto)?;
+        Ok((version, sealed))
+    }
+
+    pub(crate) fn open_card(&self, card: &Card) -> Result<CardSecrets, ServiceError> {
+        let snap = self.snapshot();
+        let key = snap.keys.data_key(&card.tenant_id, card.key_version)?;
+        let plain = key
+            .open(vault_aad(&card.tenant_id, &card.id, card.key_version).as_bytes(), &card.vault)
+            .map_err(ServiceError::crypto)?;
+        serde_json::from_slice(&plain).map_err(|_| ServiceError::Internal("vault entry is corrupt".into()))
+    }
+
+    /// Loads a card of the principal's tenant; another tenant's card is simply not found.
+    pub async fn card_of(&self, tenant: &TenantId, card_id: &CardId) -> Result<Card, ServiceError> {
+        self.store.get_card(tenant, card_id).await?.ok_or(ServiceError::NotFound("card"))
+    }
+
+    /// Mints a card token for `principal` on `card_id`.
+    pub async fn mint_card_token(
+        &self,
+        principal: &Principal,
+        card_id: &CardId,
+        input: MintInput,
+    ) -> Result<MintedCardToken, ServiceError> {
+        let tenant_id = principal.client.tenant_id.clone();
+        let actor = principal.actor();
+        let subject = format!("card:{card_id}");
+        let card = match self.card_of(&tenant_id, card_id).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.audit_refusal(Some(&tenant_id), actor, "card_token.mint", "card_not_found", subject).await;
+                return Err(e);
+            }
+        };
+        if input.account_hint.as_ref().is_some_and(|a| a != &card.account_id) {
+            self.audit_refusal(Some(&tenant_id), actor, "card_token.mint", "account_mismatch", subject).await;
+            return Err(ServiceError::NotFound("card in this account"));
+        }
+        if input.person_hint.is_some_and(|p| p != card.person_id) {
+            self.audit_refusal(Some(&tenant_id), actor, "card_token.mint", "person_mismatch", subject).await;
+            return Err(ServiceError::Forbidden("personId is not the card's cardholder".into()));
+        }
+        let snap = self.snapshot();
+        let tenant = snap.tenant(&tenant_id)?.clone();
+        let mut guards = Vec::new();
+        let mut mfa_verified = false;
+        if let Some((session_id, code)) = &input.mfa {
+            let session = self.verify_mfa(principal, &card.person_id, session_id, code).await?;
+            guards.push(Guard::ConsumeMfaSession { id: session, now_ms: self.now_ms() });
+            mfa_verified = true;
+        }
+        let scopes = match input.scope_filter {
+            Some(filter) => cardgate_core::scope::ScopeSet::from_iter(principal.scopes.iter().filter(|s| filter.contains(s))),
+            None => principal.scopes.clone(),
+        };
+        let minter = Minter { client_id: principal.client.id.clone(), scopes, person_id: principal.client.settings.person_id };
+        let request = MintRequest {
+            operations: input.operations.clone(),
+            use_limit: input.use_limit,
+            ttl_seconds: input.ttl_seconds,
+            mfa_verified,
+        };
+        let (ttl, use_limit) = match decide_mint(&tenant, &minter, &card, &request) {
+            Ok(v) => v,
+            Err(refusal) => {
+                self.audit_refusal(Some(&tenant_id), actor, "card_token.mint", refusal_code(&refusal), subject).await;
+                return Err(refusal.into());
+            }
+        };
+        let now = self.now_ms();
+        let token = Secret::generate(CARD_TOKEN_PREFIX).map_err(ServiceError::crypto)?;
+        let record = CardTokenRecord {
+            hash: token.hash(),
+            kind: input.kind,
+            tenant_id: tenant_id.clone(),
+            client_id: principal.client.id.clone(),
+            environment: self.env(),
+            card_id: Some(card.id),
+            person_id: Some(card.person_id),
+            operations: input.operations.clone(),
+            issued_at_ms: now,
+            expires_at_ms: now + i64::from(ttl) * 1000,
+            use_limit,
+            uses_made: 0,
+            revoked: false,
+        };
+        let ops: Vec<&str> = record.operations.iter().map(|o| o.as_str()).collect();
+        let details = json!({
+            "kind": input.kind.as_str(), "operations": ops, "token_ref": token_ref(&record.hash),
+            "ttl_seconds": ttl, "max_uses": use_limit.max_uses(), "mfa": mfa_verified,
+        });
+        let set = WriteSet::guarded(
+            guards,
+            vec![
+                Write::InsertCardToken(record.clone()),
+                self.audit(Some(&tenant_id), actor.clone(), "card_token.minted", "ok", subject.clone(), details),
+            ],
+            vec![self.audit(Some(&tenant_id), actor, "card_token.mint", "mfa_session_used", subject, json!({}))],
+        );
+        match self.commit(set).await? {
+            WriteOutcome::Applied => {
+                self.metrics.token_issued(input.kind.as_str());
+                Ok(MintedCardToken { token, expires_at_ms: record.expires_at_ms, record })
+            }
+            WriteOutcome::Refused(_) => Err(ServiceError::Mfa(MfaCheck::AlreadyUsed)),
+        }
+    }
+
+    /// Checks an MFA code against a session of `person`; a wrong code counts an attempt.
+    async fn verify_mfa(
+        &self,
+        principal: &Principal,
+        person: &PersonId,
+        session_id: &str,
+        code: &str,
+    ) -> Result<MfaSessionId, ServiceError> {
+        let tenant_id = &principal.client.tenant_id;
+        let actor = principal.actor();
+        let Ok(sid) = MfaSessionId::parse(session_id) else {
+            return Err(ServiceError::Mfa(MfaCheck::NotApplicable));
+        };
+        let session = match self.store.get_mfa_session(&sid).await? {
+            Some(s) if &s.tenant_id == tenant_id => s,
+            _ => {
+                self.audit_refusal(Some(tenant_id), actor, "mfa.verify", "unknown_session", format!("person:{person}")).await;
+                return Err(ServiceError::Mfa(MfaCheck::NotApplicable));
+            }
+        };
+        let totp_secret = if session.channel == Channel::Totp {
+            self.person_totp_secret(tenant_id, person).await?
+        } else {
+            None
+        };
+        let now = self.now_ms();
+        let check = mfa::check(&session, person, self.env(), code, totp_secret.as_deref().map(|v| &v[..]), &self.code_key, now);
+        let subject = format!("mfa_session:{sid}");
+        match check {
+            MfaCheck::Verified => Ok(sid),
+            MfaCheck::WrongCode => {
+                let locked_now = session.attempts + 1 >= mfa::MAX_ATTEMPTS;
+                let audit = self.audit(
+                    Some(tenant_id), actor, "mfa.verify", if locked_now { "wrong_code_locked" } else { "wrong_code" }, subject,
+                    json!({"attempts": session.attempts + 1}),
+                );
+                self.commit(WriteSet::of(vec![Write::MfaWrongAttempt { id: sid }, audit])).await?;
+                Err(ServiceError::Mfa(if locked_now { MfaCheck::Locked } else { MfaCheck::WrongCode }))
+            }
+            other => {
+                self.audit_refusal(Some(tenant_id), actor, "mfa.verify", mfa_code(other), subject).await;
+                Err(ServiceError::Mfa(other))
+            }
+        }
+    }
+
+    async fn person_totp_secret(&self, tenant: &TenantId, person: &PersonId) -> Result<Option<Zeroizing<Vec<u8>>>, ServiceError> {
+        let Some(p) = self.store.get_person(tenant, person).await? else { return Ok(None) };
+        let Some(enc) = &p.totp_secret_enc else { return Ok(None) };
+        let snap = self.snapshot();
+        let key = snap.keys.data_key(tenant, p.key_version)?;
+        Ok(Some(key.open(totp_aad(tenant, person, p.key_version).as_bytes(), enc).map_err(ServiceError::crypto)?))
+    }
+
+    /// Starts an MFA session for a person: TOTP, or a code sent through the tenant's webhook.
+    pub async fn start_mfa_session(
+        &self,
+        principal: &Principal,
+        person_id: &PersonId,
+        channel: Channel,
+    ) -> Result<MfaSession, ServiceError> {
+        let tenant_id = principal.client.tenant_id.clone();
+        let actor = principal.actor();
+        let subject = format!("person:{person_id}");
+        if principal.client.settings.person_id.is_some_and(|p| &p != person_id) {
+            self.audit_refusal(Some(&tenant_id), actor, "mfa.start", "not_own_person", subject).await;
+            return Err(ServiceError::NotFound("person"));
+        }
+        let Some(person) = self.store.get_person(&tenant_id, person_id).await? else {
+            self.audit_refusal(Some(&tenant_id), actor, "mfa.start", "person_not_found", subject).await;
+            return Err(ServiceError::NotFound("person"));
+        };
+        let snap = self.snapshot();
+        let tenant = snap.tenant(&tenant_id)?.clone();
+        let destination = match channel {
+            Channel::Totp if person.totp_secret_enc.is_none() => {
+                return Err(ServiceError::BadRequest("the person has no TOTP authenticator enrolled".into()))
+            }
+            Channel::Totp => None,
+            Channel::Sms => match (&person.profile.isd_code, &person.profile.mobile_number) {
+                (Some(i), Some(m)) => Some(format!("+{i}{m}")),
+                _ => return Err(ServiceError::BadRequest("the person has no mobile number".into())),
+            },
+            Channel::Email => match &person.profile.email {
+                Some(e) => Some(e.clone()),
+                None => return Err(ServiceError::BadRequest("the person has no email address".into())),
+            },
+        };
+        if destination.is_some() && tenant.settings.webhook_url.is_none() {
+            return Err(ServiceError::BadRequest("the tenant has no webhook_url to deliver codes".into()));
+        }
+        let now = self.now_ms();
+        let id = MfaSessionId::new_random();
+        let code = match channel {
+            Channel::Totp => None,
+            _ => Some(Zeroizing::new(mfa::new_code().map_err(ServiceError::crypto)?)),
+        };
+        let session = MfaSession {
+            id,
+            tenant_id: tenant_id.clone(),
+            person_id: *person_id,
+            environment: self.env(),
+            channel,
+            code_hash: code.as_ref().map(|c| mfa::code_hash(&self.code_key, &id, c)),
+            attempts: 0,
+            created_at_ms: now,
+            expires_at_ms: now + mfa::SESSION_TTL_SECONDS * 1000,
+            consumed: false,
+        };
+        let audit = self.audit(Some(&tenant_id), actor, "mfa.session_started", "ok", subject, json!({"channel": channel.as_str(), "session": id.to_string()}));
+        self.commit(WriteSet::of(vec![Write::InsertMfaSession(session.clone()), audit])).await?;
+        if let (Some(code), Some(destination)) = (code, destination) {
+            self.send_mfa_code(&tenant, &session, &destination, code);
+        }
+        Ok(session)
+    }
+
+    /// Redeems a card token for `op` on `card_id`, doing the operation in the same commit.
+    pub async fn redeem(
+        &self,
+        token: &str,
+        card_id: &CardId,
+        op: Operation,
+        new_pin: Option<Pin>,
+    ) -> Result<(CardTokenRecord, Redeemed), ServiceError> {
+        let hash = SecretHash::of(token.as_bytes());
+        let Some(record) = self.store.get_card_token(&hash).await? else {
+            tracing::info!(card = %card_id, operation = %op, "unknown card token presented");
+            return Err(ServiceError::Auth(super::AuthFailure::InvalidToken));
+        };
+        let actor = format!("token:{}", token_ref(&hash));
+        let subject = format!("card:{card_id}");
+        let tenant_id = record.tenant_id.clone();
+        let now = self.now_ms();
+        let outcome = decide_redemption(&record, card_id, op, self.env(), now);
+        if outcome != Redemption::Granted {
+            self.audit_refusal(Some(&tenant_id), actor, &format!("card_token.redeem.{}", op.as_str()), redemption_code(&outcome), subject).await;
+            return Err(ServiceError::Redemption(outcome));
+        }
+        let card = self.card_of(&tenant_id, card_id).await?;
+        if let Err(refusal) = check_card_state(&card, &[op]) {
+            self.audit_refusal(Some(&tenant_id), actor, &format!("card_token.redeem.{}", op.as_str()), refusal_code(&refusal), subject).await;
+            return Err(refusal.into());
+        }
+        let mut guards = vec![Guard::RedeemCardToken { hash, now_ms: now }];
+        let result = match op {
+            Operation::ViewCard => {
+                let secrets = self.open_card(&card)?;
+                let name = match self.store.get_person(&tenant_id, &card.person_id).await? {
+                    Some(p) => format!("{} {}", p.profile.first_name, p.profile.last_name),
+                    None => String::new(),
+                };
+                Redeemed::Details { secrets, cardholder_name: name }
+            }
+            Operation::GetPin => match self.open_card(&card)?.pin.clone() {
+                Some(pin) => Redeemed::Pin(pin),
+                None => return Err(ServiceError::NotFound("PIN")),
+            },
+            Operation::SetPin => {
+                let pin = new_pin.ok_or_else(|| ServiceError::BadRequest("pin is required".into()))?;
+                let mut secrets = self.open_card(&card)?;
+                secrets.pin = Some(pin);
+                let (version, vault) = self.seal_card(&tenant_id, card_id, &secrets)?;
+                guards.push(Guard::CardVault {
+                    tenant: tenant_id.clone(), card: *card_id, expect_version: card.key_version, vault, key_version: version, now_ms: now,
+                });
+                Redeemed::PinSet
+            }
+            Operation::Activate => {
+                guards.push(Guard::CardStatus { tenant: tenant_id.clone(), card: *card_id, from: CardStatus::Inactive, to: CardStatus::Active, now_ms: now });
+                Redeemed::Activated
+            }
+            Operation::AddCardToWallet => Redeemed::Wallet { eligible: card.wallet_eligible, last4: card.last4.clone(), status: card.status },
+        };
+        let action = format!("card_token.redeemed.{}", op.as_str());
+        let set = WriteSet::guarded(
+            guards,
+            vec![self.audit(Some(&tenant_id), actor.clone(), &action, "ok", subject.clone(), json!({"token_ref": token_ref(&hash)}))],
+            vec![self.audit(Some(&tenant_id), actor, &action, "refused_concurrently", subject, json!({"token_ref": token_ref(&hash)}))],
+        );
+        match self.commit(set).await? {
+            WriteOutcome::Applied => Ok((record, result)),
+            WriteOutcome::Refused(0) => {
+                // Lost a race: classify from the current state (another use, or a revocation).
+                let now_record = self.store.get_card_token(&hash).await?.unwrap_or(record);
+                let outcome = decide_redemption(&now_record, card_id, op, self.env(), self.now_ms());
+                Err(ServiceError::Redemption(if outcome == Redemption::Granted { Redemption::AlreadyUsed } else { outcome }))
+            }
+            WriteOutcome::Refused(_) => Err(ServiceError::Conflict(match op {
+                Operation::Activate => "the card is no longer inactive".into(),
+                _ => "the card changed concurrently; try again".into(),
+            })),
+        }
+    }
+}
+
+pub fn refusal_code(r: &cardgate_core::cards::MintRefusal) -> &'static str {
+    use cardgate_core::cards::MintRefusal::*;
+    match r {
+        NoOperation => "no_operation",
+        ScopeMissing(_) => "insufficient_scope",
+        NotOwnCard => "not_own_card",
+        MfaRequired(_) => "mfa_required",
+        TtlOutOfRange(_) => "ttl_out_of_range",
+        UsesOutOfRange(_) => "uses_out_of_range",
+        CardState(_) => "card_state",
+        AlreadyActive => "already_active",
+    }
+}
+
+pub fn redemption_code(r: &Redemption) -> &'static str {
+    match r {
+        Redemption::Granted => "ok",
+        Redemption::Expired => "expired",
+        Redemption::AlreadyUsed => "already_used",
+        Redemption::Revoked => "revoked",
+        Redemption::NotCovered => "not_covered",
+    }
+}
+
+pub fn mfa_code(c: MfaCheck) -> &'static str {
+    match c {
+        MfaCheck::Verified => "ok",
+        MfaCheck::WrongCode => "wrong_code",
+        MfaCheck::Expired => "session_expired",
+        MfaCheck::Locked => "session_locked",
+        MfaCheck::AlreadyUsed => "session_used",
+        MfaCheck::NotApplicable => "session_invalid",
+    }
+}

@@ -1,0 +1,310 @@
+//! The application service: one function per use case. Each loads what it needs (from the
+//! in-memory directory or the store), lets `cardgate_core` decide, and persists the outcome
+//! with its audit event in one write set through the group committer.
+
+pub mod admin;
+pub mod auth;
+pub mod cards;
+pub mod directory;
+pub mod keys;
+pub mod oauth;
+pub mod webhook;
+
+use crate::metrics::Metrics;
+use cardgate_core::audit::AuditEvent;
+use cardgate_core::cards::{MintRefusal, Redemption};
+use cardgate_core::mfa::MfaCheck;
+use cardgate_core::secret::SecretHash;
+use cardgate_core::tokens::{AccessClaims, AccessTokenRecord};
+use cardgate_core::{Environment, TenantId};
+use cardgate_store::committer::Committer;
+use cardgate_store::{Store, StoreError, Write, WriteOutcome, WriteSet};
+use directory::Snapshot;
+use keys::MasterKey;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use auth::{AuthFailure, Principal};
+
+/// Why a use case did not succeed. Each API surface maps this to its own wire shape.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("authentication failed: {0}")]
+    Auth(#[from] AuthFailure),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    InvalidScope(String),
+    #[error("{0}")]
+    Mint(#[from] MintRefusal),
+    #[error("MFA: {0:?}")]
+    Mfa(MfaCheck),
+    #[error("the token cannot be used: {0:?}")]
+    Redemption(Redemption),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("too many requests")]
+    RateLimited { retry_after_seconds: u64 },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl ServiceError {
+    pub fn crypto(e: cardgate_jose::JoseError) -> Self {
+        Self::Internal(format!("crypto: {e}"))
+    }
+}
+
+/// Wall-clock time with an adjustable offset, so tests can move time forward.
+#[derive(Default)]
+pub struct Clock {
+    offset_ms: AtomicI64,
+}
+
+impl Clock {
+    pub fn now_ms(&self) -> i64 {
+        let real = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        i64::try_from(real).unwrap_or(i64::MAX) + self.offset_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.offset_ms.fetch_add(i64::try_from(by.as_millis()).unwrap_or(0), Ordering::Relaxed);
+    }
+}
+
+/// How the service is set up.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub environment: Environment,
+    pub public_url: String,
+}
+
+/// Per-client token buckets for token endpoints (in memory, per replica).
+#[derive(Default)]
+struct RateLimiter {
+    buckets: Mutex<HashMap<String, (f64, i64)>>,
+}
+
+impl RateLimiter {
+    /// Takes one token from `client`'s bucket; `Err(seconds)` when empty.
+    fn take(&self, client: &str, per_minute: u32, now_ms: i64) -> Result<(), u64> {
+        let cap = f64::from(per_minute.max(1));
+        let rate_per_ms = cap / 60_000.0;
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let (tokens, last) = buckets.entry(client.to_string()).or_insert((cap, now_ms));
+        *tokens = (*tokens + (now_ms - *last).max(0) as f64 * rate_per_ms).min(cap);
+        *last = now_ms;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait_ms = ((1.0 - *tokens) / rate_per_ms).ceil();
+            Err(((wait_ms / 1000.0).ceil() as u64).max(1))
+        }
+    }
+}
+
+/// Bounded caches that let introspection and Bearer authentication skip signature checks
+/// and database reads for tokens already seen. Revocation is checked separately.
+#[derive(Default)]
+struct TokenCache {
+    jwt: RwLock<HashMap<[u8; 32], Arc<AccessClaims>>>,
+    opaque: RwLock<HashMap<SecretHash, Arc<AccessTokenRecord>>>,
+}
+
+const TOKEN_CACHE_MAX: usize = 100_000;
+
+pub struct Service {
+    pub store: Arc<dyn Store>,
+    pub committer: Committer,
+    pub settings: Settings,
+    pub clock: Clock,
+    pub metrics: Arc<Metrics>,
+    master: MasterKey,
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// Revoked token ids (JWT `jti`, or the hash hex of opaque tokens) → expiry.
+    revoked: RwLock<HashMap<String, i64>>,
+    revocations_polled_ms: AtomicI64,
+    rate: RateLimiter,
+    cache: TokenCache,
+    code_key: [u8; 32],
+    http: reqwest::Client,
+}
+
+impl Service {
+    /// Opens the service on `store`: checks the master key, ensures a signing key exists for
+    /// this environment and loads the directory.
+    pub async fn start(store: Arc<dyn Store>, master: MasterKey, settings: Settings) -> Result<Arc<Self>, ServiceError> {
+        let stored = store.meta_init("master_key_check", &master.check_value()).await?;
+        if stored != master.check_value() {
+            return Err(ServiceError::Internal(
+                "the master key does not match the one this database was created with".into(),
+            ));
+        }
+        let clock = Clock::default();
+        let now = clock.now_ms();
+        let snap = Snapshot::load(store.as_ref(), &master, settings.environment, now).await?;
+        let svc = Arc::new(Self {
+            committer: Committer::spawn(store.clone()),
+            store,
+            clock,
+            metrics: Arc::new(Metrics::default()),
+            code_key: master.derive("cardgate mfa code key v1"),
+            master,
+            snapshot: RwLock::new(Arc::new(snap)),
+            revoked: RwLock::new(HashMap::new()),
+            revocations_polled_ms: AtomicI64::new(0),
+            rate: RateLimiter::default(),
+            cache: TokenCache::default(),
+            settings,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .map_err(|e| ServiceError::Internal(e.to_string()))?,
+        });
+        if svc.snapshot().keys.active.is_none() {
+            svc.rotate_signing_key("system").await?;
+        }
+        svc.poll_revocations().await?;
+        Ok(svc)
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    pub fn env(&self) -> Environment {
+        self.settings.environment
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
+    /// Reloads tenants, clients and keys from the store.
+    pub async fn reload(&self) -> Result<(), ServiceError> {
+        let snap = Snapshot::load(self.store.as_ref(), &self.master, self.env(), self.now_ms()).await?;
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
+        Ok(())
+    }
+
+    /// Reloads if another process or replica changed the configuration.
+    pub async fn reload_if_changed(&self) -> Result<bool, ServiceError> {
+        let v = self.store.config_version().await?;
+        if v != self.snapshot().version {
+            self.reload().await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Learns revocations made by other replicas (and prunes expired ones).
+    pub async fn poll_revocations(&self) -> Result<(), ServiceError> {
+        let now = self.now_ms();
+        let since = self.revocations_polled_ms.load(Ordering::Relaxed) - 10_000;
+        let rows = self.store.revocations_since(since).await?;
+        let mut set = self.revoked.write().unwrap_or_else(|p| p.into_inner());
+        set.retain(|_, exp| *exp > now);
+        for (id, exp) in rows {
+            if exp > now {
+                set.insert(id, exp);
+            }
+        }
+        self.revocations_polled_ms.store(now, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Background refresh of the directory and the revocation list, every `every`.
+    pub fn spawn_pollers(self: &Arc<Self>, every: Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(svc) = weak.upgrade() else { break };
+                if let Err(e) = svc.reload_if_changed().await {
+                    tracing::warn!(error = %e, "config refresh failed");
+                }
+                if let Err(e) = svc.poll_revocations().await {
+                    tracing::warn!(error = %e, "revocation refresh failed");
+                }
+            }
+        });
+    }
+
+    pub(crate) fn is_revoked(&self, token_id: &str) -> bool {
+        self.revoked.read().unwrap_or_else(|p| p.into_inner()).contains_key(token_id)
+    }
+
+    pub(crate) fn mark_revoked(&self, token_id: String, expires_at_ms: i64) {
+        self.revoked.write().unwrap_or_else(|p| p.into_inner()).insert(token_id, expires_at_ms);
+    }
+
+    /// Rate limit for token issuance by `client` of `tenant`.
+    pub fn check_rate(&self, client: &str, tenant: &TenantId) -> Result<(), ServiceError> {
+        let per_minute = self.snapshot().tenants.get(tenant).map_or(600, |t| t.settings.rate_limit_per_minute);
+        self.rate
+            .take(client, per_minute, self.now_ms())
+            .map_err(|retry_after_seconds| ServiceError::RateLimited { retry_after_seconds })
+    }
+
+    /// An audit event stamped with now and this environment.
+    pub fn audit(
+        &self,
+        tenant: Option<&TenantId>,
+        actor: impl Into<String>,
+        action: &str,
+        outcome: &str,
+        subject: impl Into<String>,
+        details: serde_json::Value,
+    ) -> Write {
+        Write::Audit(AuditEvent {
+            ts_ms: self.now_ms(),
+            tenant_id: tenant.map(|t| t.as_str().to_string()),
+            environment: self.env().as_str().to_string(),
+            actor: actor.into(),
+            action: action.to_string(),
+            outcome: outcome.to_string(),
+            subject: subject.into(),
+            details,
+        })
+    }
+
+    /// Commits a write set through the group committer.
+    pub async fn commit(&self, set: WriteSet) -> Result<WriteOutcome, ServiceError> {
+        Ok(self.committer.submit(set).await?)
+    }
+
+    /// Records a refusal in the audit log. A failure to record is logged, not surfaced: the
+    /// caller is refused either way.
+    pub async fn audit_refusal(
+        &self,
+        tenant: Option<&TenantId>,
+        actor: impl Into<String>,
+        action: &str,
+        outcome: &str,
+        subject: impl Into<String>,
+    ) {
+        let w = self.audit(tenant, actor, action, outcome, subject, serde_json::json!({}));
+        if let Err(e) = self.commit(WriteSet::of(vec![w])).await {
+            tracing::error!(error = %e, action, "could not record a refusal in the audit log");
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! OAuth2 access tokens: issuance (RFC 6749 §4.4, as RFC 9068 JWTs or opaque), verification,
+//! introspection (RFC 7662) and revocation (RFC 7009).
+
+use super::{Principal, Service, ServiceError};
+use cardgate_core::scope::ScopeSet;
+use cardgate_core::secret::{Secret, SecretHash};
+use cardgate_core::tokens::{
+    AccessClaims, AccessTokenRecord, TokenKind, ACCESS_TOKEN_TTL_SECONDS, CARD_TOKEN_PREFIX, OPAQUE_ACCESS_TOKEN_PREFIX,
+};
+use cardgate_core::{AccessTokenFormat, Client};
+use cardgate_jose::digest::sha256;
+use cardgate_jose::es256::sign_compact;
+use cardgate_jose::jwt::UnverifiedJwt;
+use cardgate_store::{Write, WriteSet};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// A freshly issued access token; `token` is shown to the client once and never stored.
+pub struct IssuedAccessToken {
+    pub token: Secret,
+    pub expires_in: u32,
+    pub scopes: ScopeSet,
+    pub issued_at_ms: i64,
+}
+
+/// What a valid access token says.
+#[derive(Debug, Clone)]
+pub struct VerifiedAccess {
+    pub client_id: String,
+    pub tenant_id: String,
+    pub scopes: ScopeSet,
+    pub iat: i64,
+    pub exp: i64,
+    /// `jti` of a JWT, or the hash hex of an opaque token: the id revocation uses.
+    pub token_id: String,
+    pub jwt: Option<Arc<AccessClaims>>,
+}
+
+/// A short, non-reversible reference to a token for audit events.
+pub fn token_ref(hash: &SecretHash) -> String {
+    hash.to_hex()[..16].to_string()
+}
+
+impl Service {
+    /// Issues an access token to an authenticated client for `requested_scope` (⊆ its scopes).
+    pub async fn issue_access_token(
+        &self,
+        client: &Arc<Client>,
+        requested_scope: Option<&str>,
+        kind: TokenKind,
+    ) -> Result<IssuedAccessToken, ServiceError> {
+        let actor = format!("client:{}", client.id);
+        let scopes = match client.settings.scopes.grant(requested_scope) {
+            Ok(s) => s,
+            Err(e) => {
+                self.audit_refusal(Some(&client.tenant_id), actor, "access_token.issue", "invalid_scope", format!("client:{}", client.id)).await;
+                return Err(ServiceError::InvalidScope(e.to_string()));
+            }
+        };
+        let now = self.now_ms();
+        let iat = now / 1000;
+        let exp = iat + i64::from(ACCESS_TOKEN_TTL_SECONDS);
+        let (token, audit_details, writes) = match client.settings.access_token_format {
+            AccessTokenFormat::Jwt => {
+                let snap = self.snapshot();
+                let key = snap.keys.active.clone().ok_or_else(|| ServiceError::Internal("no signing key".into()))?;
+                let jti = cardgate_jose::b64::encode(&cardgate_jose::digest::random::<16>().map_err(ServiceError::crypto)?);
+                let claims = AccessClaims {
+                    iss: self.settings.public_url.clone(),
+                    sub: client.id.to_string(),
+                    aud: self.settings.public_url.clone(),
+                    client_id: client.id.to_string(),
+                    scope: scopes.to_string_list(),
+                    iat,
+                    exp,
+                    jti: jti.clone(),
+                    tid: client.tenant_id.to_string(),
+                    env: self.env(),
+                    knd: kind.as_str().to_string(),
+                };
+                let payload = serde_json::to_vec(&claims).map_err(|e| ServiceError::Internal(e.to_string()))?;
+                let header = json!({"alg": "ES256", "typ": "at+jwt", "kid": key.kid});
+                let token = sign_compact(&key, &header, &payload).map_err(ServiceError::crypto)?;
+                (Secret::new(token), json!({"format": "jwt", "jti": jti, "kid": key.kid, "scope": claims.scope, "kind": kind.as_str()}), vec![])
+            }
+            AccessTokenFormat::Opaque => {
+                let token = Secret::generate(OPAQUE_ACCESS_TOKEN_PREFIX).map_err(ServiceError::crypto)?;
+                let record = AccessTokenRecord {
+                    hash: token.hash(),
+                    kind,
+                    tenant_id: client.tenant_id.clone(),
+                    client_id: client.id.clone(),
+                    environment: self.env(),
+                    scopes: scopes.clone(),
+                    issued_at_ms: iat * 1000,
+                    expires_at_ms: exp * 1000,
+                    revoked: false,
+                };
+                let details = json!({"format": "opaque", "token_ref": token_ref(&record.hash), "scope": scopes.to_string_list(), "kind": kind.as_str()});
+                (token, details, vec![Write::InsertAccessToken(record)])
+            }
+        };
+        let mut writes = writes;
+        writes.push(self.audit(Some(&client.tenant_id), actor, "access_token.issued", "ok", format!("client:{}", client.id), audit_details));
+        self.commit(WriteSet::of(writes)).await?;
+        self.metrics.token_issued(kind.as_str());
+        Ok(IssuedAccessToken { token, expires_in: ACCESS_TOKEN_TTL_SECONDS, scopes, issued_at_ms: now })
+    }
+
+    /// Checks an access token (JWT or opaque): signature, type, environment, expiry,
+    /// revocation. Verified tokens are cached; expiry and revocation are checked every time.
+    pub async fn verify_access_token(&self, token: &str) -> Result<VerifiedAccess, ()> {
+        let now_s = self.now_ms() / 1000;
+        let access = if token.starts_with(OPAQUE_ACCESS_TOKEN_PREFIX) {
+            let hash = SecretHash::of(token.as_bytes());
+            let cached = self.cache.opaque.read().unwrap_or_else(|p| p.into_inner()).get(&hash).cloned();
+            let record = match cached {
+                Some(r) => r,
+                None => {
+                    let r = Arc::new(self.store.get_access_token(&hash).await.map_err(|_| ())?.ok_or(())?);
+                    let mut c = self.cache.opaque.write().unwrap_or_else(|p| p.into_inner());
+                    if c.len() >= super::TOKEN_CACHE_MAX {
+                        c.clear();
+                    }
+                    c.insert(hash, r.clone());
+                    r
+                }
+            };
+            if record.environment != self.env() || record.revoked {
+                return Err(());
+            }
+            VerifiedAccess {
+                client_id: record.client_id.to_string(),
+                tenant_id: record.tenant_id.to_string(),
+                scopes: record.scopes.clone(),
+                iat: record.issued_at_ms / 1000,
+                exp: record.expires_at_ms / 1000,
+                token_id: hash.to_hex(),
+                jwt: None,
+            }
+        } else {
+            let key = sha256(token.as_bytes());
+            let cached = self.cache.jwt.read().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+            let claims = match cached {
+                Some(c) => c,
+                None => {
+                    let c = Arc::new(self.verify_jwt_signature(token)?);
+                    let mut cache = self.cache.jwt.write().unwrap_or_else(|p| p.into_inner());
+                    if cache.len() >= super::TOKEN_CACHE_MAX {
+                        cache.clear();
+                    }
+                    cache.insert(key, c.clone());
+                    c
+                }
+            };
+            VerifiedAccess {
+                client_id: claims.client_id.clone(),
+                tenant_id: claims.tid.clone(),
+                scopes: ScopeSet::parse(&claims.scope).map_err(|_| ())?,
+                iat: claims.iat,
+                exp: claims.exp,
+                token_id: claims.jti.clone(),
+                jwt: Some(claims),
+            }
+        };
+        if access.exp <= now_s || self.is_revoked(&access.token_id) {
+            return Err(());
+        }
+        Ok(access)
+    }
+
+    fn verify_jwt_signature(&self, token: &str) -> Result<AccessClaims, ()> {
+        let jwt = UnverifiedJwt::parse(token).map_err(|_| ())?;
+        if jwt.header.get("typ").and_then(Value::as_str) != Some("at+jwt") {
+            return Err(());
+        }
+        let snap = self.snapshot();
+        let key = snap.keys.verifying.get(jwt.kid().ok_or(())?).ok_or(())?;
+        jwt.verify(key).map_err(|_| ())?;
+        let claims: AccessClaims = serde_json::from_value(jwt.claims.clone()).map_err(|_| ())?;
+        let kind_ok = matches!(TokenKind::parse(&claims.knd), Some(TokenKind::Access | TokenKind::FiservAccess));
+        if claims.env != self.env() || !kind_ok {
+            return Err(());
+        }
+        Ok(claims)
+    }
+
+    /// RFC 7662: what `caller` may know about `token`. Tokens of other tenants, other
+    /// environments, or that are expired, revoked or used up are simply inactive.
+    pub async fn introspect(&self, caller: &Principal, token: &str) -> Value {
+        let inactive = json!({"active": false});
+        let tenant = caller.client.tenant_id.as_str();
+        if token.starts_with(CARD_TOKEN_PREFIX) {
+            let hash = SecretHash::of(token.as_bytes());
+            let Ok(Some(t)) = self.store.get_card_token(&hash).await else { return inactive };
+            let now = self.now_ms();
+            if t.tenant_id.as_str() != tenant
+                || t.environment != self.env()
+                || t.revoked
+                || t.expires_at_ms <= now
+                || t.use_limit.exhausted(t.uses_made)
+            {
+                return inactive;
+            }
+            let ops: Vec<&str> = t.operations.iter().map(|o| o.as_str()).collect();
+            let mut v = json!({
+                "active": true,
+                "token_type": "card_token",
+                "client_id": t.client_id.as_str(),
+                "scope": ops.join(" "),
+                "iat": t.issued_at_ms / 1000,
+                "exp": t.expires_at_ms / 1000,
+                "iss": self.settings.public_url,
+                "operations": ops,
+                "uses_made": t.uses_made,
+                "max_uses": t.use_limit.max_uses(),
+            });
+            if let Some(c) = t.card_id {
+                v["sub"] = json!(c.to_string());
+                v["card_id"] = json!(c.to_string());
+            }
+            return v;
+        }
+        let Ok(a) = self.verify_access_token(token).await else { return inactive };
+        if a.tenant_id != tenant {
+            return inactive;
+        }
+        let snap = self.snapshot();
+        if snap.clients.get(&a.client_id).is_none_or(|c| c.disabled) {
+            return inactive;
+        }
+        let mut v = json!({
+            "active": true,
+            "token_type": "Bearer",
+            "client_id": a.client_id,
+            "sub": a.client_id,
+            "scope": a.scopes.to_string_list(),
+            "iat": a.iat,
+            "exp": a.exp,
+            "iss": self.settings.public_url,
+            "aud": self.settings.public_url,
+        });
+        if let Some(c) = &a.jwt {
+            v["jti"] = json!(c.jti);
+        }
+        v
+    }
+
+    /// RFC 7009: revokes `token` if it belongs to `caller`'s tenant; otherwise does nothing.
+    /// The answer is the same either way, so revocation reveals nothing about foreign tokens.
+    pub async fn revoke(&self, caller: &Principal, token: &str) -> Result<(), ServiceError> {
+        let tenant = &caller.client.tenant_id;
+        let actor = caller.actor();
+        let now = self.now_ms();
+        if token.starts_with(CARD_TOKEN_PREFIX) {
+            let hash = SecretHash::of(token.as_bytes());
+            if let Some(t) = self.store.get_card_token(&hash).await? {
+                if &t.tenant_id == tenant && !t.revoked {
+                    let subject = t.card_id.map(|c| format!("card:{c}")).unwrap_or_default();
+                    let audit = self.audit(Some(tenant), actor, "card_token.revoked", "ok", subject, json!({"token_ref": token_ref(&hash)}));
+                    self.commit(WriteSet::of(vec![Write::RevokeCardToken { hash }, audit])).await?;
+                }
+            }
+            return Ok(());
+        }
+        let Ok(a) = self.verify_access_token(token).await else { return Ok(()) };
+        if a.tenant_id != tenant.as_str() {
+            return Ok(());
+        }
+        let mut writes = vec![Write::AddRevocation {
+            token_id: a.token_id.clone(),
+            tenant: tenant.clone(),
+            now_ms: now,
+            expires_at_ms: a.exp * 1000,
+        }];
+        if a.jwt.is_none() {
+            if let Some(h) = SecretHash::from_slice(&data_encoding::HEXLOWER.decode(a.token_id.as_bytes()).unwrap_or_default()) {
+                writes.push(Write::RevokeAccessToken { hash: h });
+            }
+        }
+        let token_ref = if a.jwt.is_some() { a.token_id.clone() } else { a.token_id[..16].to_string() };
+        writes.push(self.audit(Some(tenant), actor, "access_token.revoked", "ok", format!("client:{}", a.client_id), json!({"token_ref": token_ref})));
+        self.commit(WriteSet::of(writes)).await?;
+        self.mark_revoked(a.token_id, a.exp * 1000);
+        Ok(())
+    }
+}

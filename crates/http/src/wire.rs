@@ -1,0 +1,108 @@
+//! Parsing of what arrives on the wire, shared by every surface: Authorization headers,
+//! query strings and bodies, each refusing duplicates, bad encodings and oversize input.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode};
+use std::collections::HashMap;
+
+/// Bodies larger than this get 413 (SPEC §7).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// A credential presented in `Authorization`.
+#[derive(PartialEq, Eq)]
+pub enum Authorization {
+    None,
+    Basic { id: String, secret: String },
+    Bearer(String),
+    ApiKey(String),
+    DPoP(String),
+    /// Any other value, kept for dialects that accept a raw key.
+    Raw(String),
+    Malformed(&'static str),
+}
+
+impl std::fmt::Debug for Authorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authorization(***)")
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes: Vec<u8> = form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned().into_bytes())?;
+    String::from_utf8(bytes).ok()
+}
+
+/// Parses the `Authorization` header. Basic credentials are form-urlencoded before base64
+/// (RFC 6749 §2.3.1), so they are percent-decoded after splitting on the first colon.
+pub fn authorization(headers: &HeaderMap) -> Authorization {
+    let mut values = headers.get_all(axum::http::header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else { return Authorization::None };
+    if values.next().is_some() {
+        return Authorization::Malformed("more than one Authorization header");
+    }
+    let Ok(value) = value.to_str() else { return Authorization::Malformed("Authorization is not ASCII") };
+    let value = value.trim();
+    let (scheme, rest) = value.split_once(' ').map_or((value, ""), |(s, r)| (s, r.trim()));
+    match scheme.to_ascii_lowercase().as_str() {
+        "basic" => {
+            let Ok(decoded) = cardgate_jose::b64::decode_std(rest) else {
+                return Authorization::Malformed("Basic credentials are not base64");
+            };
+            let Ok(text) = String::from_utf8(decoded) else {
+                return Authorization::Malformed("Basic credentials are not UTF-8");
+            };
+            let Some((id, secret)) = text.split_once(':') else {
+                return Authorization::Malformed("Basic credentials need id:secret");
+            };
+            match (percent_decode(id), percent_decode(secret)) {
+                (Some(id), Some(secret)) if !id.is_empty() => Authorization::Basic { id, secret },
+                _ => Authorization::Malformed("Basic credentials are malformed"),
+            }
+        }
+        "bearer" if !rest.is_empty() => Authorization::Bearer(rest.to_string()),
+        "apikey" if !rest.is_empty() => Authorization::ApiKey(rest.to_string()),
+        "dpop" if !rest.is_empty() => Authorization::DPoP(rest.to_string()),
+        "bearer" | "apikey" | "dpop" => Authorization::Malformed("credentials are empty"),
+        _ if !value.contains(' ') && !value.is_empty() => Authorization::Raw(value.to_string()),
+        _ => Authorization::Malformed("unknown Authorization scheme"),
+    }
+}
+
+/// Parameters from a query string or a form body. Repeated names are refused (RFC 6749 §3.1).
+pub fn params(raw: &[u8]) -> Result<HashMap<String, String>, String> {
+    let mut out = HashMap::new();
+    for (k, v) in form_urlencoded::parse(raw) {
+        if out.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(format!("parameter {k} is repeated"));
+        }
+    }
+    Ok(out)
+}
+
+/// Why a body could not be read.
+pub enum BodyError {
+    TooLarge,
+    Unreadable,
+}
+
+pub fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, BodyError> {
+    match body {
+        Ok(b) if b.len() > MAX_BODY => Err(BodyError::TooLarge),
+        Ok(b) => Ok(b),
+        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(BodyError::TooLarge),
+        Err(_) => Err(BodyError::Unreadable),
+    }
+}
+
+/// The media type of `Content-Type`, lower-cased, without parameters.
+pub fn content_type(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(axum::http::header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+}
+
+pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}

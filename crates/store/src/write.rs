@@ -1,0 +1,76 @@
+//! Write sets: what one request changes, with the guards that must hold for it to apply.
+
+use crate::{DataKeyRow, SigningKeyRow};
+use cardgate_core::audit::AuditEvent;
+use cardgate_core::ids::MfaSessionId;
+use cardgate_core::mfa::MfaSession;
+use cardgate_core::secret::SecretHash;
+use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord};
+use cardgate_core::{Account, Card, CardId, CardStatus, Client, ClientId, Person, Tenant, TenantId};
+
+/// A condition checked and acted on atomically (a conditional UPDATE).
+#[derive(Debug, Clone)]
+pub enum Guard {
+    /// Counts one use of a card token that is unrevoked, unexpired and has uses left.
+    RedeemCardToken { hash: SecretHash, now_ms: i64 },
+    /// Marks an MFA session used if it is unused, unlocked and unexpired.
+    ConsumeMfaSession { id: MfaSessionId, now_ms: i64 },
+    /// Moves a card from one status to another.
+    CardStatus { tenant: TenantId, card: CardId, from: CardStatus, to: CardStatus, now_ms: i64 },
+    /// Re-seals a card's vault if it is still at `expect_version` (so racing writers don't clobber).
+    CardVault { tenant: TenantId, card: CardId, expect_version: i64, vault: Vec<u8>, key_version: i64, now_ms: i64 },
+}
+
+#[derive(Debug, Clone)]
+pub enum Write {
+    Audit(AuditEvent),
+    InsertAccessToken(AccessTokenRecord),
+    InsertCardToken(CardTokenRecord),
+    RevokeAccessToken { hash: SecretHash },
+    RevokeCardToken { hash: SecretHash },
+    /// Records a revoked token id (JWT `jti` or hash hex) so every replica learns of it.
+    AddRevocation { token_id: String, tenant: TenantId, now_ms: i64, expires_at_ms: i64 },
+    InsertMfaSession(MfaSession),
+    MfaWrongAttempt { id: MfaSessionId },
+    UpsertTenant(Tenant),
+    UpsertClient(Client),
+    SetClientDisabled { id: ClientId, disabled: bool },
+    UpsertPerson(Person),
+    UpsertAccount(Account),
+    UpsertCard(Card),
+    InsertSigningKey(SigningKeyRow),
+    RetireSigningKey { kid: String, at_ms: i64 },
+    InsertDataKey(DataKeyRow),
+    /// Tells every replica to reload tenants, clients and keys.
+    BumpConfigVersion,
+}
+
+/// One request's changes.
+#[derive(Debug, Clone, Default)]
+pub struct WriteSet {
+    pub guards: Vec<Guard>,
+    pub writes: Vec<Write>,
+    /// Applied instead of `writes` when a guard fails (typically the refusal's audit event).
+    pub on_refused: Vec<Write>,
+}
+
+impl WriteSet {
+    pub fn of(writes: Vec<Write>) -> Self {
+        Self { guards: Vec::new(), writes, on_refused: Vec::new() }
+    }
+
+    pub fn guarded(guards: Vec<Guard>, writes: Vec<Write>, on_refused: Vec<Write>) -> Self {
+        Self { guards, writes, on_refused }
+    }
+
+    pub(crate) fn has_audit(&self) -> bool {
+        self.writes.iter().chain(&self.on_refused).any(|w| matches!(w, Write::Audit(_)))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Applied,
+    /// Guard number `n` did not hold; nothing of `writes` was applied.
+    Refused(usize),
+}
