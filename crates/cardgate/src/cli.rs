@@ -13,7 +13,11 @@ use std::time::Duration;
 const DEMO: &str = include_str!("demo.json");
 
 #[derive(Parser)]
-#[command(name = "cardgate", version, about = "A self-hosted, multi-tenant card access token service")]
+#[command(
+    name = "cardgate",
+    version,
+    about = "A self-hosted, multi-tenant card access token service"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub common: Common,
@@ -24,16 +28,38 @@ pub struct Cli {
 #[derive(Args, Clone)]
 pub struct Common {
     /// Database: sqlite://PATH (created on first start) or postgres://…
-    #[arg(long, env = "CARDGATE_DATABASE_URL", default_value = "sqlite://./cardgate-data/cardgate.db", global = true)]
+    #[arg(
+        long,
+        env = "CARDGATE_DATABASE_URL",
+        default_value = "sqlite://./cardgate-data/cardgate.db",
+        global = true
+    )]
     pub database_url: String,
     /// Base64 of 32 bytes; wraps every data and signing key. Required in production.
-    #[arg(long, env = "CARDGATE_MASTER_KEY", hide_env_values = true, global = true)]
+    #[arg(
+        long,
+        env = "CARDGATE_MASTER_KEY",
+        hide_env_values = true,
+        global = true
+    )]
     pub master_key: Option<String>,
     /// The environment this instance serves.
-    #[arg(long, env = "CARDGATE_ENVIRONMENT", value_enum, default_value = "sandbox", global = true)]
+    #[arg(
+        long,
+        env = "CARDGATE_ENVIRONMENT",
+        value_enum,
+        default_value = "sandbox",
+        global = true
+    )]
     pub environment: EnvArg,
     /// Log format.
-    #[arg(long, env = "CARDGATE_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "CARDGATE_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormat,
 }
 
@@ -143,7 +169,9 @@ pub enum AuditCommand {
 pub fn init_logging(common: &Common) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CARDGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match common.log_format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
@@ -152,7 +180,10 @@ pub fn init_logging(common: &Common) {
 
 /// The folder the SQLite file lives in (or `./cardgate-data` for other databases).
 fn data_dir(database_url: &str) -> PathBuf {
-    if let Some(path) = database_url.strip_prefix("sqlite://").or_else(|| database_url.strip_prefix("sqlite:")) {
+    if let Some(path) = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))
+    {
         let path = path.split('?').next().unwrap_or(path);
         if let Some(parent) = Path::new(path).parent() {
             if !parent.as_os_str().is_empty() {
@@ -170,7 +201,9 @@ fn master_key(common: &Common) -> Result<MasterKey, String> {
         return MasterKey::parse(k);
     }
     if matches!(common.environment, EnvArg::Production) {
-        return Err("production refuses to start without --master-key / CARDGATE_MASTER_KEY".into());
+        return Err(
+            "production refuses to start without --master-key / CARDGATE_MASTER_KEY".into(),
+        );
     }
     let dir = data_dir(&common.database_url);
     let file = dir.join("master.key");
@@ -180,7 +213,8 @@ fn master_key(common: &Common) -> Result<MasterKey, String> {
     }
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let key = MasterKey::generate().map_err(|e| e.to_string())?;
-    write_private(&file, &key.to_base64()).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    write_private(&file, &key.to_base64())
+        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
     eprintln!(
         "WARNING: no master key given; generated a sandbox master key into {}.\n\
          WARNING: anyone who can read that file can decrypt the vault. Set CARDGATE_MASTER_KEY for real deployments.",
@@ -195,7 +229,11 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
         f.write_all(content.as_bytes())
     }
     #[cfg(not(unix))]
@@ -206,9 +244,16 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
 
 async fn open(common: &Common, public_url: String) -> Result<Arc<Service>, String> {
     let master = master_key(common)?;
-    let store = cardgate_store::connect(&common.database_url).await.map_err(|e| e.to_string())?;
-    let settings = Settings { environment: common.environment.into(), public_url };
-    Service::start(store, master, settings).await.map_err(|e| e.to_string())
+    let store = cardgate_store::connect(&common.database_url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let settings = Settings {
+        environment: common.environment.into(),
+        public_url,
+    };
+    Service::start(store, master, settings)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 pub async fn run(cli: Cli) -> Result<(), String> {
@@ -217,7 +262,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Serve(args) => serve(&common, args).await,
         Command::Import { file } => {
             let svc = open(&common, "http://127.0.0.1:8080".into()).await?;
-            let bytes = std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             import(&svc, &bytes).await
         }
         Command::Client(cmd) => {
@@ -226,15 +272,23 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Keys(KeysCommand::Rotate) => {
             let svc = open(&common, "http://127.0.0.1:8080".into()).await?;
-            let kid = svc.rotate_signing_key("admin").await.map_err(|e| e.to_string())?;
+            let kid = svc
+                .rotate_signing_key("admin")
+                .await
+                .map_err(|e| e.to_string())?;
             println!("new signing key {kid} is active for {}", svc.env());
             Ok(())
         }
         Command::Keys(KeysCommand::RotateDataKey { tenant }) => {
             let svc = open(&common, "http://127.0.0.1:8080".into()).await?;
             let tenant = TenantId::parse(&tenant)?;
-            let (version, n) = svc.rotate_data_key(&tenant).await.map_err(|e| e.to_string())?;
-            println!("tenant {tenant} now uses data key version {version}; re-encrypted {n} records");
+            let (version, n) = svc
+                .rotate_data_key(&tenant)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "tenant {tenant} now uses data key version {version}; re-encrypted {n} records"
+            );
             Ok(())
         }
         Command::Audit(AuditCommand::Verify) => {
@@ -251,7 +305,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
 }
 
 async fn import(svc: &Service, bytes: &[u8]) -> Result<(), String> {
-    let plan = cardgate_core::import::parse(bytes, svc.now_ms()).map_err(|e| format!("import refused: {e}"))?;
+    let plan = cardgate_core::import::parse(bytes, svc.now_ms())
+        .map_err(|e| format!("import refused: {e}"))?;
     match svc.import(plan).await {
         Ok(r) if r.changes == 0 => println!("imported {} tenant(s): nothing changed", r.tenants),
         Ok(r) => println!("imported {} tenant(s): {} change(s)", r.tenants, r.changes),
@@ -263,7 +318,14 @@ async fn import(svc: &Service, bytes: &[u8]) -> Result<(), String> {
 
 async fn client(svc: &Service, cmd: ClientCommand, env: Environment) -> Result<(), String> {
     match cmd {
-        ClientCommand::Create { tenant, id, scopes, person_id, access_token_format, sdk_api_key } => {
+        ClientCommand::Create {
+            tenant,
+            id,
+            scopes,
+            person_id,
+            access_token_format,
+            sdk_api_key,
+        } => {
             let scopes = ScopeSet::parse(&scopes.replace(',', " ")).map_err(|e| e.to_string())?;
             if let Some(bad) = scopes.iter().find(|s| !KNOWN.contains(s)) {
                 return Err(format!("unknown scope {bad}; known: {}", KNOWN.join(", ")));
@@ -291,12 +353,16 @@ async fn client(svc: &Service, cmd: ClientCommand, env: Environment) -> Result<(
             Ok(())
         }
         ClientCommand::Disable { id } => {
-            svc.set_client_disabled(&ClientId::parse(&id)?, true).await.map_err(|e| e.to_string())?;
+            svc.set_client_disabled(&ClientId::parse(&id)?, true)
+                .await
+                .map_err(|e| e.to_string())?;
             println!("client {id} disabled");
             Ok(())
         }
         ClientCommand::Enable { id } => {
-            svc.set_client_disabled(&ClientId::parse(&id)?, false).await.map_err(|e| e.to_string())?;
+            svc.set_client_disabled(&ClientId::parse(&id)?, false)
+                .await
+                .map_err(|e| e.to_string())?;
             println!("client {id} enabled");
             Ok(())
         }
@@ -304,7 +370,10 @@ async fn client(svc: &Service, cmd: ClientCommand, env: Environment) -> Result<(
 }
 
 async fn serve(common: &Common, args: ServeArgs) -> Result<(), String> {
-    let public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{}", args.listen));
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", args.listen));
     let public_url = public_url.trim_end_matches('/').to_string();
     if args.demo && matches!(common.environment, EnvArg::Production) {
         return Err("--demo is for sandbox only".into());

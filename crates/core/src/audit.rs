@@ -109,7 +109,9 @@ impl AuditEvent {
 /// Where and why a chain stops verifying.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainBreak {
-    #[error("event {seq}: expected sequence number {expected} (an event was removed or reordered)")]
+    #[error(
+        "event {seq}: expected sequence number {expected} (an event was removed or reordered)"
+    )]
     Gap { seq: i64, expected: i64 },
     #[error("event {seq}: does not follow the previous event's hash (removed or reordered)")]
     Link { seq: i64 },
@@ -128,14 +130,20 @@ pub struct ChainVerifier {
 
 impl Default for ChainVerifier {
     fn default() -> Self {
-        Self { expected_seq: 1, prev_hash: GENESIS.to_string() }
+        Self {
+            expected_seq: 1,
+            prev_hash: GENESIS.to_string(),
+        }
     }
 }
 
 impl ChainVerifier {
     pub fn push(&mut self, ev: &StoredAuditEvent) -> Result<(), ChainBreak> {
         if ev.seq != self.expected_seq {
-            return Err(ChainBreak::Gap { seq: ev.seq, expected: self.expected_seq });
+            return Err(ChainBreak::Gap {
+                seq: ev.seq,
+                expected: self.expected_seq,
+            });
         }
         if ev.prev_hash != self.prev_hash {
             return Err(ChainBreak::Link { seq: ev.seq });
@@ -203,7 +211,13 @@ mod tests {
         let mut edited = b.clone();
         edited.outcome = "refused".into();
         assert_eq!(run(&[&a, &edited, &c]), Err(ChainBreak::Content { seq: 2 }));
-        assert_eq!(run(&[&a, &c]), Err(ChainBreak::Gap { seq: 3, expected: 2 }));
+        assert_eq!(
+            run(&[&a, &c]),
+            Err(ChainBreak::Gap {
+                seq: 3,
+                expected: 2
+            })
+        );
         assert!(run(&[&a, &c, &b]).is_err());
         assert_eq!(run(&[&a, &b]), Err(ChainBreak::Head { head_seq: 3 }));
     }

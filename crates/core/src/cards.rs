@@ -60,15 +60,19 @@ pub fn luhn_ok(pan: &str) -> bool {
         .enumerate()
         .map(|(i, b)| {
             let d = u32::from(b - b'0');
-            if i % 2 == 1 {
+            if !i.is_multiple_of(2) {
                 let dd = d * 2;
-                if dd > 9 { dd - 9 } else { dd }
+                if dd > 9 {
+                    dd - 9
+                } else {
+                    dd
+                }
             } else {
                 d
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Field-level reasons a card's data is refused.
@@ -111,13 +115,28 @@ impl CardSecrets {
             return Err(CardDataError::Cvv);
         }
         let (y, m) = expiry.split_once('-').ok_or(CardDataError::Expiry)?;
-        let year: u16 = (y.len() == 4).then(|| y.parse().ok()).flatten().ok_or(CardDataError::Expiry)?;
-        let month: u8 = (m.len() == 2).then(|| m.parse().ok()).flatten().ok_or(CardDataError::Expiry)?;
+        let year: u16 = (y.len() == 4)
+            .then(|| y.parse().ok())
+            .flatten()
+            .ok_or(CardDataError::Expiry)?;
+        let month: u8 = (m.len() == 2)
+            .then(|| m.parse().ok())
+            .flatten()
+            .ok_or(CardDataError::Expiry)?;
         if !(1..=12).contains(&month) || (year, month) < now_year_month {
             return Err(CardDataError::Expiry);
         }
-        let pin = pin.map(Pin::parse).transpose().map_err(|_| CardDataError::Pin)?;
-        Ok(Self { pan: pan.to_string(), cvv: cvv.to_string(), expiry_month: month, expiry_year: year, pin })
+        let pin = pin
+            .map(Pin::parse)
+            .transpose()
+            .map_err(|_| CardDataError::Pin)?;
+        Ok(Self {
+            pan: pan.to_string(),
+            cvv: cvv.to_string(),
+            expiry_month: month,
+            expiry_year: year,
+            pin,
+        })
     }
 
     pub fn last4(&self) -> String {
@@ -188,13 +207,19 @@ pub fn decide_mint(
         return Err(MintRefusal::NotOwnCard);
     }
     check_card_state(card, &request.operations)?;
-    if let Some(&op) = request.operations.iter().find(|op| tenant.requires_mfa(**op)) {
+    if let Some(&op) = request
+        .operations
+        .iter()
+        .find(|op| tenant.requires_mfa(**op))
+    {
         if !request.mfa_verified {
             return Err(MintRefusal::MfaRequired(op));
         }
     }
     let s = &tenant.settings;
-    let ttl = request.ttl_seconds.unwrap_or(s.card_token_ttl_seconds.min(s.card_token_max_ttl_seconds));
+    let ttl = request
+        .ttl_seconds
+        .unwrap_or(s.card_token_ttl_seconds.min(s.card_token_max_ttl_seconds));
     if ttl == 0 || ttl > s.card_token_max_ttl_seconds {
         return Err(MintRefusal::TtlOutOfRange(s.card_token_max_ttl_seconds));
     }
@@ -235,7 +260,10 @@ pub fn decide_redemption(
     env: Environment,
     now_ms: i64,
 ) -> Redemption {
-    if token.environment != env || token.card_id.as_ref() != Some(card_id) || !token.operations.contains(&op) {
+    if token.environment != env
+        || token.card_id.as_ref() != Some(card_id)
+        || !token.operations.contains(&op)
+    {
         Redemption::NotCovered
     } else if token.revoked {
         Redemption::Revoked
@@ -263,11 +291,28 @@ mod tests {
     #[test]
     fn card_data_is_refused_field_by_field() {
         let now = (2026, 11);
-        assert_eq!(CardSecrets::parse("4111111111111112", "123", "2029-12", None, now), Err(CardDataError::Pan));
-        assert_eq!(CardSecrets::parse("4111111111111111", "12", "2029-12", None, now), Err(CardDataError::Cvv));
-        assert_eq!(CardSecrets::parse("4111111111111111", "123", "2026-10", None, now), Err(CardDataError::Expiry));
-        assert_eq!(CardSecrets::parse("4111111111111111", "123", "2029-13", None, now), Err(CardDataError::Expiry));
-        assert_eq!(CardSecrets::parse("4111111111111111", "123", "2029-12", Some("12a4"), now), Err(CardDataError::Pin));
-        assert!(CardSecrets::parse("4111111111111111", "1234", "2026-11", Some("2468"), now).is_ok());
+        assert_eq!(
+            CardSecrets::parse("4111111111111112", "123", "2029-12", None, now),
+            Err(CardDataError::Pan)
+        );
+        assert_eq!(
+            CardSecrets::parse("4111111111111111", "12", "2029-12", None, now),
+            Err(CardDataError::Cvv)
+        );
+        assert_eq!(
+            CardSecrets::parse("4111111111111111", "123", "2026-10", None, now),
+            Err(CardDataError::Expiry)
+        );
+        assert_eq!(
+            CardSecrets::parse("4111111111111111", "123", "2029-13", None, now),
+            Err(CardDataError::Expiry)
+        );
+        assert_eq!(
+            CardSecrets::parse("4111111111111111", "123", "2029-12", Some("12a4"), now),
+            Err(CardDataError::Pin)
+        );
+        assert!(
+            CardSecrets::parse("4111111111111111", "1234", "2026-11", Some("2468"), now).is_ok()
+        );
     }
 }

@@ -44,11 +44,16 @@ macro_rules! string_id {
             pub fn parse(s: &str) -> Result<Self, String> {
                 let ok = !s.is_empty()
                     && s.len() <= $max
-                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+                    && s.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':')
+                    });
                 if ok {
                     Ok(Self(s.to_string()))
                 } else {
-                    Err(format!("{} must be 1-{} characters of letters, digits, '-', '_', '.', ':'", $what, $max))
+                    Err(format!(
+                        "{} must be 1-{} characters of letters, digits, '-', '_', '.', ':'",
+                        $what, $max
+                    ))
                 }
             }
 
@@ -71,7 +76,9 @@ string_id!(AccountId, 64, "an account id");
 
 macro_rules! uuid_id {
     ($name:ident, $what:expr) => {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+        )]
         #[serde(transparent)]
         pub struct $name(uuid::Uuid);
 
@@ -81,7 +88,9 @@ macro_rules! uuid_id {
                 if s.len() > 36 {
                     return Err(format!("{} must be a UUID", $what));
                 }
-                uuid::Uuid::try_parse(s).map(Self).map_err(|_| format!("{} must be a UUID", $what))
+                uuid::Uuid::try_parse(s)
+                    .map(Self)
+                    .map_err(|_| format!("{} must be a UUID", $what))
             }
 
             pub fn new_random() -> Self {

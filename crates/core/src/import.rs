@@ -19,7 +19,10 @@ pub struct ImportError {
 }
 
 fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, ImportError> {
-    Err(ImportError { path: path.into(), message: message.into() })
+    Err(ImportError {
+        path: path.into(),
+        message: message.into(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -187,7 +190,10 @@ pub const MIN_SECRET_LEN: usize = 32;
 
 fn secret_field(path: &str, value: &str) -> Result<Secret, ImportError> {
     if value.len() < MIN_SECRET_LEN {
-        return err(path, format!("must be at least {MIN_SECRET_LEN} characters"));
+        return err(
+            path,
+            format!("must be at least {MIN_SECRET_LEN} characters"),
+        );
     }
     if value.chars().any(|c| c.is_control() || c == ' ') {
         return err(path, "must not contain spaces or control characters");
@@ -197,7 +203,9 @@ fn secret_field(path: &str, value: &str) -> Result<Secret, ImportError> {
 
 /// Checks an origin is `scheme://host[:port]` with no path.
 pub fn origin_ok(origin: &str) -> bool {
-    let Some((scheme, rest)) = origin.split_once("://") else { return false };
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
     matches!(scheme, "http" | "https")
         && !rest.is_empty()
         && !rest.contains(['/', '?', '#', ' ', '*', '\'', '"', ';'])
@@ -208,16 +216,27 @@ fn date_ok(s: &str) -> bool {
     b.len() == 10
         && b[4] == b'-'
         && b[7] == b'-'
-        && s.bytes().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+        && s.bytes()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
         && (1..=12).contains(&s[5..7].parse::<u8>().unwrap_or(0))
         && (1..=31).contains(&s[8..10].parse::<u8>().unwrap_or(0))
 }
 
 /// Parses and validates an import file. `now_ms` decides which expiries are in the past.
 pub fn parse(json: &[u8], now_ms: i64) -> Result<ImportPlan, ImportError> {
-    let doc: FileDoc = serde_json::from_slice(json).map_err(|e| ImportError {
-        path: format!("line {} column {}", e.line(), e.column()),
-        message: e.to_string(),
+    let de = &mut serde_json::Deserializer::from_slice(json);
+    let doc: FileDoc = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        ImportError {
+            path: if path == "." {
+                format!("line {} column {}", inner.line(), inner.column())
+            } else {
+                path
+            },
+            message: inner.to_string(),
+        }
     })?;
     let mut tenant_ids = HashSet::new();
     let mut client_ids = HashSet::new();
@@ -233,7 +252,12 @@ pub fn parse(json: &[u8], now_ms: i64) -> Result<ImportPlan, ImportError> {
     Ok(ImportPlan { tenants })
 }
 
-fn tenant(tp: &str, t: TenantDoc, now_ms: i64, client_ids: &mut HashSet<ClientId>) -> Result<TenantPlan, ImportError> {
+fn tenant(
+    tp: &str,
+    t: TenantDoc,
+    now_ms: i64,
+    client_ids: &mut HashSet<ClientId>,
+) -> Result<TenantPlan, ImportError> {
     let id = TenantId::parse(&t.id).or_else(|m| err(format!("{tp}.id"), m))?;
     if t.name.trim().is_empty() || t.name.len() > 200 {
         return err(format!("{tp}.name"), "must be 1-200 characters");
@@ -245,7 +269,10 @@ fn tenant(tp: &str, t: TenantDoc, now_ms: i64, client_ids: &mut HashSet<ClientId
     }
     for (i, o) in t.widget_origins.iter().enumerate() {
         if !origin_ok(o) {
-            return err(format!("{tp}.widget_origins[{i}]"), "must be an origin like https://app.example.com");
+            return err(
+                format!("{tp}.widget_origins[{i}]"),
+                "must be an origin like https://app.example.com",
+            );
         }
     }
     let mut mfa = Vec::new();
@@ -262,22 +289,39 @@ fn tenant(tp: &str, t: TenantDoc, now_ms: i64, client_ids: &mut HashSet<ClientId
     }
     let webhook_secret = match (&t.webhook_url, &t.webhook_secret) {
         (_, Some(s)) => Some(secret_field(&format!("{tp}.webhook_secret"), s)?),
-        (Some(_), None) => return err(format!("{tp}.webhook_secret"), "is required when webhook_url is set"),
+        (Some(_), None) => {
+            return err(
+                format!("{tp}.webhook_secret"),
+                "is required when webhook_url is set",
+            )
+        }
         (None, None) => None,
     };
-    let max_ttl = t.card_token_max_ttl_seconds.unwrap_or(DEFAULT_CARD_TOKEN_MAX_TTL);
+    let max_ttl = t
+        .card_token_max_ttl_seconds
+        .unwrap_or(DEFAULT_CARD_TOKEN_MAX_TTL);
     if max_ttl == 0 || max_ttl > 86_400 {
-        return err(format!("{tp}.card_token_max_ttl_seconds"), "must be 1-86400");
+        return err(
+            format!("{tp}.card_token_max_ttl_seconds"),
+            "must be 1-86400",
+        );
     }
-    let ttl = t.card_token_ttl_seconds.unwrap_or(DEFAULT_CARD_TOKEN_TTL.min(max_ttl));
+    let ttl = t
+        .card_token_ttl_seconds
+        .unwrap_or(DEFAULT_CARD_TOKEN_TTL.min(max_ttl));
     if ttl == 0 || ttl > max_ttl {
-        return err(format!("{tp}.card_token_ttl_seconds"), "must be 1 up to card_token_max_ttl_seconds");
+        return err(
+            format!("{tp}.card_token_ttl_seconds"),
+            "must be 1 up to card_token_max_ttl_seconds",
+        );
     }
     let max_uses = t.card_token_max_uses.unwrap_or(DEFAULT_CARD_TOKEN_MAX_USES);
     if max_uses == 0 {
         return err(format!("{tp}.card_token_max_uses"), "must be at least 1");
     }
-    let rate = t.rate_limit_per_minute.unwrap_or(DEFAULT_RATE_LIMIT_PER_MINUTE);
+    let rate = t
+        .rate_limit_per_minute
+        .unwrap_or(DEFAULT_RATE_LIMIT_PER_MINUTE);
     if rate == 0 {
         return err(format!("{tp}.rate_limit_per_minute"), "must be at least 1");
     }
@@ -306,13 +350,22 @@ fn tenant(tp: &str, t: TenantDoc, now_ms: i64, client_ids: &mut HashSet<ClientId
                 return err(format!("{pp}.{field}"), "must be 1-100 characters");
             }
         }
-        if p.email.as_ref().is_some_and(|e| !e.contains('@') || e.len() > 254 || e.contains(' ')) {
+        if p.email
+            .as_ref()
+            .is_some_and(|e| !e.contains('@') || e.len() > 254 || e.contains(' '))
+        {
             return err(format!("{pp}.email"), "must be an email address");
         }
-        if p.isd_code.as_ref().is_some_and(|c| c.is_empty() || c.len() > 4 || !c.bytes().all(|b| b.is_ascii_digit())) {
+        if p.isd_code
+            .as_ref()
+            .is_some_and(|c| c.is_empty() || c.len() > 4 || !c.bytes().all(|b| b.is_ascii_digit()))
+        {
             return err(format!("{pp}.isd_code"), "must be 1-4 digits");
         }
-        if p.mobile_number.as_ref().is_some_and(|c| c.len() < 4 || c.len() > 15 || !c.bytes().all(|b| b.is_ascii_digit())) {
+        if p.mobile_number
+            .as_ref()
+            .is_some_and(|c| c.len() < 4 || c.len() > 15 || !c.bytes().all(|b| b.is_ascii_digit()))
+        {
             return err(format!("{pp}.mobile_number"), "must be 4-15 digits");
         }
         if p.dob.as_ref().is_some_and(|d| !date_ok(d)) {
@@ -328,7 +381,12 @@ fn tenant(tp: &str, t: TenantDoc, now_ms: i64, client_ids: &mut HashSet<ClientId
                     .filter(|b| b.len() >= 10);
                 match bytes {
                     Some(b) => Some(b),
-                    None => return err(format!("{pp}.totp_secret"), "must be base32 of at least 10 bytes"),
+                    None => {
+                        return err(
+                            format!("{pp}.totp_secret"),
+                            "must be base32 of at least 10 bytes",
+                        )
+                    }
                 }
             }
         };
@@ -354,9 +412,16 @@ fn tenant(tp: &str, t: TenantDoc, now_ms: i64, client_ids: &mut HashSet<ClientId
             return err(format!("{cp}.id"), "duplicate client id");
         }
         let secret = secret_field(&format!("{cp}.secret"), &c.secret)?;
-        let api_key = c.api_key.as_deref().map(|k| secret_field(&format!("{cp}.api_key"), k)).transpose()?;
-        let sdk_api_key =
-            c.sdk_api_key.as_deref().map(|k| secret_field(&format!("{cp}.sdk_api_key"), k)).transpose()?;
+        let api_key = c
+            .api_key
+            .as_deref()
+            .map(|k| secret_field(&format!("{cp}.api_key"), k))
+            .transpose()?;
+        let sdk_api_key = c
+            .sdk_api_key
+            .as_deref()
+            .map(|k| secret_field(&format!("{cp}.sdk_api_key"), k))
+            .transpose()?;
         let payload_key = match &c.payload_key {
             None => None,
             Some(k) => match cardgate_jose::b64::decode(k.trim_end_matches('=')) {
@@ -373,7 +438,10 @@ fn tenant(tp: &str, t: TenantDoc, now_ms: i64, client_ids: &mut HashSet<ClientId
         };
         for (si, s) in c.scopes.iter().enumerate() {
             if !KNOWN.contains(&s.as_str()) {
-                return err(format!("{cp}.scopes[{si}]"), format!("unknown scope; known: {}", KNOWN.join(", ")));
+                return err(
+                    format!("{cp}.scopes[{si}]"),
+                    format!("unknown scope; known: {}", KNOWN.join(", ")),
+                );
             }
         }
         let person_id = match &c.person_id {
@@ -388,7 +456,10 @@ fn tenant(tp: &str, t: TenantDoc, now_ms: i64, client_ids: &mut HashSet<ClientId
         };
         let encryption_jwk = match &c.encryption_jwk {
             None | Some(serde_json::Value::Null) => None,
-            Some(v) => Some(EcPublicJwk::from_json(v).or_else(|e| err(format!("{cp}.encryption_jwk"), e.to_string()))?),
+            Some(v) => Some(
+                EcPublicJwk::from_json(v)
+                    .or_else(|e| err(format!("{cp}.encryption_jwk"), e.to_string()))?,
+            ),
         };
         let access_token_format = match c.access_token_format.as_deref() {
             None | Some("jwt") => AccessTokenFormat::Jwt,
@@ -403,7 +474,7 @@ fn tenant(tp: &str, t: TenantDoc, now_ms: i64, client_ids: &mut HashSet<ClientId
             sdk_api_key,
             payload_key,
             settings: ClientSettings {
-                scopes: ScopeSet::from_iter(c.scopes),
+                scopes: ScopeSet::of(c.scopes),
                 person_id,
                 encryption_jwk,
                 access_token_format,
@@ -420,18 +491,29 @@ fn tenant(tp: &str, t: TenantDoc, now_ms: i64, client_ids: &mut HashSet<ClientId
         if !account_ids.insert(aid.clone()) {
             return err(format!("{ap}.id"), "duplicate account id");
         }
-        if a.account_number.is_empty() || a.account_number.len() > 19 || !a.account_number.bytes().all(|b| b.is_ascii_digit()) {
+        if a.account_number.is_empty()
+            || a.account_number.len() > 19
+            || !a.account_number.bytes().all(|b| b.is_ascii_digit())
+        {
             return err(format!("{ap}.account_number"), "must be 1-19 digits");
         }
         let mut holders = Vec::new();
         for (pi, p) in a.person_ids.iter().enumerate() {
             let pid = PersonId::parse(p).or_else(|m| err(format!("{ap}.person_ids[{pi}]"), m))?;
             if !person_ids.contains(&pid) {
-                return err(format!("{ap}.person_ids[{pi}]"), "no such person in this tenant");
+                return err(
+                    format!("{ap}.person_ids[{pi}]"),
+                    "no such person in this tenant",
+                );
             }
             holders.push(pid);
         }
-        accounts.push(Account { id: aid, tenant_id: id.clone(), account_number: a.account_number, person_ids: holders });
+        accounts.push(Account {
+            id: aid,
+            tenant_id: id.clone(),
+            account_number: a.account_number,
+            person_ids: holders,
+        });
     }
 
     let mut cards = Vec::new();
@@ -443,7 +525,8 @@ fn tenant(tp: &str, t: TenantDoc, now_ms: i64, client_ids: &mut HashSet<ClientId
         if !card_ids.insert(cid) {
             return err(format!("{cp}.id"), "duplicate card id");
         }
-        let aid = AccountId::parse(&c.account_id).or_else(|m| err(format!("{cp}.account_id"), m))?;
+        let aid =
+            AccountId::parse(&c.account_id).or_else(|m| err(format!("{cp}.account_id"), m))?;
         let Some(account) = accounts.iter().find(|a| a.id == aid) else {
             return err(format!("{cp}.account_id"), "no such account in this tenant");
         };
@@ -452,21 +535,44 @@ fn tenant(tp: &str, t: TenantDoc, now_ms: i64, client_ids: &mut HashSet<ClientId
             return err(format!("{cp}.person_id"), "no such person in this tenant");
         }
         if !account.person_ids.contains(&pid) {
-            return err(format!("{cp}.person_id"), "the cardholder must be a holder of the card's account");
+            return err(
+                format!("{cp}.person_id"),
+                "the cardholder must be a holder of the card's account",
+            );
         }
         let secrets = CardSecrets::parse(&c.pan, &c.cvv, &c.expiry, c.pin.as_deref(), ym)
             .or_else(|e| err(format!("{cp}.{}", e.field()), e.to_string()))?;
         let status = match c.status.as_deref() {
             None => CardStatus::Inactive,
             Some(s) => CardStatus::parse(s).map_or_else(
-                || err(format!("{cp}.status"), "must be INACTIVE, ACTIVE, SUSPENDED or TERMINATED"),
+                || {
+                    err(
+                        format!("{cp}.status"),
+                        "must be INACTIVE, ACTIVE, SUSPENDED or TERMINATED",
+                    )
+                },
                 Ok,
             )?,
         };
-        cards.push(CardPlan { id: cid, account_id: aid, person_id: pid, status, wallet_eligible: c.wallet_eligible, secrets });
+        cards.push(CardPlan {
+            id: cid,
+            account_id: aid,
+            person_id: pid,
+            status,
+            wallet_eligible: c.wallet_eligible,
+            secrets,
+        });
     }
 
-    Ok(TenantPlan { id, settings, webhook_secret, clients, persons, accounts, cards })
+    Ok(TenantPlan {
+        id,
+        settings,
+        webhook_secret,
+        clients,
+        persons,
+        accounts,
+        cards,
+    })
 }
 
 #[cfg(test)]

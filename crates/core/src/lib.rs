@@ -12,4 +12,4 @@ pub mod secret;
 pub mod tokens;
 
 pub use ids::{AccountId, CardId, ClientId, Environment, PersonId, TenantId};
-pub use model::{AccessTokenFormat, Card, CardStatus, Client, Operation, Person, Account, Tenant};
+pub use model::{AccessTokenFormat, Account, Card, CardStatus, Client, Operation, Person, Tenant};

@@ -27,7 +27,9 @@ impl Channel {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Totp, Self::Sms, Self::Email].into_iter().find(|c| c.as_str() == s)
+        [Self::Totp, Self::Sms, Self::Email]
+            .into_iter()
+            .find(|c| c.as_str() == s)
     }
 }
 
@@ -81,10 +83,12 @@ pub fn totp_ok(secret: &[u8], code: &str, now_ms: i64) -> bool {
         return false;
     }
     let step = now_ms / 1000 / TOTP_STEP_SECONDS;
-    [step - 1, step, step + 1].into_iter().fold(false, |found, s| {
-        let expected = format!("{:06}", hotp(secret, u64::try_from(s).unwrap_or(0)));
-        found | ct_eq(expected.as_bytes(), code.as_bytes())
-    })
+    [step - 1, step, step + 1]
+        .into_iter()
+        .fold(false, |found, s| {
+            let expected = format!("{:06}", hotp(secret, u64::try_from(s).unwrap_or(0)));
+            found | ct_eq(expected.as_bytes(), code.as_bytes())
+        })
 }
 
 /// A fresh 6-digit code for SMS or email.

@@ -19,8 +19,13 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 5] =
-        [Self::ViewCard, Self::AddCardToWallet, Self::Activate, Self::GetPin, Self::SetPin];
+    pub const ALL: [Operation; 5] = [
+        Self::ViewCard,
+        Self::AddCardToWallet,
+        Self::Activate,
+        Self::GetPin,
+        Self::SetPin,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -63,9 +68,14 @@ impl CardStatus {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Inactive, Self::Active, Self::Suspended, Self::Terminated]
-            .into_iter()
-            .find(|st| st.as_str() == s)
+        [
+            Self::Inactive,
+            Self::Active,
+            Self::Suspended,
+            Self::Terminated,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
     }
 }
 

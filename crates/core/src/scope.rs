@@ -11,7 +11,13 @@ pub const PERSONS_UXT: &str = "persons:uxt";
 pub const SDK_TOKEN: &str = "sdk:token";
 
 /// The scopes cardgate knows. Imports and admin commands refuse others.
-pub const KNOWN: [&str; 5] = [CARDS_READ_ANY, CARDS_READ_OWN, CARDS_WIDGETS, PERSONS_UXT, SDK_TOKEN];
+pub const KNOWN: [&str; 5] = [
+    CARDS_READ_ANY,
+    CARDS_READ_OWN,
+    CARDS_WIDGETS,
+    PERSONS_UXT,
+    SDK_TOKEN,
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -26,7 +32,7 @@ pub enum ScopeError {
 }
 
 impl ScopeSet {
-    pub fn from_iter<I: IntoIterator<Item = S>, S: Into<String>>(it: I) -> Self {
+    pub fn of<I: IntoIterator<Item = S>, S: Into<String>>(it: I) -> Self {
         Self(it.into_iter().map(Into::into).collect())
     }
 
@@ -37,7 +43,10 @@ impl ScopeSet {
             if part.is_empty() {
                 continue;
             }
-            if !part.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b)) {
+            if !part
+                .bytes()
+                .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+            {
                 return Err(ScopeError::Malformed);
             }
             set.insert(part.to_string());
@@ -94,7 +103,10 @@ pub enum Reach {
 /// `cards:widgets` covers every widget operation (`VIEW_CARD`, `ACTIVATE`, `GET_PIN`, `SET_PIN`).
 pub fn reach_for(scopes: &ScopeSet, op: Operation) -> Reach {
     let reads = matches!(op, Operation::ViewCard | Operation::AddCardToWallet);
-    let widget = matches!(op, Operation::ViewCard | Operation::Activate | Operation::GetPin | Operation::SetPin);
+    let widget = matches!(
+        op,
+        Operation::ViewCard | Operation::Activate | Operation::GetPin | Operation::SetPin
+    );
     if (reads && scopes.contains(CARDS_READ_ANY)) || (widget && scopes.contains(CARDS_WIDGETS)) {
         Reach::Any
     } else if reads && scopes.contains(CARDS_READ_OWN) {
@@ -110,16 +122,22 @@ mod tests {
 
     #[test]
     fn a_request_gets_only_scopes_the_client_holds() {
-        let client = ScopeSet::from_iter([CARDS_READ_ANY, CARDS_WIDGETS]);
+        let client = ScopeSet::of([CARDS_READ_ANY, CARDS_WIDGETS]);
         assert_eq!(client.grant(None), Ok(client.clone()));
-        assert_eq!(client.grant(Some("cards:widgets")), Ok(ScopeSet::from_iter([CARDS_WIDGETS])));
-        assert_eq!(client.grant(Some("sdk:token")), Err(ScopeError::NotAllowed("sdk:token".into())));
+        assert_eq!(
+            client.grant(Some("cards:widgets")),
+            Ok(ScopeSet::of([CARDS_WIDGETS]))
+        );
+        assert_eq!(
+            client.grant(Some("sdk:token")),
+            Err(ScopeError::NotAllowed("sdk:token".into()))
+        );
         assert_eq!(client.grant(Some("bad\"scope")), Err(ScopeError::Malformed));
     }
 
     #[test]
     fn own_scope_reaches_only_read_operations() {
-        let own = ScopeSet::from_iter([CARDS_READ_OWN]);
+        let own = ScopeSet::of([CARDS_READ_OWN]);
         assert_eq!(reach_for(&own, Operation::ViewCard), Reach::Own);
         assert_eq!(reach_for(&own, Operation::SetPin), Reach::None);
     }

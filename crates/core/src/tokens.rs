@@ -70,9 +70,14 @@ impl TokenKind {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Access, Self::FiservAccess, Self::Card, Self::EqualsCard]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            Self::Access,
+            Self::FiservAccess,
+            Self::Card,
+            Self::EqualsCard,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 

@@ -11,7 +11,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use service::Service;
 use std::sync::Arc;
@@ -51,16 +51,33 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/oauth2/token", post(oauth::token))
         .route("/oauth2/introspect", post(oauth::introspect))
         .route("/oauth2/revoke", post(oauth::revoke))
-        .route("/.well-known/oauth-authorization-server", get(oauth::metadata))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(oauth::metadata),
+        )
         .route("/.well-known/jwks.json", get(oauth::jwks))
         .route("/v1/cards/{card_id}/tokens", post(cards::mint))
         .route("/v1/cards/{card_id}/details", get(cards::details))
-        .route("/v1/cards/{card_id}/pin", get(cards::get_pin).put(cards::set_pin))
+        .route(
+            "/v1/cards/{card_id}/pin",
+            get(cards::get_pin).put(cards::set_pin),
+        )
         .route("/v1/cards/{card_id}/activate", post(cards::activate))
         .route("/v1/cards/{card_id}/wallet-eligibility", get(cards::wallet))
-        .route("/v1/persons/{person_id}/mfa/sessions", post(cards::start_mfa))
-        .route("/fiserv/cs/oauth2/v1/token", post(dialects::fiserv::token))
-        .route("/equals/v2/cards/{cardId}/access-token", get(dialects::equals::access_token))
+        .route(
+            "/v1/persons/{person_id}/mfa/sessions",
+            post(cards::start_mfa),
+        )
+        .route(
+            "/fiserv/cs/oauth2/v1/token",
+            post(dialects::fiserv::token).fallback(dialects::fiserv::no_route),
+        )
+        .route("/fiserv/{*rest}", any(dialects::fiserv::no_route))
+        .route(
+            "/equals/v2/cards/{cardId}/access-token",
+            get(dialects::equals::access_token).fallback(dialects::equals::no_route),
+        )
+        .route("/equals/{*rest}", any(dialects::equals::no_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(wire::MAX_BODY))
@@ -72,7 +89,11 @@ pub fn router(svc: Arc<Service>) -> Router {
 /// status, duration — never the path, query or headers, which may carry ids and secrets).
 async fn track(State(svc): State<Arc<Service>>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
     let method = match req.method().as_str() {
         "GET" => "GET",
         "POST" => "POST",
@@ -88,7 +109,10 @@ async fn track(State(svc): State<Arc<Service>>, req: Request, next: Next) -> Res
     let status = res.status().as_u16();
     svc.metrics.observe(&route, method, status, micros);
     tracing::debug!(route, method, status, micros, "request");
-    res.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    res.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     res
 }
 
@@ -97,7 +121,11 @@ async fn healthz() -> Response {
 }
 
 async fn metrics_text(State(svc): State<Arc<Service>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], svc.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        svc.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn openapi() -> Response {
@@ -105,7 +133,11 @@ async fn openapi() -> Response {
 }
 
 async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": "not_found", "error_description": "no such route"}))).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({"error": "not_found", "error_description": "no such route"})),
+    )
+        .into_response()
 }
 
 async fn method_not_allowed() -> Response {

@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-const BUCKETS_MS: [f64; 12] = [0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
+const BUCKETS_MS: [f64; 12] = [
+    0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 500.0, 1000.0,
+];
 
 #[derive(Default)]
 struct Series {
@@ -15,9 +17,11 @@ struct Series {
     buckets: [AtomicU64; 12],
 }
 
+type SeriesKey = (String, &'static str, u16);
+
 #[derive(Default)]
 pub struct Metrics {
-    requests: RwLock<HashMap<(String, &'static str, u16), Arc<Series>>>,
+    requests: RwLock<HashMap<SeriesKey, Arc<Series>>>,
     issued: RwLock<HashMap<&'static str, Arc<AtomicU64>>>,
 }
 
@@ -30,7 +34,13 @@ impl Metrics {
         };
         let series = match series {
             Some(s) => s,
-            None => self.requests.write().unwrap_or_else(|p| p.into_inner()).entry(key).or_default().clone(),
+            None => self
+                .requests
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(key)
+                .or_default()
+                .clone(),
         };
         series.count.fetch_add(1, Ordering::Relaxed);
         series.sum_us.fetch_add(micros, Ordering::Relaxed);
@@ -49,7 +59,13 @@ impl Metrics {
         };
         let c = match c {
             Some(c) => c,
-            None => self.issued.write().unwrap_or_else(|p| p.into_inner()).entry(kind).or_default().clone(),
+            None => self
+                .issued
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(kind)
+                .or_default()
+                .clone(),
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -64,7 +80,14 @@ impl Metrics {
         keys.sort();
         for k in &keys {
             let s = &reqs[*k];
-            let _ = writeln!(out, "cardgate_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{}\"}} {}", k.0, k.1, k.2, s.count.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "cardgate_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{}\"}} {}",
+                k.0,
+                k.1,
+                k.2,
+                s.count.load(Ordering::Relaxed)
+            );
         }
         out.push_str("# HELP cardgate_http_request_duration_seconds Request latency by route template, method and status.\n");
         out.push_str("# TYPE cardgate_http_request_duration_seconds histogram\n");
@@ -72,12 +95,27 @@ impl Metrics {
             let s = &reqs[*k];
             let labels = format!("route=\"{}\",method=\"{}\",status=\"{}\"", k.0, k.1, k.2);
             for (i, b) in BUCKETS_MS.iter().enumerate() {
-                let _ = writeln!(out, "cardgate_http_request_duration_seconds_bucket{{{labels},le=\"{}\"}} {}", b / 1000.0, s.buckets[i].load(Ordering::Relaxed));
+                let _ = writeln!(
+                    out,
+                    "cardgate_http_request_duration_seconds_bucket{{{labels},le=\"{}\"}} {}",
+                    b / 1000.0,
+                    s.buckets[i].load(Ordering::Relaxed)
+                );
             }
             let count = s.count.load(Ordering::Relaxed);
-            let _ = writeln!(out, "cardgate_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}");
-            let _ = writeln!(out, "cardgate_http_request_duration_seconds_sum{{{labels}}} {}", s.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
-            let _ = writeln!(out, "cardgate_http_request_duration_seconds_count{{{labels}}} {count}");
+            let _ = writeln!(
+                out,
+                "cardgate_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                out,
+                "cardgate_http_request_duration_seconds_sum{{{labels}}} {}",
+                s.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+            );
+            let _ = writeln!(
+                out,
+                "cardgate_http_request_duration_seconds_count{{{labels}}} {count}"
+            );
         }
         out.push_str("# HELP cardgate_tokens_issued_total Tokens issued by kind.\n");
         out.push_str("# TYPE cardgate_tokens_issued_total counter\n");
@@ -85,7 +123,11 @@ impl Metrics {
         let mut kinds: Vec<_> = issued.iter().collect();
         kinds.sort_by_key(|(k, _)| **k);
         for (k, v) in kinds {
-            let _ = writeln!(out, "cardgate_tokens_issued_total{{kind=\"{k}\"}} {}", v.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "cardgate_tokens_issued_total{{kind=\"{k}\"}} {}",
+                v.load(Ordering::Relaxed)
+            );
         }
         out
     }

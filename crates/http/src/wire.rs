@@ -13,7 +13,10 @@ pub const MAX_BODY: usize = 64 * 1024;
 #[derive(PartialEq, Eq)]
 pub enum Authorization {
     None,
-    Basic { id: String, secret: String },
+    Basic {
+        id: String,
+        secret: String,
+    },
     Bearer(String),
     ApiKey(String),
     DPoP(String),
@@ -39,13 +42,19 @@ fn percent_decode(s: &str) -> Option<String> {
 /// (RFC 6749 §2.3.1), so they are percent-decoded after splitting on the first colon.
 pub fn authorization(headers: &HeaderMap) -> Authorization {
     let mut values = headers.get_all(axum::http::header::AUTHORIZATION).iter();
-    let Some(value) = values.next() else { return Authorization::None };
+    let Some(value) = values.next() else {
+        return Authorization::None;
+    };
     if values.next().is_some() {
         return Authorization::Malformed("more than one Authorization header");
     }
-    let Ok(value) = value.to_str() else { return Authorization::Malformed("Authorization is not ASCII") };
+    let Ok(value) = value.to_str() else {
+        return Authorization::Malformed("Authorization is not ASCII");
+    };
     let value = value.trim();
-    let (scheme, rest) = value.split_once(' ').map_or((value, ""), |(s, r)| (s, r.trim()));
+    let (scheme, rest) = value
+        .split_once(' ')
+        .map_or((value, ""), |(s, r)| (s, r.trim()));
     match scheme.to_ascii_lowercase().as_str() {
         "basic" => {
             let Ok(decoded) = cardgate_jose::b64::decode_std(rest) else {
@@ -99,8 +108,17 @@ pub fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, BodyError> {
 
 /// The media type of `Content-Type`, lower-cased, without parameters.
 pub fn content_type(headers: &HeaderMap) -> Option<String> {
-    let v = headers.get(axum::http::header::CONTENT_TYPE)?.to_str().ok()?;
-    Some(v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+    let v = headers
+        .get(axum::http::header::CONTENT_TYPE)?
+        .to_str()
+        .ok()?;
+    Some(
+        v.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
 }
 
 pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -71,7 +71,12 @@ impl AeadKey {
     }
 
     /// AES-GCM with a caller-chosen IV, as JWE needs (RFC 7516 §5.1): returns (ciphertext, tag).
-    pub fn seal_detached(&self, iv: [u8; 12], aad: &[u8], plaintext: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
+    pub fn seal_detached(
+        &self,
+        iv: [u8; 12],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<(Vec<u8>, Vec<u8>)> {
         let mut body = plaintext.to_vec();
         let tag = self
             .key()?
@@ -81,7 +86,13 @@ impl AeadKey {
     }
 
     /// Inverse of [`AeadKey::seal_detached`].
-    pub fn open_detached(&self, iv: &[u8], aad: &[u8], ciphertext: &[u8], tag: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    pub fn open_detached(
+        &self,
+        iv: &[u8],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
         let nonce = Nonce::try_assume_unique_for_key(iv).map_err(|_| JoseError::Decrypt)?;
         let mut buf = Zeroizing::new(Vec::with_capacity(ciphertext.len() + tag.len()));
         buf.extend_from_slice(ciphertext);
@@ -106,7 +117,10 @@ mod tests {
         let sealed = key.seal(b"card:1", b"4111")?;
         assert_eq!(&key.open(b"card:1", &sealed)?[..], b"4111");
         assert_eq!(key.open(b"card:2", &sealed), Err(JoseError::Decrypt));
-        assert_eq!(AeadKey::generate()?.open(b"card:1", &sealed), Err(JoseError::Decrypt));
+        assert_eq!(
+            AeadKey::generate()?.open(b"card:1", &sealed),
+            Err(JoseError::Decrypt)
+        );
         Ok(())
     }
 }

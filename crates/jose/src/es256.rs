@@ -3,7 +3,8 @@
 use crate::{b64, jwk::EcPublicJwk, JoseError, Result};
 use ring::rand::SystemRandom;
 use ring::signature::{
-    EcdsaKeyPair, KeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING,
+    EcdsaKeyPair, KeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED,
+    ECDSA_P256_SHA256_FIXED_SIGNING,
 };
 use zeroize::Zeroizing;
 
@@ -17,7 +18,9 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -36,7 +39,12 @@ impl SigningKey {
         let rng = SystemRandom::new();
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &rng)
             .map_err(|_| JoseError::Malformed("not a P-256 PKCS#8 key"))?;
-        Ok(Self { kid: kid.to_string(), pair, pkcs8: Zeroizing::new(pkcs8.to_vec()), rng })
+        Ok(Self {
+            kid: kid.to_string(),
+            pair,
+            pkcs8: Zeroizing::new(pkcs8.to_vec()),
+            rng,
+        })
     }
 
     pub fn pkcs8(&self) -> &[u8] {
@@ -56,12 +64,18 @@ impl SigningKey {
 
     /// Signs `message`, returning the 64-byte `r || s` signature.
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
-        let sig = self.pair.sign(&self.rng, message).map_err(|_| JoseError::Crypto)?;
+        let sig = self
+            .pair
+            .sign(&self.rng, message)
+            .map_err(|_| JoseError::Crypto)?;
         Ok(sig.as_ref().to_vec())
     }
 
     pub fn verifying_key(&self) -> VerifyingKey {
-        VerifyingKey { kid: self.kid.clone(), point: self.pair.public_key().as_ref().to_vec() }
+        VerifyingKey {
+            kid: self.kid.clone(),
+            point: self.pair.public_key().as_ref().to_vec(),
+        }
     }
 }
 
@@ -74,7 +88,10 @@ pub struct VerifyingKey {
 
 impl VerifyingKey {
     pub fn from_jwk(jwk: &EcPublicJwk) -> Result<Self> {
-        Ok(Self { kid: jwk.kid.clone().unwrap_or_default(), point: jwk.point()? })
+        Ok(Self {
+            kid: jwk.kid.clone().unwrap_or_default(),
+            point: jwk.point()?,
+        })
     }
 
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<()> {
@@ -93,7 +110,11 @@ impl VerifyingKey {
 }
 
 /// Signs a compact JWS (RFC 7515 §7.1) over `header` and `payload` JSON.
-pub fn sign_compact(key: &SigningKey, header: &serde_json::Value, payload: &[u8]) -> Result<String> {
+pub fn sign_compact(
+    key: &SigningKey,
+    header: &serde_json::Value,
+    payload: &[u8],
+) -> Result<String> {
     let header = serde_json::to_vec(header).map_err(|_| JoseError::Malformed("header"))?;
     let mut out = String::with_capacity(64 + payload.len() * 4 / 3 + 100);
     out.push_str(&b64::encode(&header));

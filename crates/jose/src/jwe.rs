@@ -27,8 +27,11 @@ fn concat_kdf(z: &[u8], alg: &str) -> [u8; 32] {
 pub fn encrypt_ecdh_es_a256kw(recipient: &EcPublicJwk, plaintext: &[u8]) -> Result<String> {
     const ALG: &str = "ECDH-ES+A256KW";
     let rng = SystemRandom::new();
-    let ephemeral = EphemeralPrivateKey::generate(&ECDH_P256, &rng).map_err(|_| JoseError::Crypto)?;
-    let epk_point = ephemeral.compute_public_key().map_err(|_| JoseError::Crypto)?;
+    let ephemeral =
+        EphemeralPrivateKey::generate(&ECDH_P256, &rng).map_err(|_| JoseError::Crypto)?;
+    let epk_point = ephemeral
+        .compute_public_key()
+        .map_err(|_| JoseError::Crypto)?;
     let epk = EcPublicJwk::from_point(epk_point.as_ref())?;
     let peer = UnparsedPublicKey::new(&ECDH_P256, recipient.point()?);
     let kek = agree_ephemeral(ephemeral, &peer, |z| Zeroizing::new(concat_kdf(z, ALG)))
@@ -56,7 +59,12 @@ pub fn encrypt_dir(key: &AeadKey, plaintext: &[u8]) -> Result<String> {
     seal_compact(&json!({"alg": "dir", "enc": "A256GCM"}), "", key, plaintext)
 }
 
-fn seal_compact(header: &Value, encrypted_key: &str, cek: &AeadKey, plaintext: &[u8]) -> Result<String> {
+fn seal_compact(
+    header: &Value,
+    encrypted_key: &str,
+    cek: &AeadKey,
+    plaintext: &[u8],
+) -> Result<String> {
     let protected = b64::encode(&serde_json::to_vec(header).map_err(|_| JoseError::Crypto)?);
     let iv = random::<12>()?;
     let (ciphertext, tag) = cek.seal_detached(iv, protected.as_bytes(), plaintext)?;
@@ -81,9 +89,16 @@ pub fn decrypt_dir(key: &AeadKey, compact: &str) -> Result<Zeroizing<Vec<u8>>> {
         || header.get("zip").is_some()
         || !encrypted_key.is_empty()
     {
-        return Err(JoseError::Unsupported("only alg dir with enc A256GCM".into()));
+        return Err(JoseError::Unsupported(
+            "only alg dir with enc A256GCM".into(),
+        ));
     }
-    key.open_detached(&b64::decode(iv)?, protected.as_bytes(), &b64::decode(ciphertext)?, &b64::decode(tag)?)
+    key.open_detached(
+        &b64::decode(iv)?,
+        protected.as_bytes(),
+        &b64::decode(ciphertext)?,
+        &b64::decode(tag)?,
+    )
 }
 
 #[cfg(test)]
@@ -95,7 +110,10 @@ mod tests {
         let key = AeadKey::generate()?;
         let jwe = encrypt_dir(&key, b"{\"a\":1}")?;
         assert_eq!(&decrypt_dir(&key, &jwe)?[..], b"{\"a\":1}");
-        assert_eq!(decrypt_dir(&AeadKey::generate()?, &jwe), Err(JoseError::Decrypt));
+        assert_eq!(
+            decrypt_dir(&AeadKey::generate()?, &jwe),
+            Err(JoseError::Decrypt)
+        );
         Ok(())
     }
 
@@ -105,7 +123,8 @@ mod tests {
         let jwe = encrypt_ecdh_es_a256kw(&recipient, b"secret")?;
         let parts: Vec<&str> = jwe.split('.').collect();
         assert_eq!(parts.len(), 5);
-        let header: Value = serde_json::from_slice(&b64::decode(parts[0])?).map_err(|_| JoseError::Crypto)?;
+        let header: Value =
+            serde_json::from_slice(&b64::decode(parts[0])?).map_err(|_| JoseError::Crypto)?;
         assert_eq!(header["alg"], "ECDH-ES+A256KW");
         assert_eq!(b64::decode(parts[1])?.len(), 40);
         Ok(())

@@ -85,7 +85,10 @@ mod tests {
             "x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4",
             "y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}))?;
         assert_eq!(jwk.thumbprint().len(), 43);
-        assert!(EcPublicJwk::from_json(&serde_json::json!({"kty":"EC","crv":"P-256","x":"AA","y":"AA"})).is_err());
+        assert!(EcPublicJwk::from_json(
+            &serde_json::json!({"kty":"EC","crv":"P-256","x":"AA","y":"AA"})
+        )
+        .is_err());
         Ok(())
     }
 }

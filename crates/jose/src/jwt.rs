@@ -15,7 +15,8 @@ pub struct UnverifiedJwt<'a> {
 impl<'a> UnverifiedJwt<'a> {
     pub fn parse(token: &'a str) -> Result<Self> {
         let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(JoseError::Malformed("not a compact JWS"));
         };
@@ -27,7 +28,12 @@ impl<'a> UnverifiedJwt<'a> {
             return Err(JoseError::Malformed("header and payload must be objects"));
         }
         let signing_input = &token[..h.len() + 1 + p.len()];
-        Ok(Self { header, claims, signing_input, signature: b64::decode(s)? })
+        Ok(Self {
+            header,
+            claims,
+            signing_input,
+            signature: b64::decode(s)?,
+        })
     }
 
     pub fn alg(&self) -> Option<&str> {
@@ -41,7 +47,9 @@ impl<'a> UnverifiedJwt<'a> {
     /// Verifies the ES256 signature; refuses any other `alg`.
     pub fn verify(&self, key: &VerifyingKey) -> Result<()> {
         if self.alg() != Some("ES256") {
-            return Err(JoseError::Unsupported(self.alg().unwrap_or("none").to_string()));
+            return Err(JoseError::Unsupported(
+                self.alg().unwrap_or("none").to_string(),
+            ));
         }
         key.verify(self.signing_input.as_bytes(), &self.signature)
     }
@@ -55,12 +63,24 @@ mod tests {
     #[test]
     fn a_signed_token_verifies_and_a_tampered_one_does_not() -> Result<()> {
         let key = SigningKey::generate()?;
-        let token = sign_compact(&key, &serde_json::json!({"alg":"ES256","kid":key.kid}), br#"{"sub":"a"}"#)?;
+        let token = sign_compact(
+            &key,
+            &serde_json::json!({"alg":"ES256","kid":key.kid}),
+            br#"{"sub":"a"}"#,
+        )?;
         let jwt = UnverifiedJwt::parse(&token)?;
         jwt.verify(&key.verifying_key())?;
         assert_eq!(jwt.claims["sub"], "a");
-        let forged = format!("{}.{}.{}", token.split('.').next().unwrap_or(""), b64::encode(br#"{"sub":"b"}"#), token.rsplit('.').next().unwrap_or(""));
-        assert_eq!(UnverifiedJwt::parse(&forged)?.verify(&key.verifying_key()), Err(JoseError::BadSignature));
+        let forged = format!(
+            "{}.{}.{}",
+            token.split('.').next().unwrap_or(""),
+            b64::encode(br#"{"sub":"b"}"#),
+            token.rsplit('.').next().unwrap_or("")
+        );
+        assert_eq!(
+            UnverifiedJwt::parse(&forged)?.verify(&key.verifying_key()),
+            Err(JoseError::BadSignature)
+        );
         Ok(())
     }
 }

@@ -45,7 +45,8 @@ impl Committer {
                         tracing::debug!(error = %batch_err, size = sets.len(), "batch failed; applying one by one");
                         for (set, reply) in sets.iter().zip(replies.drain(..)) {
                             let res = store.apply(std::slice::from_ref(set)).await;
-                            let _ = reply.send(res.and_then(|mut o| o.pop().ok_or(StoreError::WriterGone)));
+                            let _ = reply
+                                .send(res.and_then(|mut o| o.pop().ok_or(StoreError::WriterGone)));
                         }
                     }
                     Err(e) => {
@@ -63,7 +64,10 @@ impl Committer {
     /// Queues `set` and waits until it is committed (or refused by its guard).
     pub async fn submit(&self, set: WriteSet) -> Result<WriteOutcome> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send((set, reply)).await.map_err(|_| StoreError::WriterGone)?;
+        self.tx
+            .send((set, reply))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 }

@@ -12,7 +12,9 @@ use cardgate_core::ids::MfaSessionId;
 use cardgate_core::mfa::MfaSession;
 use cardgate_core::secret::SecretHash;
 use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord};
-use cardgate_core::{Account, Card, CardId, Client, Environment, Person, PersonId, Tenant, TenantId};
+use cardgate_core::{
+    Account, Card, CardId, Client, Environment, Person, PersonId, Tenant, TenantId,
+};
 use std::sync::Arc;
 
 pub use sql::{PostgresStore, SqliteStore};

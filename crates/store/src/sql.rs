@@ -13,8 +13,8 @@ use cardgate_core::scope::ScopeSet;
 use cardgate_core::secret::SecretHash;
 use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord, TokenKind, UseLimit};
 use cardgate_core::{
-    Account, AccountId, Card, CardId, CardStatus, Client, ClientId, Environment, Operation, Person, PersonId,
-    Tenant, TenantId,
+    Account, AccountId, Card, CardId, CardStatus, Client, ClientId, Environment, Operation, Person,
+    PersonId, Tenant, TenantId,
 };
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -49,7 +49,10 @@ fn ops_to_text(ops: &[Operation]) -> String {
 }
 
 fn ops_of(s: &str) -> Result<Vec<Operation>> {
-    s.split(',').filter(|p| !p.is_empty()).map(|p| Operation::parse(p).ok_or_else(|| corrupt("operation"))).collect()
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| Operation::parse(p).ok_or_else(|| corrupt("operation")))
+        .collect()
 }
 
 fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
@@ -57,15 +60,31 @@ fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
         migrations: Cow::Owned(
             files
                 .iter()
-                .map(|(v, d, sql)| Migration::new(*v, Cow::Borrowed(*d), MigrationType::Simple, Cow::Borrowed(*sql), false))
+                .map(|(v, d, sql)| {
+                    Migration::new(
+                        *v,
+                        Cow::Borrowed(*d),
+                        MigrationType::Simple,
+                        Cow::Borrowed(*sql),
+                        false,
+                    )
+                })
                 .collect(),
         ),
         ..Migrator::DEFAULT
     }
 }
 
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/sqlite/0001_init.sql"))];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/postgres/0001_init.sql"))];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../migrations/sqlite/0001_init.sql"),
+)];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../migrations/postgres/0001_init.sql"),
+)];
 
 macro_rules! sql_store {
     ($name:ident, $db:ty, $row:ty, $backend:literal, $begin:literal, $lock:literal) => {
@@ -730,19 +749,37 @@ macro_rules! sql_store {
     };
 }
 
-sql_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow, "sqlite", "BEGIN IMMEDIATE", "");
-sql_store!(PostgresStore, sqlx::Postgres, sqlx::postgres::PgRow, "postgres", "BEGIN", " FOR UPDATE");
+sql_store!(
+    SqliteStore,
+    sqlx::Sqlite,
+    sqlx::sqlite::SqliteRow,
+    "sqlite",
+    "BEGIN IMMEDIATE",
+    ""
+);
+sql_store!(
+    PostgresStore,
+    sqlx::Postgres,
+    sqlx::postgres::PgRow,
+    "postgres",
+    "BEGIN",
+    " FOR UPDATE"
+);
 
 impl SqliteStore {
     /// Opens (creating if needed) a SQLite database in WAL mode with `synchronous=FULL`, so a
     /// commit is durable before any response that depends on it leaves. Writes go through one
     /// connection; reads use a small pool.
     pub async fn connect(url: &str) -> Result<Self> {
-        let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+        let path = url
+            .trim_start_matches("sqlite://")
+            .trim_start_matches("sqlite:");
         let path = path.split('?').next().unwrap_or(path);
         if let Some(dir) = std::path::Path::new(path).parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(format!("cannot create {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Database(format!("cannot create {}: {e}", dir.display()))
+                })?;
             }
         }
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
@@ -752,9 +789,20 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             .statement_cache_capacity(256);
-        let write = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(opts.clone()).await?;
-        migrator(SQLITE_MIGRATIONS).run(&write).await.map_err(|e| StoreError::Database(e.to_string()))?;
-        let read = SqlitePoolOptions::new().max_connections(4).min_connections(1).connect_with(opts.read_only(true)).await?;
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        migrator(SQLITE_MIGRATIONS)
+            .run(&write)
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(opts.read_only(true))
+            .await?;
         Ok(Self { read, write })
     }
 }
@@ -770,7 +818,13 @@ impl PostgresStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(opts)
             .await?;
-        migrator(POSTGRES_MIGRATIONS).run(&pool).await.map_err(|e| StoreError::Database(e.to_string()))?;
-        Ok(Self { read: pool.clone(), write: pool })
+        migrator(POSTGRES_MIGRATIONS)
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        Ok(Self {
+            read: pool.clone(),
+            write: pool,
+        })
     }
 }

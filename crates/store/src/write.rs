@@ -6,7 +6,9 @@ use cardgate_core::ids::MfaSessionId;
 use cardgate_core::mfa::MfaSession;
 use cardgate_core::secret::SecretHash;
 use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord};
-use cardgate_core::{Account, Card, CardId, CardStatus, Client, ClientId, Person, Tenant, TenantId};
+use cardgate_core::{
+    Account, Card, CardId, CardStatus, Client, ClientId, Person, Tenant, TenantId,
+};
 
 /// A condition checked and acted on atomically (a conditional UPDATE).
 #[derive(Debug, Clone)]
@@ -16,9 +18,22 @@ pub enum Guard {
     /// Marks an MFA session used if it is unused, unlocked and unexpired.
     ConsumeMfaSession { id: MfaSessionId, now_ms: i64 },
     /// Moves a card from one status to another.
-    CardStatus { tenant: TenantId, card: CardId, from: CardStatus, to: CardStatus, now_ms: i64 },
+    CardStatus {
+        tenant: TenantId,
+        card: CardId,
+        from: CardStatus,
+        to: CardStatus,
+        now_ms: i64,
+    },
     /// Re-seals a card's vault if it is still at `expect_version` (so racing writers don't clobber).
-    CardVault { tenant: TenantId, card: CardId, expect_version: i64, vault: Vec<u8>, key_version: i64, now_ms: i64 },
+    CardVault {
+        tenant: TenantId,
+        card: CardId,
+        expect_version: i64,
+        vault: Vec<u8>,
+        key_version: i64,
+        now_ms: i64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -26,20 +41,37 @@ pub enum Write {
     Audit(AuditEvent),
     InsertAccessToken(AccessTokenRecord),
     InsertCardToken(CardTokenRecord),
-    RevokeAccessToken { hash: SecretHash },
-    RevokeCardToken { hash: SecretHash },
+    RevokeAccessToken {
+        hash: SecretHash,
+    },
+    RevokeCardToken {
+        hash: SecretHash,
+    },
     /// Records a revoked token id (JWT `jti` or hash hex) so every replica learns of it.
-    AddRevocation { token_id: String, tenant: TenantId, now_ms: i64, expires_at_ms: i64 },
+    AddRevocation {
+        token_id: String,
+        tenant: TenantId,
+        now_ms: i64,
+        expires_at_ms: i64,
+    },
     InsertMfaSession(MfaSession),
-    MfaWrongAttempt { id: MfaSessionId },
+    MfaWrongAttempt {
+        id: MfaSessionId,
+    },
     UpsertTenant(Tenant),
     UpsertClient(Client),
-    SetClientDisabled { id: ClientId, disabled: bool },
+    SetClientDisabled {
+        id: ClientId,
+        disabled: bool,
+    },
     UpsertPerson(Person),
     UpsertAccount(Account),
     UpsertCard(Card),
     InsertSigningKey(SigningKeyRow),
-    RetireSigningKey { kid: String, at_ms: i64 },
+    RetireSigningKey {
+        kid: String,
+        at_ms: i64,
+    },
     InsertDataKey(DataKeyRow),
     /// Tells every replica to reload tenants, clients and keys.
     BumpConfigVersion,
@@ -56,15 +88,26 @@ pub struct WriteSet {
 
 impl WriteSet {
     pub fn of(writes: Vec<Write>) -> Self {
-        Self { guards: Vec::new(), writes, on_refused: Vec::new() }
+        Self {
+            guards: Vec::new(),
+            writes,
+            on_refused: Vec::new(),
+        }
     }
 
     pub fn guarded(guards: Vec<Guard>, writes: Vec<Write>, on_refused: Vec<Write>) -> Self {
-        Self { guards, writes, on_refused }
+        Self {
+            guards,
+            writes,
+            on_refused,
+        }
     }
 
     pub(crate) fn has_audit(&self) -> bool {
-        self.writes.iter().chain(&self.on_refused).any(|w| matches!(w, Write::Audit(_)))
+        self.writes
+            .iter()
+            .chain(&self.on_refused)
+            .any(|w| matches!(w, Write::Audit(_)))
     }
 }
 

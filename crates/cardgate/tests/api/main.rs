@@ -1,1 +1,20 @@
+//! cardgate's integration tests: one binary, a real server per test (see `helpers.rs`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::type_complexity
+)]
 
+mod helpers;
+
+mod audit;
+mod cards;
+mod cli;
+mod equals;
+mod fiserv;
+mod mfa;
+mod oauth;
+mod operations;
+mod postgres;
+mod store_suite;

@@ -27,7 +27,12 @@ pub struct FiservError {
 
 impl FiservError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     fn render(self, interaction_id: &str) -> Response {
@@ -37,10 +42,14 @@ impl FiservError {
         )
             .into_response();
         if let Some(r) = self.retry_after {
-            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(r));
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(r));
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"cardgate\""));
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"cardgate\""),
+            );
         }
         res
     }
@@ -50,15 +59,29 @@ impl From<ServiceError> for FiservError {
     fn from(e: ServiceError) -> Self {
         use StatusCode as S;
         match e {
-            ServiceError::Auth(AuthFailure::Disabled) => Self::new(S::UNAUTHORIZED, "UNAUTHORIZED", "the API key is disabled"),
-            ServiceError::Auth(AuthFailure::Malformed(m)) => Self::new(S::UNAUTHORIZED, "UNAUTHORIZED", m),
-            ServiceError::Auth(_) => Self::new(S::UNAUTHORIZED, "UNAUTHORIZED", "invalid API key or secret"),
+            ServiceError::Auth(AuthFailure::Disabled) => {
+                Self::new(S::UNAUTHORIZED, "UNAUTHORIZED", "the API key is disabled")
+            }
+            ServiceError::Auth(AuthFailure::Malformed(m)) => {
+                Self::new(S::UNAUTHORIZED, "UNAUTHORIZED", m)
+            }
+            ServiceError::Auth(_) => {
+                Self::new(S::UNAUTHORIZED, "UNAUTHORIZED", "invalid API key or secret")
+            }
             ServiceError::InvalidScope(m) => Self::new(S::BAD_REQUEST, "INVALID_SCOPE", m),
             ServiceError::BadRequest(m) => Self::new(S::BAD_REQUEST, "BAD_REQUEST", m),
-            ServiceError::NotFound(w) => Self::new(S::NOT_FOUND, "NOT_FOUND", format!("{w} not found")),
-            ServiceError::RateLimited { retry_after_seconds } => Self {
+            ServiceError::NotFound(w) => {
+                Self::new(S::NOT_FOUND, "NOT_FOUND", format!("{w} not found"))
+            }
+            ServiceError::RateLimited {
+                retry_after_seconds,
+            } => Self {
                 retry_after: Some(retry_after_seconds),
-                ..Self::new(S::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS", "rate limit exceeded; retry later")
+                ..Self::new(
+                    S::TOO_MANY_REQUESTS,
+                    "TOO_MANY_REQUESTS",
+                    "rate limit exceeded; retry later",
+                )
             },
             ServiceError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
@@ -73,10 +96,18 @@ impl From<ServiceError> for FiservError {
 fn interaction_id(headers: &HeaderMap) -> (String, Option<FiservError>) {
     match headers.get(INTERACTION_ID).map(|v| v.to_str()) {
         None => (uuid::Uuid::new_v4().to_string(), None),
-        Some(Ok(v)) if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()) => (v.to_string(), None),
+        Some(Ok(v))
+            if !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            (v.to_string(), None)
+        }
         Some(_) => (
             uuid::Uuid::new_v4().to_string(),
-            Some(FiservError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", "x-fapi-interaction-id must be 1-128 visible ASCII characters")),
+            Some(FiservError::new(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                "x-fapi-interaction-id must be 1-128 visible ASCII characters",
+            )),
         ),
     }
 }
@@ -99,7 +130,8 @@ pub async fn token(
     if let Ok(v) = HeaderValue::from_str(&iid) {
         res.headers_mut().insert(INTERACTION_ID, v);
     }
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }
 
@@ -114,61 +146,158 @@ async fn issue(
     let is_json = match content_type.as_deref() {
         Some("application/x-www-form-urlencoded") => false,
         Some("application/json") => true,
-        Some(_) => return Err(FiservError::new(S::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/x-www-form-urlencoded or application/json")),
-        None => return Err(FiservError::new(S::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE", "Content-Type is required")),
+        Some(_) => {
+            return Err(FiservError::new(
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "Content-Type must be application/x-www-form-urlencoded or application/json",
+            ))
+        }
+        None => {
+            return Err(FiservError::new(
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "Content-Type is required",
+            ))
+        }
     };
     let body = wire::body(body).map_err(|e| match e {
-        wire::BodyError::TooLarge => FiservError::new(S::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", "the request body is larger than 64 KiB"),
-        wire::BodyError::Unreadable => FiservError::new(S::BAD_REQUEST, "BAD_REQUEST", "the request body could not be read"),
+        wire::BodyError::TooLarge => FiservError::new(
+            S::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            "the request body is larger than 64 KiB",
+        ),
+        wire::BodyError::Unreadable => FiservError::new(
+            S::BAD_REQUEST,
+            "BAD_REQUEST",
+            "the request body could not be read",
+        ),
     })?;
     let fi = match wire::header(headers, FINANCIAL_ID) {
-        None => return Err(FiservError::new(S::BAD_REQUEST, "BAD_REQUEST", "x-fapi-financial-id is required")),
+        None => {
+            return Err(FiservError::new(
+                S::BAD_REQUEST,
+                "BAD_REQUEST",
+                "x-fapi-financial-id is required",
+            ))
+        }
         Some(v) if v.len() == 8 && v.bytes().all(|b| b.is_ascii_digit()) => v.to_string(),
-        Some(_) => return Err(FiservError::new(S::BAD_REQUEST, "BAD_REQUEST", "x-fapi-financial-id must be 8 digits")),
+        Some(_) => {
+            return Err(FiservError::new(
+                S::BAD_REQUEST,
+                "BAD_REQUEST",
+                "x-fapi-financial-id must be 8 digits",
+            ))
+        }
     };
     let client = match wire::authorization(headers) {
         Authorization::Basic { id, secret } => match svc.authenticate_secret(&id, &secret) {
             Ok(c) => c,
             Err(e) => {
                 let tenant = svc.snapshot().clients.get(&id).map(|c| c.tenant_id.clone());
-                svc.audit_refusal(tenant.as_ref(), "anonymous", "fiserv.token.issue", "invalid_client", "fiserv").await;
+                svc.audit_refusal(
+                    tenant.as_ref(),
+                    "anonymous",
+                    "fiserv.token.issue",
+                    "invalid_client",
+                    "fiserv",
+                )
+                .await;
                 return Err(ServiceError::Auth(e).into());
             }
         },
-        Authorization::None => return Err(FiservError::new(S::UNAUTHORIZED, "UNAUTHORIZED", "Authorization: Basic base64(key:secret) is required")),
-        _ => return Err(FiservError::new(S::UNAUTHORIZED, "UNAUTHORIZED", "Authorization must be Basic base64(key:secret)")),
+        Authorization::None => {
+            return Err(FiservError::new(
+                S::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "Authorization: Basic base64(key:secret) is required",
+            ))
+        }
+        _ => {
+            return Err(FiservError::new(
+                S::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "Authorization must be Basic base64(key:secret)",
+            ))
+        }
     };
-    let tenant_fi = svc.snapshot().tenants.get(&client.tenant_id).and_then(|t| t.settings.financial_institution_id.clone());
+    let tenant_fi = svc
+        .snapshot()
+        .tenants
+        .get(&client.tenant_id)
+        .and_then(|t| t.settings.financial_institution_id.clone());
     if tenant_fi.as_deref() != Some(fi.as_str()) {
-        svc.audit_refusal(Some(&client.tenant_id), format!("client:{}", client.id), "fiserv.token.issue", "financial_id_mismatch", format!("client:{}", client.id)).await;
-        return Err(FiservError::new(S::UNAUTHORIZED, "UNAUTHORIZED", "the credentials are not valid for this x-fapi-financial-id"));
+        svc.audit_refusal(
+            Some(&client.tenant_id),
+            format!("client:{}", client.id),
+            "fiserv.token.issue",
+            "financial_id_mismatch",
+            format!("client:{}", client.id),
+        )
+        .await;
+        return Err(FiservError::new(
+            S::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "the credentials are not valid for this x-fapi-financial-id",
+        ));
     }
     let grant_type = if is_json {
         if body.iter().all(u8::is_ascii_whitespace) {
             None
         } else {
-            let v: serde_json::Value = serde_json::from_slice(&body)
-                .map_err(|_| FiservError::new(S::BAD_REQUEST, "BAD_REQUEST", "the body is not valid JSON"))?;
-            let obj = v.as_object().ok_or_else(|| FiservError::new(S::BAD_REQUEST, "BAD_REQUEST", "the body must be a JSON object"))?;
+            let v: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
+                FiservError::new(S::BAD_REQUEST, "BAD_REQUEST", "the body is not valid JSON")
+            })?;
+            let obj = v.as_object().ok_or_else(|| {
+                FiservError::new(
+                    S::BAD_REQUEST,
+                    "BAD_REQUEST",
+                    "the body must be a JSON object",
+                )
+            })?;
             match obj.get("grant_type") {
                 None | Some(serde_json::Value::Null) => None,
                 Some(serde_json::Value::String(s)) => Some(s.clone()),
-                Some(_) => return Err(FiservError::new(S::BAD_REQUEST, "BAD_REQUEST", "grant_type must be a string")),
+                Some(_) => {
+                    return Err(FiservError::new(
+                        S::BAD_REQUEST,
+                        "BAD_REQUEST",
+                        "grant_type must be a string",
+                    ))
+                }
             }
         }
     } else {
-        wire::params(&body).map_err(|m| FiservError::new(S::BAD_REQUEST, "BAD_REQUEST", m))?.remove("grant_type")
+        wire::params(&body)
+            .map_err(|m| FiservError::new(S::BAD_REQUEST, "BAD_REQUEST", m))?
+            .remove("grant_type")
     };
-    if grant_type.as_deref().is_some_and(|g| g != "client_credentials") {
-        return Err(FiservError::new(S::BAD_REQUEST, "UNSUPPORTED_GRANT_TYPE", "grant_type must be client_credentials"));
+    if grant_type
+        .as_deref()
+        .is_some_and(|g| g != "client_credentials")
+    {
+        return Err(FiservError::new(
+            S::BAD_REQUEST,
+            "UNSUPPORTED_GRANT_TYPE",
+            "grant_type must be client_credentials",
+        ));
     }
-    let params = wire::params(query.unwrap_or("").as_bytes()).map_err(|m| FiservError::new(S::BAD_REQUEST, "BAD_REQUEST", m))?;
+    let params = wire::params(query.unwrap_or("").as_bytes())
+        .map_err(|m| FiservError::new(S::BAD_REQUEST, "BAD_REQUEST", m))?;
     let scope = params
         .get("scope")
         .filter(|s| !s.trim().is_empty())
-        .ok_or_else(|| FiservError::new(S::BAD_REQUEST, "BAD_REQUEST", "the scope query parameter is required"))?;
+        .ok_or_else(|| {
+            FiservError::new(
+                S::BAD_REQUEST,
+                "BAD_REQUEST",
+                "the scope query parameter is required",
+            )
+        })?;
     svc.check_rate(client.id.as_str(), &client.tenant_id)?;
-    let issued = svc.issue_access_token(&client, Some(scope), TokenKind::FiservAccess).await?;
+    let issued = svc
+        .issue_access_token(&client, Some(scope), TokenKind::FiservAccess)
+        .await?;
     Ok(Json(json!({
         "token_type": "Bearer",
         "issued_at": issued.issued_at_ms.to_string(),
@@ -177,4 +306,23 @@ async fn issue(
         "expires_in": issued.expires_in.to_string(),
     }))
     .into_response())
+}
+
+/// Unknown paths and methods under `/fiserv`, in Fiserv's shape and with the interaction id.
+pub async fn no_route(method: axum::http::Method, headers: HeaderMap) -> Response {
+    let (iid, _) = interaction_id(&headers);
+    let err = if method == axum::http::Method::POST {
+        FiservError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such resource")
+    } else {
+        FiservError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "use POST",
+        )
+    };
+    let mut res = err.render(&iid);
+    if let Ok(v) = HeaderValue::from_str(&iid) {
+        res.headers_mut().insert(INTERACTION_ID, v);
+    }
+    res
 }

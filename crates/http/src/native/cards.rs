@@ -27,18 +27,29 @@ fn card_id(path: Result<Path<String>, PathRejection>) -> Result<CardId, OAuthErr
     CardId::parse(&raw).map_err(OAuthError::bad_request)
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<T, OAuthError> {
+fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, OAuthError> {
     let body = wire::body(body).map_err(OAuthError::from_body)?;
     if wire::content_type(headers).as_deref() != Some("application/json") {
-        return Err(OAuthError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request", "Content-Type must be application/json"));
+        return Err(OAuthError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request",
+            "Content-Type must be application/json",
+        ));
     }
-    serde_json::from_slice(&body).map_err(|e| OAuthError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&body)
+        .map_err(|e| OAuthError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 fn rfc3339(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(ms / 1000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -75,13 +86,18 @@ pub async fn mint(
     let req: MintBody = json_body(&headers, body)?;
     let mut operations = Vec::new();
     for op in &req.operations {
-        let op = Operation::parse(op).ok_or_else(|| OAuthError::bad_request(format!("unknown operation {op:?}")))?;
+        let op = Operation::parse(op)
+            .ok_or_else(|| OAuthError::bad_request(format!("unknown operation {op:?}")))?;
         if !operations.contains(&op) {
             operations.push(op);
         }
     }
     let use_limit = match (req.single_use, req.max_uses) {
-        (Some(true), Some(_)) => return Err(OAuthError::bad_request("single_use and max_uses exclude each other")),
+        (Some(true), Some(_)) => {
+            return Err(OAuthError::bad_request(
+                "single_use and max_uses exclude each other",
+            ))
+        }
         (_, Some(n)) => UseLimit::Count(n),
         (Some(false), None) => UseLimit::UntilExpiry,
         (Some(true) | None, None) => UseLimit::Once,
@@ -97,8 +113,12 @@ pub async fn mint(
         account_hint: None,
     };
     let minted = svc.mint_card_token(&principal, &card, input).await?;
-    let now = svc.now_ms();
-    let ops: Vec<&str> = minted.record.operations.iter().map(|o| o.as_str()).collect();
+    let ops: Vec<&str> = minted
+        .record
+        .operations
+        .iter()
+        .map(|o| o.as_str())
+        .collect();
     let mut res = (
         StatusCode::CREATED,
         Json(json!({
@@ -106,13 +126,14 @@ pub async fn mint(
             "token_type": "card_token",
             "card_id": card.to_string(),
             "operations": ops,
-            "expires_in": (minted.expires_at_ms - now).max(0) / 1000,
+            "expires_in": (minted.expires_at_ms - minted.record.issued_at_ms) / 1000,
             "expires_at": rfc3339(minted.expires_at_ms),
             "max_uses": minted.record.use_limit.max_uses(),
         })),
     )
         .into_response();
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(res)
 }
 
@@ -133,7 +154,8 @@ pub async fn start_mfa(
     let Path(raw) = path.map_err(|_| OAuthError::bad_request("person_id is malformed"))?;
     let person = PersonId::parse(&raw).map_err(OAuthError::bad_request)?;
     let req: MfaBody = json_body(&headers, body)?;
-    let channel = Channel::parse(&req.channel).ok_or_else(|| OAuthError::bad_request("channel must be totp, sms or email"))?;
+    let channel = Channel::parse(&req.channel)
+        .ok_or_else(|| OAuthError::bad_request("channel must be totp, sms or email"))?;
     let session = svc.start_mfa_session(&principal, &person, channel).await?;
     Ok((
         StatusCode::CREATED,
@@ -148,12 +170,19 @@ pub async fn start_mfa(
 
 /// The recipient key for an encrypted answer: the `Cardgate-Encryption-Jwk` header
 /// (base64url of the JWK's JSON), else the minting client's registered `encryption_jwk`.
-fn recipient_key(svc: &Service, headers: &HeaderMap, record: &CardTokenRecord) -> Result<EcPublicJwk, OAuthError> {
+fn recipient_key(
+    svc: &Service,
+    headers: &HeaderMap,
+    record: &CardTokenRecord,
+) -> Result<EcPublicJwk, OAuthError> {
     if let Some(h) = wire::header(headers, ENCRYPTION_JWK_HEADER) {
-        let raw = cardgate_jose::b64::decode(h.trim().trim_end_matches('='))
-            .map_err(|_| OAuthError::bad_request("Cardgate-Encryption-Jwk must be base64url of a JWK"))?;
-        let v: Value = serde_json::from_slice(&raw).map_err(|_| OAuthError::bad_request("Cardgate-Encryption-Jwk is not JSON"))?;
-        return EcPublicJwk::from_json(&v).map_err(|e| OAuthError::bad_request(format!("Cardgate-Encryption-Jwk: {e}")));
+        let raw = cardgate_jose::b64::decode(h.trim().trim_end_matches('=')).map_err(|_| {
+            OAuthError::bad_request("Cardgate-Encryption-Jwk must be base64url of a JWK")
+        })?;
+        let v: Value = serde_json::from_slice(&raw)
+            .map_err(|_| OAuthError::bad_request("Cardgate-Encryption-Jwk is not JSON"))?;
+        return EcPublicJwk::from_json(&v)
+            .map_err(|e| OAuthError::bad_request(format!("Cardgate-Encryption-Jwk: {e}")));
     }
     svc.snapshot()
         .clients
@@ -163,13 +192,29 @@ fn recipient_key(svc: &Service, headers: &HeaderMap, record: &CardTokenRecord) -
 }
 
 fn wants_jose(headers: &HeaderMap) -> bool {
-    wire::header(headers, "accept").is_some_and(|a| a.split(',').any(|p| p.split(';').next().unwrap_or("").trim() == "application/jose"))
+    wire::header(headers, "accept").is_some_and(|a| {
+        a.split(',')
+            .any(|p| p.split(';').next().unwrap_or("").trim() == "application/jose")
+    })
 }
 
-/// Sends card data: JSON, or a compact JWE (`ECDH-ES+A256KW`/`A256GCM`) when asked.
-fn sensitive(svc: &Service, headers: &HeaderMap, record: &CardTokenRecord, body: Value) -> Result<Response, OAuthError> {
-    let mut res = if wants_jose(headers) {
-        let key = recipient_key(svc, headers, record)?;
+/// When the caller asks for a JWE, its recipient key — resolved before the token is spent,
+/// so a bad key costs no use.
+async fn answer_key(
+    svc: &Service,
+    headers: &HeaderMap,
+    token: &str,
+) -> Result<Option<EcPublicJwk>, OAuthError> {
+    if !wants_jose(headers) {
+        return Ok(None);
+    }
+    let record = svc.peek_card_token(token).await?;
+    recipient_key(svc, headers, &record).map(Some)
+}
+
+/// Sends card data: JSON, or a compact JWE (`ECDH-ES+A256KW`/`A256GCM`) to `key`.
+fn sensitive(key: Option<EcPublicJwk>, body: Value) -> Result<Response, OAuthError> {
+    let mut res = if let Some(key) = key {
         let plain = zeroize::Zeroizing::new(body.to_string());
         let jwe = cardgate_jose::jwe::encrypt_ecdh_es_a256kw(&key, plain.as_bytes())
             .map_err(|e| OAuthError::bad_request(format!("cannot encrypt to that key: {e}")))?;
@@ -191,17 +236,27 @@ pub async fn details(
     headers: HeaderMap,
 ) -> Result<Response, OAuthError> {
     let card = card_id(path)?;
-    let (record, redeemed) = svc.redeem(&token, &card, Operation::ViewCard, None).await?;
-    let Redeemed::Details { secrets, cardholder_name } = redeemed else {
-        return Err(OAuthError::from(crate::service::ServiceError::Internal("unexpected redemption".into())));
+    let key = answer_key(&svc, &headers, &token).await?;
+    let (_, redeemed) = svc.redeem(&token, &card, Operation::ViewCard, None).await?;
+    let Redeemed::Details {
+        secrets,
+        cardholder_name,
+    } = redeemed
+    else {
+        return Err(OAuthError::from(crate::service::ServiceError::Internal(
+            "unexpected redemption".into(),
+        )));
     };
-    sensitive(&svc, &headers, &record, json!({
-        "pan": secrets.pan,
-        "cvv": secrets.cvv,
-        "expiry_month": secrets.expiry_month,
-        "expiry_year": secrets.expiry_year,
-        "cardholder_name": cardholder_name,
-    }))
+    sensitive(
+        key,
+        json!({
+            "pan": secrets.pan,
+            "cvv": secrets.cvv,
+            "expiry_month": secrets.expiry_month,
+            "expiry_year": secrets.expiry_year,
+            "cardholder_name": cardholder_name,
+        }),
+    )
 }
 
 /// `GET /v1/cards/{card_id}/pin` — GET_PIN.
@@ -212,11 +267,14 @@ pub async fn get_pin(
     headers: HeaderMap,
 ) -> Result<Response, OAuthError> {
     let card = card_id(path)?;
-    let (record, redeemed) = svc.redeem(&token, &card, Operation::GetPin, None).await?;
+    let key = answer_key(&svc, &headers, &token).await?;
+    let (_, redeemed) = svc.redeem(&token, &card, Operation::GetPin, None).await?;
     let Redeemed::Pin(pin) = redeemed else {
-        return Err(OAuthError::from(crate::service::ServiceError::Internal("unexpected redemption".into())));
+        return Err(OAuthError::from(crate::service::ServiceError::Internal(
+            "unexpected redemption".into(),
+        )));
     };
-    sensitive(&svc, &headers, &record, json!({"pin": pin.expose()}))
+    sensitive(key, json!({"pin": pin.expose()}))
 }
 
 #[derive(Deserialize)]
@@ -236,8 +294,13 @@ pub async fn set_pin(
     let card = card_id(path)?;
     let req: PinBody = json_body(&headers, body)?;
     let pin = Pin::parse(&req.pin).map_err(OAuthError::bad_request)?;
-    svc.redeem(&token, &card, Operation::SetPin, Some(pin)).await?;
-    Ok((StatusCode::NO_CONTENT, [(header::CACHE_CONTROL, "no-store")]).into_response())
+    svc.redeem(&token, &card, Operation::SetPin, Some(pin))
+        .await?;
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::CACHE_CONTROL, "no-store")],
+    )
+        .into_response())
 }
 
 /// `POST /v1/cards/{card_id}/activate` — ACTIVATE.
@@ -248,7 +311,10 @@ pub async fn activate(
 ) -> Result<Response, OAuthError> {
     let card = card_id(path)?;
     svc.redeem(&token, &card, Operation::Activate, None).await?;
-    Ok(Json(json!({"card_id": card.to_string(), "status": "ACTIVE"})).into_response())
+    sensitive(
+        None,
+        json!({"card_id": card.to_string(), "status": "ACTIVE"}),
+    )
 }
 
 /// `GET /v1/cards/{card_id}/wallet-eligibility` — ADD_CARD_TO_WALLET.
@@ -258,9 +324,21 @@ pub async fn wallet(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, OAuthError> {
     let card = card_id(path)?;
-    let (_, redeemed) = svc.redeem(&token, &card, Operation::AddCardToWallet, None).await?;
-    let Redeemed::Wallet { eligible, last4, status } = redeemed else {
-        return Err(OAuthError::from(crate::service::ServiceError::Internal("unexpected redemption".into())));
+    let (_, redeemed) = svc
+        .redeem(&token, &card, Operation::AddCardToWallet, None)
+        .await?;
+    let Redeemed::Wallet {
+        eligible,
+        last4,
+        status,
+    } = redeemed
+    else {
+        return Err(OAuthError::from(crate::service::ServiceError::Internal(
+            "unexpected redemption".into(),
+        )));
     };
-    Ok(Json(json!({"card_id": card.to_string(), "wallet_eligible": eligible, "last4": last4, "status": status.as_str()})).into_response())
+    sensitive(
+        None,
+        json!({"card_id": card.to_string(), "wallet_eligible": eligible, "last4": last4, "status": status.as_str()}),
+    )
 }

@@ -26,7 +26,13 @@ pub struct OAuthError {
 
 impl OAuthError {
     pub fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
-        Self { status, error, description: description.into(), www_authenticate: None, retry_after: None }
+        Self {
+            status,
+            error,
+            description: description.into(),
+            www_authenticate: None,
+            retry_after: None,
+        }
     }
 
     pub fn bad_request(description: impl Into<String>) -> Self {
@@ -39,7 +45,11 @@ impl OAuthError {
     }
 
     pub fn too_large() -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "the request body is larger than 64 KiB")
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            "the request body is larger than 64 KiB",
+        )
     }
 
     pub fn from_body(e: wire::BodyError) -> Self {
@@ -52,8 +62,9 @@ impl OAuthError {
     /// A failed card-token presentation (RFC 6750 §3.1).
     pub fn invalid_token(description: impl Into<String>) -> Self {
         let d = description.into();
-        Self::new(StatusCode::UNAUTHORIZED, "invalid_token", d.clone())
-            .challenge(format!("Bearer realm=\"cardgate\", error=\"invalid_token\", error_description=\"{d}\""))
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_token", d.clone()).challenge(format!(
+            "Bearer realm=\"cardgate\", error=\"invalid_token\", error_description=\"{d}\""
+        ))
     }
 }
 
@@ -62,47 +73,89 @@ impl From<ServiceError> for OAuthError {
         use StatusCode as S;
         match e {
             ServiceError::Auth(a) => match a {
-                AuthFailure::Missing => Self::new(S::UNAUTHORIZED, "invalid_client", "client authentication is required")
-                    .challenge("Basic realm=\"cardgate\"".into()),
+                AuthFailure::Missing => Self::new(
+                    S::UNAUTHORIZED,
+                    "invalid_client",
+                    "client authentication is required",
+                )
+                .challenge("Basic realm=\"cardgate\"".into()),
                 AuthFailure::Malformed(m) => Self::bad_request(m),
-                AuthFailure::InvalidClient => Self::new(S::UNAUTHORIZED, "invalid_client", "client authentication failed")
-                    .challenge("Basic realm=\"cardgate\"".into()),
-                AuthFailure::Disabled => Self::new(S::UNAUTHORIZED, "invalid_client", "the client is disabled")
-                    .challenge("Basic realm=\"cardgate\"".into()),
+                AuthFailure::InvalidClient => Self::new(
+                    S::UNAUTHORIZED,
+                    "invalid_client",
+                    "client authentication failed",
+                )
+                .challenge("Basic realm=\"cardgate\"".into()),
+                AuthFailure::Disabled => {
+                    Self::new(S::UNAUTHORIZED, "invalid_client", "the client is disabled")
+                        .challenge("Basic realm=\"cardgate\"".into())
+                }
                 AuthFailure::InvalidToken => Self::invalid_token("the token is not valid"),
             },
             ServiceError::BadRequest(m) => Self::bad_request(m),
             ServiceError::Forbidden(m) => Self::new(S::FORBIDDEN, "access_denied", m),
-            ServiceError::NotFound(what) => Self::new(S::NOT_FOUND, "not_found", format!("{what} not found")),
+            ServiceError::NotFound(what) => {
+                Self::new(S::NOT_FOUND, "not_found", format!("{what} not found"))
+            }
             ServiceError::InvalidScope(m) => Self::new(S::BAD_REQUEST, "invalid_scope", m),
             ServiceError::Mint(r) => match r {
-                MintRefusal::ScopeMissing(_) => Self::new(S::FORBIDDEN, "insufficient_scope", r.to_string()),
+                MintRefusal::ScopeMissing(_) => {
+                    Self::new(S::FORBIDDEN, "insufficient_scope", r.to_string())
+                }
                 MintRefusal::NotOwnCard => Self::new(S::FORBIDDEN, "access_denied", r.to_string()),
-                MintRefusal::MfaRequired(_) => Self::new(S::FORBIDDEN, "mfa_required", r.to_string()),
-                MintRefusal::NoOperation | MintRefusal::TtlOutOfRange(_) | MintRefusal::UsesOutOfRange(_) => Self::bad_request(r.to_string()),
-                MintRefusal::CardState(_) | MintRefusal::AlreadyActive => Self::new(S::CONFLICT, "card_state", r.to_string()),
+                MintRefusal::MfaRequired(_) => {
+                    Self::new(S::FORBIDDEN, "mfa_required", r.to_string())
+                }
+                MintRefusal::NoOperation
+                | MintRefusal::TtlOutOfRange(_)
+                | MintRefusal::UsesOutOfRange(_) => Self::bad_request(r.to_string()),
+                MintRefusal::CardState(_) | MintRefusal::AlreadyActive => {
+                    Self::new(S::CONFLICT, "card_state", r.to_string())
+                }
             },
             ServiceError::Mfa(c) => match c {
-                MfaCheck::WrongCode => Self::new(S::FORBIDDEN, "mfa_invalid_code", "the MFA code is wrong"),
-                MfaCheck::Locked => Self::new(S::FORBIDDEN, "mfa_locked", "the MFA session is locked after too many wrong codes"),
-                MfaCheck::Expired => Self::new(S::FORBIDDEN, "mfa_expired", "the MFA session has expired"),
-                MfaCheck::AlreadyUsed => Self::new(S::FORBIDDEN, "mfa_used", "the MFA session has already served a token"),
-                MfaCheck::NotApplicable | MfaCheck::Verified => {
-                    Self::new(S::FORBIDDEN, "mfa_invalid_session", "no such MFA session for this cardholder")
+                MfaCheck::WrongCode => {
+                    Self::new(S::FORBIDDEN, "mfa_invalid_code", "the MFA code is wrong")
                 }
+                MfaCheck::Locked => Self::new(
+                    S::FORBIDDEN,
+                    "mfa_locked",
+                    "the MFA session is locked after too many wrong codes",
+                ),
+                MfaCheck::Expired => {
+                    Self::new(S::FORBIDDEN, "mfa_expired", "the MFA session has expired")
+                }
+                MfaCheck::AlreadyUsed => Self::new(
+                    S::FORBIDDEN,
+                    "mfa_used",
+                    "the MFA session has already served a token",
+                ),
+                MfaCheck::NotApplicable | MfaCheck::Verified => Self::new(
+                    S::FORBIDDEN,
+                    "mfa_invalid_session",
+                    "no such MFA session for this cardholder",
+                ),
             },
             ServiceError::Redemption(r) => match r {
                 Redemption::Expired => Self::invalid_token("the token has expired"),
                 Redemption::AlreadyUsed => Self::invalid_token("the token has been used up"),
                 Redemption::Revoked => Self::invalid_token("the token has been revoked"),
-                Redemption::NotCovered | Redemption::Granted => {
-                    Self::new(S::FORBIDDEN, "insufficient_scope", "the token does not allow this operation on this card")
-                        .challenge("Bearer realm=\"cardgate\", error=\"insufficient_scope\"".into())
-                }
+                Redemption::NotCovered | Redemption::Granted => Self::new(
+                    S::FORBIDDEN,
+                    "insufficient_scope",
+                    "the token does not allow this operation on this card",
+                )
+                .challenge("Bearer realm=\"cardgate\", error=\"insufficient_scope\"".into()),
             },
             ServiceError::Conflict(m) => Self::new(S::CONFLICT, "conflict", m),
-            ServiceError::RateLimited { retry_after_seconds } => {
-                let mut e = Self::new(S::TOO_MANY_REQUESTS, "rate_limited", "too many requests; retry later");
+            ServiceError::RateLimited {
+                retry_after_seconds,
+            } => {
+                let mut e = Self::new(
+                    S::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many requests; retry later",
+                );
                 e.retry_after = Some(retry_after_seconds);
                 e
             }
@@ -126,7 +179,10 @@ impl IntoResponse for OAuthError {
         let mut res = (self.status, axum::Json(body)).into_response();
         let h = res.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(w) = self.www_authenticate.and_then(|w| HeaderValue::from_str(&w).ok()) {
+        if let Some(w) = self
+            .www_authenticate
+            .and_then(|w| HeaderValue::from_str(&w).ok())
+        {
             h.insert(header::WWW_AUTHENTICATE, w);
         }
         if let Some(r) = self.retry_after {
@@ -142,15 +198,22 @@ pub struct ClientAuth(pub Principal);
 impl FromRequestParts<Arc<Service>> for ClientAuth {
     type Rejection = OAuthError;
 
-    async fn from_request_parts(parts: &mut Parts, svc: &Arc<Service>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        svc: &Arc<Service>,
+    ) -> Result<Self, Self::Rejection> {
         let principal = match wire::authorization(&parts.headers) {
-            Authorization::Basic { id, secret } => Service::principal_of(svc.authenticate_secret(&id, &secret)?),
+            Authorization::Basic { id, secret } => {
+                Service::principal_of(svc.authenticate_secret(&id, &secret)?)
+            }
             Authorization::ApiKey(key) => Service::principal_of(svc.authenticate_api_key(&key)?),
             Authorization::Bearer(token) => svc.authenticate_access_token(&token).await?,
             Authorization::None => return Err(ServiceError::Auth(AuthFailure::Missing).into()),
             Authorization::Malformed(m) => return Err(OAuthError::bad_request(m)),
             Authorization::DPoP(_) | Authorization::Raw(_) => {
-                return Err(OAuthError::bad_request("use Basic, ApiKey or Bearer authorization"))
+                return Err(OAuthError::bad_request(
+                    "use Basic, ApiKey or Bearer authorization",
+                ))
             }
         };
         Ok(ClientAuth(principal))
@@ -172,11 +235,19 @@ impl<S: Send + Sync> FromRequestParts<S> for CardTokenBearer {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         match wire::authorization(&parts.headers) {
             Authorization::Bearer(t) => Ok(Self(t)),
-            Authorization::None => Err(OAuthError::new(StatusCode::UNAUTHORIZED, "invalid_request", "a card token is required")
-                .challenge("Bearer realm=\"cardgate\"".into())),
-            Authorization::DPoP(_) => Err(OAuthError::invalid_token("DPoP-bound card tokens are not supported on this endpoint")),
+            Authorization::None => Err(OAuthError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "a card token is required",
+            )
+            .challenge("Bearer realm=\"cardgate\"".into())),
+            Authorization::DPoP(_) => Err(OAuthError::invalid_token(
+                "DPoP-bound card tokens are not supported on this endpoint",
+            )),
             Authorization::Malformed(m) => Err(OAuthError::bad_request(m)),
-            _ => Err(OAuthError::invalid_token("use Authorization: Bearer <card token>")),
+            _ => Err(OAuthError::invalid_token(
+                "use Authorization: Bearer <card token>",
+            )),
         }
     }
 }

@@ -16,20 +16,32 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Reads a form body (`application/x-www-form-urlencoded`, RFC 6749 §3.2).
-fn form(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<HashMap<String, String>, OAuthError> {
+fn form(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<HashMap<String, String>, OAuthError> {
     let body = wire::body(body).map_err(OAuthError::from_body)?;
     if wire::content_type(headers).as_deref() != Some("application/x-www-form-urlencoded") {
-        return Err(OAuthError::bad_request("Content-Type must be application/x-www-form-urlencoded"));
+        return Err(OAuthError::bad_request(
+            "Content-Type must be application/x-www-form-urlencoded",
+        ));
     }
     wire::params(&body).map_err(OAuthError::bad_request)
 }
 
 /// `client_secret_basic` or `client_secret_post` (RFC 6749 §2.3.1), never both.
-pub async fn client_from(svc: &Service, headers: &HeaderMap, form: &HashMap<String, String>, action: &str) -> Result<Principal, OAuthError> {
+pub async fn client_from(
+    svc: &Service,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+    action: &str,
+) -> Result<Principal, OAuthError> {
     let in_body = (form.get("client_id"), form.get("client_secret"));
     let (id, secret) = match (wire::authorization(headers), in_body) {
         (Authorization::Basic { .. }, (Some(_), _) | (_, Some(_))) => {
-            return Err(OAuthError::bad_request("use one client authentication method, not two"))
+            return Err(OAuthError::bad_request(
+                "use one client authentication method, not two",
+            ))
         }
         (Authorization::Basic { id, secret }, _) => (id, secret),
         (Authorization::None, (Some(id), Some(secret))) => (id.clone(), secret.clone()),
@@ -38,22 +50,40 @@ pub async fn client_from(svc: &Service, headers: &HeaderMap, form: &HashMap<Stri
         }
         (Authorization::None, _) => return Err(ServiceError::Auth(AuthFailure::Missing).into()),
         (Authorization::Malformed(m), _) => return Err(OAuthError::bad_request(m)),
-        _ => return Err(OAuthError::bad_request("use Basic client authentication or client_secret_post")),
+        _ => {
+            return Err(OAuthError::bad_request(
+                "use Basic client authentication or client_secret_post",
+            ))
+        }
     };
     match svc.authenticate_secret(&id, &secret) {
         Ok(c) => Ok(Service::principal_of(c)),
         Err(e) => {
-            let known = svc.snapshot().clients.get(&id).map(|c| (c.tenant_id.clone(), format!("client:{id}")));
-            let (tenant, actor) = known.map_or((None, "anonymous".to_string()), |(t, a)| (Some(t), a));
-            svc.audit_refusal(tenant.as_ref(), actor.clone(), action, "invalid_client", actor).await;
+            let known = svc
+                .snapshot()
+                .clients
+                .get(&id)
+                .map(|c| (c.tenant_id.clone(), format!("client:{id}")));
+            let (tenant, actor) =
+                known.map_or((None, "anonymous".to_string()), |(t, a)| (Some(t), a));
+            svc.audit_refusal(
+                tenant.as_ref(),
+                actor.clone(),
+                action,
+                "invalid_client",
+                actor,
+            )
+            .await;
             Err(ServiceError::Auth(e).into())
         }
     }
 }
 
 fn no_store(mut res: Response) -> Response {
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     res
 }
 
@@ -67,13 +97,23 @@ pub async fn token(
     match form.get("grant_type").map(String::as_str) {
         Some("client_credentials") => {}
         Some(_) => {
-            return Err(OAuthError::new(StatusCode::BAD_REQUEST, "unsupported_grant_type", "only client_credentials is supported"))
+            return Err(OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "only client_credentials is supported",
+            ))
         }
         None => return Err(OAuthError::bad_request("grant_type is required")),
     }
     let client = principal.client;
     svc.check_rate(client.id.as_str(), &client.tenant_id)?;
-    let issued = svc.issue_access_token(&client, form.get("scope").map(String::as_str), TokenKind::Access).await?;
+    let issued = svc
+        .issue_access_token(
+            &client,
+            form.get("scope").map(String::as_str),
+            TokenKind::Access,
+        )
+        .await?;
     Ok(no_store(
         Json(json!({
             "access_token": issued.token.expose(),
@@ -92,8 +132,13 @@ pub async fn introspect(
 ) -> Result<Response, OAuthError> {
     let form = form(&headers, body)?;
     let principal = client_from(&svc, &headers, &form, "token.introspect").await?;
-    let token = form.get("token").filter(|t| !t.is_empty()).ok_or_else(|| OAuthError::bad_request("token is required"))?;
-    Ok(no_store(Json(svc.introspect(&principal, token).await).into_response()))
+    let token = form
+        .get("token")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| OAuthError::bad_request("token is required"))?;
+    Ok(no_store(
+        Json(svc.introspect(&principal, token).await).into_response(),
+    ))
 }
 
 pub async fn revoke(
@@ -103,7 +148,10 @@ pub async fn revoke(
 ) -> Result<Response, OAuthError> {
     let form = form(&headers, body)?;
     let principal = client_from(&svc, &headers, &form, "token.revoke").await?;
-    let token = form.get("token").filter(|t| !t.is_empty()).ok_or_else(|| OAuthError::bad_request("token is required"))?;
+    let token = form
+        .get("token")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| OAuthError::bad_request("token is required"))?;
     svc.revoke(&principal, token).await?;
     Ok(no_store(StatusCode::OK.into_response()))
 }
@@ -131,6 +179,9 @@ pub async fn metadata(State(svc): State<Arc<Service>>) -> Response {
 pub async fn jwks(State(svc): State<Arc<Service>>) -> Response {
     let snap = svc.snapshot();
     let mut res = Json(json!({"keys": snap.keys.published})).into_response();
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
     res
 }

@@ -12,7 +12,9 @@ use cardgate_core::import::{ImportError, ImportPlan};
 use cardgate_core::model::ClientSettings;
 use cardgate_core::scope::ScopeSet;
 use cardgate_core::secret::{Secret, SecretHash};
-use cardgate_core::{AccessTokenFormat, Card, Client, ClientId, Environment, Person, PersonId, Tenant, TenantId};
+use cardgate_core::{
+    AccessTokenFormat, Card, Client, ClientId, Environment, Person, PersonId, Tenant, TenantId,
+};
 use cardgate_jose::aead::AeadKey;
 use cardgate_store::{Guard, Write, WriteOutcome, WriteSet};
 use serde_json::json;
@@ -43,7 +45,8 @@ pub struct NewClient {
 }
 
 fn seal_with(key: &AeadKey, aad: &str, plain: &[u8]) -> Result<Vec<u8>, ServiceError> {
-    key.seal(aad.as_bytes(), plain).map_err(ServiceError::crypto)
+    key.seal(aad.as_bytes(), plain)
+        .map_err(ServiceError::crypto)
 }
 
 fn open_with(key: &AeadKey, aad: &str, sealed: &[u8]) -> Option<zeroize::Zeroizing<Vec<u8>>> {
@@ -58,9 +61,15 @@ impl Service {
         let now = self.now_ms();
         let mut writes = Vec::new();
         let mut config_changed = false;
-        let mut report = ImportReport { tenants: plan.tenants.len(), changes: 0 };
-        let mut api_keys: HashMap<SecretHash, ClientId> =
-            snap.clients.values().filter_map(|c| c.api_key_hash.map(|h| (h, c.id.clone()))).collect();
+        let mut report = ImportReport {
+            tenants: plan.tenants.len(),
+            changes: 0,
+        };
+        let mut api_keys: HashMap<SecretHash, ClientId> = snap
+            .clients
+            .values()
+            .filter_map(|c| c.api_key_hash.map(|h| (h, c.id.clone())))
+            .collect();
 
         for (ti, t) in plan.tenants.iter().enumerate() {
             let tp = format!("tenants[{ti}]");
@@ -71,25 +80,42 @@ impl Service {
                 Ok((v, k)) => (v, k.clone()),
                 Err(_) => {
                     let row = new_data_key_row(self.master(), &t.id, 1, now)?;
-                    let key = AeadKey::from_bytes(&self.master().open(&super::keys::data_key_aad(&t.id, 1), &row.key_enc)?)
-                        .map_err(ServiceError::crypto)?;
+                    let key = AeadKey::from_bytes(
+                        &self
+                            .master()
+                            .open(&super::keys::data_key_aad(&t.id, 1), &row.key_enc)?,
+                    )
+                    .map_err(ServiceError::crypto)?;
                     writes.push(Write::InsertDataKey(row));
                     config_changed = true;
                     (1, key)
                 }
             };
 
-            let same_webhook_secret = match (&t.webhook_secret, existing_tenant.and_then(|e| e.webhook_secret_enc.as_ref())) {
+            let same_webhook_secret = match (
+                &t.webhook_secret,
+                existing_tenant.and_then(|e| e.webhook_secret_enc.as_ref()),
+            ) {
                 (None, None) => true,
-                (Some(s), Some(enc)) => self.master().open(&webhook_secret_aad(&t.id), enc).is_ok_and(|p| p[..] == *s.expose().as_bytes()),
+                (Some(s), Some(enc)) => self
+                    .master()
+                    .open(&webhook_secret_aad(&t.id), enc)
+                    .is_ok_and(|p| p[..] == *s.expose().as_bytes()),
                 _ => false,
             };
             let webhook_secret_enc = match (&t.webhook_secret, same_webhook_secret) {
                 (_, true) => existing_tenant.and_then(|e| e.webhook_secret_enc.clone()),
-                (Some(s), false) => Some(self.master().seal(&webhook_secret_aad(&t.id), s.expose().as_bytes())?),
+                (Some(s), false) => Some(
+                    self.master()
+                        .seal(&webhook_secret_aad(&t.id), s.expose().as_bytes())?,
+                ),
                 (None, false) => None,
             };
-            let tenant = Tenant { id: t.id.clone(), settings: t.settings.clone(), webhook_secret_enc };
+            let tenant = Tenant {
+                id: t.id.clone(),
+                settings: t.settings.clone(),
+                webhook_secret_enc,
+            };
             if existing_tenant.map(|e| e.as_ref()) != Some(&tenant) {
                 // Inserted ahead of its data key so the foreign key holds.
                 writes.insert(0, Write::UpsertTenant(tenant));
@@ -102,14 +128,22 @@ impl Service {
                 let existing = snap.clients.get(c.id.as_str());
                 if let Some(e) = existing {
                     if e.tenant_id != t.id {
-                        return Err(ImportError { path: format!("{cp}.id"), message: "a client with this id belongs to another tenant".into() }.into());
+                        return Err(ImportError {
+                            path: format!("{cp}.id"),
+                            message: "a client with this id belongs to another tenant".into(),
+                        }
+                        .into());
                     }
                 }
                 let api_key_hash = c.api_key.as_ref().map(Secret::hash);
                 if let Some(h) = api_key_hash {
                     match api_keys.get(&h) {
                         Some(owner) if owner != &c.id => {
-                            return Err(ImportError { path: format!("{cp}.api_key"), message: "this api_key is already another client's".into() }.into())
+                            return Err(ImportError {
+                                path: format!("{cp}.api_key"),
+                                message: "this api_key is already another client's".into(),
+                            }
+                            .into())
                         }
                         _ => {
                             api_keys.insert(h, c.id.clone());
@@ -117,9 +151,19 @@ impl Service {
                     }
                 }
                 let payload_aad = format!("cardgate:payload-key:{}", c.id);
-                let payload_key_enc = match (&c.payload_key, existing.and_then(|e| e.payload_key_enc.as_ref())) {
+                let payload_key_enc = match (
+                    &c.payload_key,
+                    existing.and_then(|e| e.payload_key_enc.as_ref()),
+                ) {
                     (None, _) => None,
-                    (Some(k), Some(enc)) if self.master().open(&payload_aad, enc).is_ok_and(|p| p[..] == *k.expose().as_bytes()) => Some(enc.clone()),
+                    (Some(k), Some(enc))
+                        if self
+                            .master()
+                            .open(&payload_aad, enc)
+                            .is_ok_and(|p| p[..] == *k.expose().as_bytes()) =>
+                    {
+                        Some(enc.clone())
+                    }
                     (Some(k), _) => Some(self.master().seal(&payload_aad, k.expose().as_bytes())?),
                 };
                 let client = Client {
@@ -140,11 +184,20 @@ impl Service {
                 }
             }
 
-            let persons: HashMap<PersonId, Person> =
-                self.store.list_persons(&t.id).await?.into_iter().map(|p| (p.id, p)).collect();
+            let persons: HashMap<PersonId, Person> = self
+                .store
+                .list_persons(&t.id)
+                .await?
+                .into_iter()
+                .map(|p| (p.id, p))
+                .collect();
             for p in &t.persons {
                 let existing = persons.get(&p.id);
-                let same_totp = match (&p.totp_secret, existing.and_then(|e| e.totp_secret_enc.as_ref().map(|enc| (enc, e.key_version)))) {
+                let same_totp = match (
+                    &p.totp_secret,
+                    existing
+                        .and_then(|e| e.totp_secret_enc.as_ref().map(|enc| (enc, e.key_version))),
+                ) {
                     (None, None) => true,
                     (Some(s), Some((enc, v))) => snap
                         .keys
@@ -156,18 +209,36 @@ impl Service {
                 };
                 let (totp_secret_enc, version) = match (&p.totp_secret, same_totp, existing) {
                     (_, true, Some(e)) => (e.totp_secret_enc.clone(), e.key_version),
-                    (Some(s), _, _) => (Some(seal_with(&data_key, &totp_aad(&t.id, &p.id, key_version), s)?), key_version),
+                    (Some(s), _, _) => (
+                        Some(seal_with(
+                            &data_key,
+                            &totp_aad(&t.id, &p.id, key_version),
+                            s,
+                        )?),
+                        key_version,
+                    ),
                     (None, _, _) => (None, key_version),
                 };
-                let person = Person { id: p.id, tenant_id: t.id.clone(), profile: p.profile.clone(), totp_secret_enc, key_version: version };
+                let person = Person {
+                    id: p.id,
+                    tenant_id: t.id.clone(),
+                    profile: p.profile.clone(),
+                    totp_secret_enc,
+                    key_version: version,
+                };
                 if existing != Some(&person) {
                     writes.push(Write::UpsertPerson(person));
                     changes += 1;
                 }
             }
 
-            let accounts: HashMap<String, cardgate_core::Account> =
-                self.store.list_accounts(&t.id).await?.into_iter().map(|a| (a.id.to_string(), a)).collect();
+            let accounts: HashMap<String, cardgate_core::Account> = self
+                .store
+                .list_accounts(&t.id)
+                .await?
+                .into_iter()
+                .map(|a| (a.id.to_string(), a))
+                .collect();
             for a in &t.accounts {
                 if accounts.get(a.id.as_str()) != Some(a) {
                     writes.push(Write::UpsertAccount(a.clone()));
@@ -175,23 +246,36 @@ impl Service {
                 }
             }
 
-            let cards: HashMap<cardgate_core::CardId, Card> =
-                self.store.list_cards(&t.id).await?.into_iter().map(|c| (c.id, c)).collect();
+            let cards: HashMap<cardgate_core::CardId, Card> = self
+                .store
+                .list_cards(&t.id)
+                .await?
+                .into_iter()
+                .map(|c| (c.id, c))
+                .collect();
             for c in &t.cards {
                 let existing = cards.get(&c.id);
                 let same_secrets = existing.is_some_and(|e| {
                     snap.keys
                         .data_key(&t.id, e.key_version)
                         .ok()
-                        .and_then(|k| open_with(k, &vault_aad(&t.id, &c.id, e.key_version), &e.vault))
+                        .and_then(|k| {
+                            open_with(k, &vault_aad(&t.id, &c.id, e.key_version), &e.vault)
+                        })
                         .and_then(|plain| serde_json::from_slice::<CardSecrets>(&plain).ok())
                         .is_some_and(|s| s == c.secrets)
                 });
                 let (vault, version) = match (same_secrets, existing) {
                     (true, Some(e)) => (e.vault.clone(), e.key_version),
                     _ => {
-                        let plain = zeroize::Zeroizing::new(serde_json::to_vec(&c.secrets).map_err(|e| ServiceError::Internal(e.to_string()))?);
-                        (seal_with(&data_key, &vault_aad(&t.id, &c.id, key_version), &plain)?, key_version)
+                        let plain = zeroize::Zeroizing::new(
+                            serde_json::to_vec(&c.secrets)
+                                .map_err(|e| ServiceError::Internal(e.to_string()))?,
+                        );
+                        (
+                            seal_with(&data_key, &vault_aad(&t.id, &c.id, key_version), &plain)?,
+                            key_version,
+                        )
                     }
                 };
                 let card = Card {
@@ -211,7 +295,14 @@ impl Service {
                 }
             }
             if changes > 0 {
-                writes.push(self.audit(Some(&t.id), "admin", "import.applied", "ok", format!("tenant:{}", t.id), json!({"changes": changes})));
+                writes.push(self.audit(
+                    Some(&t.id),
+                    "admin",
+                    "import.applied",
+                    "ok",
+                    format!("tenant:{}", t.id),
+                    json!({"changes": changes}),
+                ));
             }
             report.changes += changes;
         }
@@ -221,7 +312,10 @@ impl Service {
         if config_changed {
             writes.push(Write::BumpConfigVersion);
         }
-        self.store.apply(&[WriteSet::of(writes)]).await.map_err(ServiceError::from)?;
+        self.store
+            .apply(&[WriteSet::of(writes)])
+            .await
+            .map_err(ServiceError::from)?;
         self.reload().await?;
         Ok(report)
     }
@@ -233,7 +327,10 @@ impl Service {
             return Err(ServiceError::NotFound("tenant"));
         }
         if snap.clients.contains_key(new.id.as_str()) {
-            return Err(ServiceError::Conflict(format!("client {} already exists", new.id)));
+            return Err(ServiceError::Conflict(format!(
+                "client {} already exists",
+                new.id
+            )));
         }
         if let Some(p) = &new.person_id {
             if self.store.get_person(&new.tenant, p).await?.is_none() {
@@ -243,7 +340,11 @@ impl Service {
         let gen = |p: &str| Secret::generate(p).map_err(ServiceError::crypto);
         let secret = gen("cgs_")?;
         let api_key = gen("cgk_")?;
-        let sdk_api_key = if new.with_sdk_api_key { Some(gen("cgsdk_")?) } else { None };
+        let sdk_api_key = if new.with_sdk_api_key {
+            Some(gen("cgsdk_")?)
+        } else {
+            None
+        };
         let client = Client {
             id: new.id.clone(),
             tenant_id: new.tenant.clone(),
@@ -262,17 +363,53 @@ impl Service {
         };
         let audit = self.audit(Some(&new.tenant), "admin", "client.created", "ok", format!("client:{}", new.id),
             json!({"scope": client.settings.scopes.to_string_list(), "environment": new.environment.as_str()}));
-        self.commit(WriteSet::of(vec![Write::UpsertClient(client.clone()), Write::BumpConfigVersion, audit])).await?;
+        self.commit(WriteSet::of(vec![
+            Write::UpsertClient(client.clone()),
+            Write::BumpConfigVersion,
+            audit,
+        ]))
+        .await?;
         self.reload().await?;
-        Ok(CreatedClient { client, secret, api_key, sdk_api_key })
+        Ok(CreatedClient {
+            client,
+            secret,
+            api_key,
+            sdk_api_key,
+        })
     }
 
-    pub async fn set_client_disabled(&self, id: &ClientId, disabled: bool) -> Result<(), ServiceError> {
+    pub async fn set_client_disabled(
+        &self,
+        id: &ClientId,
+        disabled: bool,
+    ) -> Result<(), ServiceError> {
         let snap = self.snapshot();
-        let client = snap.clients.get(id.as_str()).ok_or(ServiceError::NotFound("client"))?;
-        let action = if disabled { "client.disabled" } else { "client.enabled" };
-        let audit = self.audit(Some(&client.tenant_id), "admin", action, "ok", format!("client:{id}"), json!({}));
-        self.commit(WriteSet::of(vec![Write::SetClientDisabled { id: id.clone(), disabled }, Write::BumpConfigVersion, audit])).await?;
+        let client = snap
+            .clients
+            .get(id.as_str())
+            .ok_or(ServiceError::NotFound("client"))?;
+        let action = if disabled {
+            "client.disabled"
+        } else {
+            "client.enabled"
+        };
+        let audit = self.audit(
+            Some(&client.tenant_id),
+            "admin",
+            action,
+            "ok",
+            format!("client:{id}"),
+            json!({}),
+        );
+        self.commit(WriteSet::of(vec![
+            Write::SetClientDisabled {
+                id: id.clone(),
+                disabled,
+            },
+            Write::BumpConfigVersion,
+            audit,
+        ]))
+        .await?;
         self.reload().await
     }
 
@@ -288,11 +425,21 @@ impl Service {
             .await?
             .into_iter()
             .filter(|k| k.retired_at_ms.is_none())
-            .map(|k| Write::RetireSigningKey { kid: k.kid, at_ms: now })
+            .map(|k| Write::RetireSigningKey {
+                kid: k.kid,
+                at_ms: now,
+            })
             .collect();
         writes.push(Write::InsertSigningKey(row));
         writes.push(Write::BumpConfigVersion);
-        writes.push(self.audit(None, actor, "signing_key.rotated", "ok", format!("kid:{kid}"), json!({"environment": self.env().as_str()})));
+        writes.push(self.audit(
+            None,
+            actor,
+            "signing_key.rotated",
+            "ok",
+            format!("kid:{kid}"),
+            json!({"environment": self.env().as_str()}),
+        ));
         self.commit(WriteSet::of(writes)).await?;
         self.reload().await?;
         Ok(kid)
@@ -305,12 +452,28 @@ impl Service {
         if !snap.tenants.contains_key(tenant) {
             return Err(ServiceError::NotFound("tenant"));
         }
-        let old = snap.keys.current_data_key(tenant).map(|(v, _)| v).unwrap_or(0);
+        let old = snap
+            .keys
+            .current_data_key(tenant)
+            .map(|(v, _)| v)
+            .unwrap_or(0);
         let now = self.now_ms();
         let version = old + 1;
         let row = new_data_key_row(self.master(), tenant, version, now)?;
-        let audit = self.audit(Some(tenant), "admin", "data_key.rotated", "ok", format!("tenant:{tenant}"), json!({"version": version}));
-        self.commit(WriteSet::of(vec![Write::InsertDataKey(row), Write::BumpConfigVersion, audit])).await?;
+        let audit = self.audit(
+            Some(tenant),
+            "admin",
+            "data_key.rotated",
+            "ok",
+            format!("tenant:{tenant}"),
+            json!({"version": version}),
+        );
+        self.commit(WriteSet::of(vec![
+            Write::InsertDataKey(row),
+            Write::BumpConfigVersion,
+            audit,
+        ]))
+        .await?;
         self.reload().await?;
         let mut resealed = 0;
         for card in self.store.list_cards(tenant).await? {
@@ -319,23 +482,43 @@ impl Service {
             }
             let secrets = self.open_card(&card)?;
             let (v, vault) = self.seal_card(tenant, &card.id, &secrets)?;
-            let guard = Guard::CardVault { tenant: tenant.clone(), card: card.id, expect_version: card.key_version, vault, key_version: v, now_ms: now };
-            if self.commit(WriteSet::guarded(vec![guard], vec![], vec![])).await? == WriteOutcome::Applied {
+            let guard = Guard::CardVault {
+                tenant: tenant.clone(),
+                card: card.id,
+                expect_version: card.key_version,
+                vault,
+                key_version: v,
+                now_ms: now,
+            };
+            if self
+                .commit(WriteSet::guarded(vec![guard], vec![], vec![]))
+                .await?
+                == WriteOutcome::Applied
+            {
                 resealed += 1;
             }
         }
         let snap = self.snapshot();
         let (v, key) = snap.keys.current_data_key(tenant)?;
         for mut person in self.store.list_persons(tenant).await? {
-            let Some(enc) = &person.totp_secret_enc else { continue };
+            let Some(enc) = &person.totp_secret_enc else {
+                continue;
+            };
             if person.key_version == v {
                 continue;
             }
             let old_key = snap.keys.data_key(tenant, person.key_version)?;
-            let plain = old_key.open(totp_aad(tenant, &person.id, person.key_version).as_bytes(), enc).map_err(ServiceError::crypto)?;
-            person.totp_secret_enc = Some(seal_with(key, &totp_aad(tenant, &person.id, v), &plain)?);
+            let plain = old_key
+                .open(
+                    totp_aad(tenant, &person.id, person.key_version).as_bytes(),
+                    enc,
+                )
+                .map_err(ServiceError::crypto)?;
+            person.totp_secret_enc =
+                Some(seal_with(key, &totp_aad(tenant, &person.id, v), &plain)?);
             person.key_version = v;
-            self.commit(WriteSet::of(vec![Write::UpsertPerson(person)])).await?;
+            self.commit(WriteSet::of(vec![Write::UpsertPerson(person)]))
+                .await?;
             resealed += 1;
         }
         Ok((version, resealed))

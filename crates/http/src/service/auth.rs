@@ -53,7 +53,11 @@ impl Service {
     }
 
     /// `client_secret_basic` / `client_secret_post` and Fiserv's Basic.
-    pub fn authenticate_secret(&self, client_id: &str, secret: &str) -> Result<Arc<Client>, AuthFailure> {
+    pub fn authenticate_secret(
+        &self,
+        client_id: &str,
+        secret: &str,
+    ) -> Result<Arc<Client>, AuthFailure> {
         let snap = self.snapshot();
         match snap.clients.get(client_id) {
             Some(c) if c.secret_hash.matches(secret.as_bytes()) => self.usable(c),
@@ -76,14 +80,23 @@ impl Service {
 
     /// A Bearer access token from `/oauth2/token` or Fiserv, with its granted scopes.
     pub async fn authenticate_access_token(&self, token: &str) -> Result<Principal, AuthFailure> {
-        let access = self.verify_access_token(token).await.map_err(|_| AuthFailure::InvalidToken)?;
+        let access = self
+            .verify_access_token(token)
+            .await
+            .map_err(|_| AuthFailure::InvalidToken)?;
         let snap = self.snapshot();
-        let client = snap.clients.get(&access.client_id).ok_or(AuthFailure::InvalidToken)?;
+        let client = snap
+            .clients
+            .get(&access.client_id)
+            .ok_or(AuthFailure::InvalidToken)?;
         let client = self.usable(client).map_err(|_| AuthFailure::InvalidToken)?;
         if client.tenant_id.as_str() != access.tenant_id {
             return Err(AuthFailure::InvalidToken);
         }
-        Ok(Principal { client, scopes: access.scopes })
+        Ok(Principal {
+            client,
+            scopes: access.scopes,
+        })
     }
 
     /// A principal holding all of `client`'s scopes.

@@ -3,9 +3,13 @@
 
 use super::oauth::token_ref;
 use super::{Principal, Service, ServiceError};
-use cardgate_core::cards::{check_card_state, decide_mint, decide_redemption, CardSecrets, MintRequest, Minter, Pin, Redemption};
+use cardgate_core::cards::{
+    check_card_state, decide_mint, decide_redemption, CardSecrets, MintRequest, Minter, Pin,
+    Redemption,
+};
 use cardgate_core::ids::MfaSessionId;
 use cardgate_core::mfa::{self, Channel, MfaCheck, MfaSession};
+use cardgate_core::scope;
 use cardgate_core::secret::{Secret, SecretHash};
 use cardgate_core::tokens::{CardTokenRecord, TokenKind, UseLimit, CARD_TOKEN_PREFIX};
 use cardgate_core::{Card, CardId, CardStatus, Operation, PersonId, TenantId};
@@ -44,19 +48,35 @@ pub struct MintedCardToken {
 
 /// What a successful redemption yields.
 pub enum Redeemed {
-    Details { secrets: CardSecrets, cardholder_name: String },
+    Details {
+        secrets: CardSecrets,
+        cardholder_name: String,
+    },
     Pin(Pin),
     PinSet,
     Activated,
-    Wallet { eligible: bool, last4: String, status: CardStatus },
+    Wallet {
+        eligible: bool,
+        last4: String,
+        status: CardStatus,
+    },
 }
 
 impl Service {
-    pub(crate) fn seal_card(&self, card_tenant: &TenantId, card: &CardId, secrets: &CardSecrets) -> Result<(i64, Vec<u8>), ServiceError> {
+    pub(crate) fn seal_card(
+        &self,
+        card_tenant: &TenantId,
+        card: &CardId,
+        secrets: &CardSecrets,
+    ) -> Result<(i64, Vec<u8>), ServiceError> {
         let snap = self.snapshot();
         let (version, key) = snap.keys.current_data_key(card_tenant)?;
-        let plain = Zeroizing::new(serde_json::to_vec(secrets).map_err(|e| ServiceError::Internal(e.to_string()))?);
-        let sealed = key.seal(vault_aad(card_tenant, card, version).as_bytes(), &plain).map_err(ServiceError::crypto)?;
+        let plain = Zeroizing::new(
+            serde_json::to_vec(secrets).map_err(|e| ServiceError::Internal(e.to_string()))?,
+        );
+        let sealed = key
+            .seal(vault_aad(card_tenant, card, version).as_bytes(), &plain)
+            .map_err(ServiceError::crypto)?;
         Ok((version, sealed))
     }
 
@@ -64,14 +84,21 @@ impl Service {
         let snap = self.snapshot();
         let key = snap.keys.data_key(&card.tenant_id, card.key_version)?;
         let plain = key
-            .open(vault_aad(&card.tenant_id, &card.id, card.key_version).as_bytes(), &card.vault)
+            .open(
+                vault_aad(&card.tenant_id, &card.id, card.key_version).as_bytes(),
+                &card.vault,
+            )
             .map_err(ServiceError::crypto)?;
-        serde_json::from_slice(&plain).map_err(|_| ServiceError::Internal("vault entry is corrupt".into()))
+        serde_json::from_slice(&plain)
+            .map_err(|_| ServiceError::Internal("vault entry is corrupt".into()))
     }
 
     /// Loads a card of the principal's tenant; another tenant's card is simply not found.
     pub async fn card_of(&self, tenant: &TenantId, card_id: &CardId) -> Result<Card, ServiceError> {
-        self.store.get_card(tenant, card_id).await?.ok_or(ServiceError::NotFound("card"))
+        self.store
+            .get_card(tenant, card_id)
+            .await?
+            .ok_or(ServiceError::NotFound("card"))
     }
 
     /// Mints a card token for `principal` on `card_id`.
@@ -87,32 +114,70 @@ impl Service {
         let card = match self.card_of(&tenant_id, card_id).await {
             Ok(c) => c,
             Err(e) => {
-                self.audit_refusal(Some(&tenant_id), actor, "card_token.mint", "card_not_found", subject).await;
+                self.audit_refusal(
+                    Some(&tenant_id),
+                    actor,
+                    "card_token.mint",
+                    "card_not_found",
+                    subject,
+                )
+                .await;
                 return Err(e);
             }
         };
-        if input.account_hint.as_ref().is_some_and(|a| a != &card.account_id) {
-            self.audit_refusal(Some(&tenant_id), actor, "card_token.mint", "account_mismatch", subject).await;
+        if input
+            .account_hint
+            .as_ref()
+            .is_some_and(|a| a != &card.account_id)
+        {
+            self.audit_refusal(
+                Some(&tenant_id),
+                actor,
+                "card_token.mint",
+                "account_mismatch",
+                subject,
+            )
+            .await;
             return Err(ServiceError::NotFound("card in this account"));
         }
         if input.person_hint.is_some_and(|p| p != card.person_id) {
-            self.audit_refusal(Some(&tenant_id), actor, "card_token.mint", "person_mismatch", subject).await;
-            return Err(ServiceError::Forbidden("personId is not the card's cardholder".into()));
+            self.audit_refusal(
+                Some(&tenant_id),
+                actor,
+                "card_token.mint",
+                "person_mismatch",
+                subject,
+            )
+            .await;
+            return Err(ServiceError::Forbidden(
+                "personId is not the card's cardholder".into(),
+            ));
         }
         let snap = self.snapshot();
         let tenant = snap.tenant(&tenant_id)?.clone();
         let mut guards = Vec::new();
         let mut mfa_verified = false;
         if let Some((session_id, code)) = &input.mfa {
-            let session = self.verify_mfa(principal, &card.person_id, session_id, code).await?;
-            guards.push(Guard::ConsumeMfaSession { id: session, now_ms: self.now_ms() });
+            let session = self
+                .verify_mfa(principal, &card.person_id, session_id, code)
+                .await?;
+            guards.push(Guard::ConsumeMfaSession {
+                id: session,
+                now_ms: self.now_ms(),
+            });
             mfa_verified = true;
         }
         let scopes = match input.scope_filter {
-            Some(filter) => cardgate_core::scope::ScopeSet::from_iter(principal.scopes.iter().filter(|s| filter.contains(s))),
+            Some(filter) => cardgate_core::scope::ScopeSet::of(
+                principal.scopes.iter().filter(|s| filter.contains(s)),
+            ),
             None => principal.scopes.clone(),
         };
-        let minter = Minter { client_id: principal.client.id.clone(), scopes, person_id: principal.client.settings.person_id };
+        let minter = Minter {
+            client_id: principal.client.id.clone(),
+            scopes,
+            person_id: principal.client.settings.person_id,
+        };
         let request = MintRequest {
             operations: input.operations.clone(),
             use_limit: input.use_limit,
@@ -122,7 +187,14 @@ impl Service {
         let (ttl, use_limit) = match decide_mint(&tenant, &minter, &card, &request) {
             Ok(v) => v,
             Err(refusal) => {
-                self.audit_refusal(Some(&tenant_id), actor, "card_token.mint", refusal_code(&refusal), subject).await;
+                self.audit_refusal(
+                    Some(&tenant_id),
+                    actor,
+                    "card_token.mint",
+                    refusal_code(&refusal),
+                    subject,
+                )
+                .await;
                 return Err(refusal.into());
             }
         };
@@ -152,14 +224,32 @@ impl Service {
             guards,
             vec![
                 Write::InsertCardToken(record.clone()),
-                self.audit(Some(&tenant_id), actor.clone(), "card_token.minted", "ok", subject.clone(), details),
+                self.audit(
+                    Some(&tenant_id),
+                    actor.clone(),
+                    "card_token.minted",
+                    "ok",
+                    subject.clone(),
+                    details,
+                ),
             ],
-            vec![self.audit(Some(&tenant_id), actor, "card_token.mint", "mfa_session_used", subject, json!({}))],
+            vec![self.audit(
+                Some(&tenant_id),
+                actor,
+                "card_token.mint",
+                "mfa_session_used",
+                subject,
+                json!({}),
+            )],
         );
         match self.commit(set).await? {
             WriteOutcome::Applied => {
                 self.metrics.token_issued(input.kind.as_str());
-                Ok(MintedCardToken { token, expires_at_ms: record.expires_at_ms, record })
+                Ok(MintedCardToken {
+                    token,
+                    expires_at_ms: record.expires_at_ms,
+                    record,
+                })
             }
             WriteOutcome::Refused(_) => Err(ServiceError::Mfa(MfaCheck::AlreadyUsed)),
         }
@@ -181,7 +271,14 @@ impl Service {
         let session = match self.store.get_mfa_session(&sid).await? {
             Some(s) if &s.tenant_id == tenant_id => s,
             _ => {
-                self.audit_refusal(Some(tenant_id), actor, "mfa.verify", "unknown_session", format!("person:{person}")).await;
+                self.audit_refusal(
+                    Some(tenant_id),
+                    actor,
+                    "mfa.verify",
+                    "unknown_session",
+                    format!("person:{person}"),
+                )
+                .await;
                 return Err(ServiceError::Mfa(MfaCheck::NotApplicable));
             }
         };
@@ -191,32 +288,74 @@ impl Service {
             None
         };
         let now = self.now_ms();
-        let check = mfa::check(&session, person, self.env(), code, totp_secret.as_deref().map(|v| &v[..]), &self.code_key, now);
+        let check = mfa::check(
+            &session,
+            person,
+            self.env(),
+            code,
+            totp_secret.as_deref().map(|v| &v[..]),
+            &self.code_key,
+            now,
+        );
         let subject = format!("mfa_session:{sid}");
         match check {
             MfaCheck::Verified => Ok(sid),
             MfaCheck::WrongCode => {
                 let locked_now = session.attempts + 1 >= mfa::MAX_ATTEMPTS;
                 let audit = self.audit(
-                    Some(tenant_id), actor, "mfa.verify", if locked_now { "wrong_code_locked" } else { "wrong_code" }, subject,
+                    Some(tenant_id),
+                    actor,
+                    "mfa.verify",
+                    if locked_now {
+                        "wrong_code_locked"
+                    } else {
+                        "wrong_code"
+                    },
+                    subject,
                     json!({"attempts": session.attempts + 1}),
                 );
-                self.commit(WriteSet::of(vec![Write::MfaWrongAttempt { id: sid }, audit])).await?;
-                Err(ServiceError::Mfa(if locked_now { MfaCheck::Locked } else { MfaCheck::WrongCode }))
+                self.commit(WriteSet::of(vec![
+                    Write::MfaWrongAttempt { id: sid },
+                    audit,
+                ]))
+                .await?;
+                Err(ServiceError::Mfa(if locked_now {
+                    MfaCheck::Locked
+                } else {
+                    MfaCheck::WrongCode
+                }))
             }
             other => {
-                self.audit_refusal(Some(tenant_id), actor, "mfa.verify", mfa_code(other), subject).await;
+                self.audit_refusal(
+                    Some(tenant_id),
+                    actor,
+                    "mfa.verify",
+                    mfa_code(other),
+                    subject,
+                )
+                .await;
                 Err(ServiceError::Mfa(other))
             }
         }
     }
 
-    async fn person_totp_secret(&self, tenant: &TenantId, person: &PersonId) -> Result<Option<Zeroizing<Vec<u8>>>, ServiceError> {
-        let Some(p) = self.store.get_person(tenant, person).await? else { return Ok(None) };
-        let Some(enc) = &p.totp_secret_enc else { return Ok(None) };
+    async fn person_totp_secret(
+        &self,
+        tenant: &TenantId,
+        person: &PersonId,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, ServiceError> {
+        let Some(p) = self.store.get_person(tenant, person).await? else {
+            return Ok(None);
+        };
+        let Some(enc) = &p.totp_secret_enc else {
+            return Ok(None);
+        };
         let snap = self.snapshot();
         let key = snap.keys.data_key(tenant, p.key_version)?;
-        Ok(Some(key.open(totp_aad(tenant, person, p.key_version).as_bytes(), enc).map_err(ServiceError::crypto)?))
+        Ok(Some(
+            key.open(totp_aad(tenant, person, p.key_version).as_bytes(), enc)
+                .map_err(ServiceError::crypto)?,
+        ))
     }
 
     /// Starts an MFA session for a person: TOTP, or a code sent through the tenant's webhook.
@@ -229,38 +368,90 @@ impl Service {
         let tenant_id = principal.client.tenant_id.clone();
         let actor = principal.actor();
         let subject = format!("person:{person_id}");
-        if principal.client.settings.person_id.is_some_and(|p| &p != person_id) {
-            self.audit_refusal(Some(&tenant_id), actor, "mfa.start", "not_own_person", subject).await;
+        let card_scopes = [
+            scope::CARDS_READ_ANY,
+            scope::CARDS_READ_OWN,
+            scope::CARDS_WIDGETS,
+        ];
+        if !card_scopes.iter().any(|s| principal.scopes.contains(s)) {
+            self.audit_refusal(
+                Some(&tenant_id),
+                actor,
+                "mfa.start",
+                "insufficient_scope",
+                subject,
+            )
+            .await;
+            return Err(ServiceError::Forbidden(
+                "starting MFA needs a card scope".into(),
+            ));
+        }
+        self.check_rate(principal.client.id.as_str(), &tenant_id)?;
+        if principal
+            .client
+            .settings
+            .person_id
+            .is_some_and(|p| &p != person_id)
+        {
+            self.audit_refusal(
+                Some(&tenant_id),
+                actor,
+                "mfa.start",
+                "not_own_person",
+                subject,
+            )
+            .await;
             return Err(ServiceError::NotFound("person"));
         }
         let Some(person) = self.store.get_person(&tenant_id, person_id).await? else {
-            self.audit_refusal(Some(&tenant_id), actor, "mfa.start", "person_not_found", subject).await;
+            self.audit_refusal(
+                Some(&tenant_id),
+                actor,
+                "mfa.start",
+                "person_not_found",
+                subject,
+            )
+            .await;
             return Err(ServiceError::NotFound("person"));
         };
         let snap = self.snapshot();
         let tenant = snap.tenant(&tenant_id)?.clone();
         let destination = match channel {
             Channel::Totp if person.totp_secret_enc.is_none() => {
-                return Err(ServiceError::BadRequest("the person has no TOTP authenticator enrolled".into()))
+                return Err(ServiceError::BadRequest(
+                    "the person has no TOTP authenticator enrolled".into(),
+                ))
             }
             Channel::Totp => None,
             Channel::Sms => match (&person.profile.isd_code, &person.profile.mobile_number) {
                 (Some(i), Some(m)) => Some(format!("+{i}{m}")),
-                _ => return Err(ServiceError::BadRequest("the person has no mobile number".into())),
+                _ => {
+                    return Err(ServiceError::BadRequest(
+                        "the person has no mobile number".into(),
+                    ))
+                }
             },
             Channel::Email => match &person.profile.email {
                 Some(e) => Some(e.clone()),
-                None => return Err(ServiceError::BadRequest("the person has no email address".into())),
+                None => {
+                    return Err(ServiceError::BadRequest(
+                        "the person has no email address".into(),
+                    ))
+                }
             },
         };
         if destination.is_some() && tenant.settings.webhook_url.is_none() {
-            return Err(ServiceError::BadRequest("the tenant has no webhook_url to deliver codes".into()));
+            return Err(ServiceError::BadRequest(
+                "the tenant has no webhook_url to deliver codes".into(),
+            ));
         }
         let now = self.now_ms();
         let id = MfaSessionId::new_random();
         let code = match channel {
             Channel::Totp => None,
-            _ => Some(Zeroizing::new(mfa::new_code().map_err(ServiceError::crypto)?)),
+            _ => Some(Zeroizing::new(
+                mfa::new_code().map_err(ServiceError::crypto)?,
+            )),
         };
         let session = MfaSession {
             id,
@@ -268,18 +459,40 @@ impl Service {
             person_id: *person_id,
             environment: self.env(),
             channel,
-            code_hash: code.as_ref().map(|c| mfa::code_hash(&self.code_key, &id, c)),
+            code_hash: code
+                .as_ref()
+                .map(|c| mfa::code_hash(&self.code_key, &id, c)),
             attempts: 0,
             created_at_ms: now,
             expires_at_ms: now + mfa::SESSION_TTL_SECONDS * 1000,
             consumed: false,
         };
-        let audit = self.audit(Some(&tenant_id), actor, "mfa.session_started", "ok", subject, json!({"channel": channel.as_str(), "session": id.to_string()}));
-        self.commit(WriteSet::of(vec![Write::InsertMfaSession(session.clone()), audit])).await?;
+        let audit = self.audit(
+            Some(&tenant_id),
+            actor,
+            "mfa.session_started",
+            "ok",
+            subject,
+            json!({"channel": channel.as_str(), "session": id.to_string()}),
+        );
+        self.commit(WriteSet::of(vec![
+            Write::InsertMfaSession(session.clone()),
+            audit,
+        ]))
+        .await?;
         if let (Some(code), Some(destination)) = (code, destination) {
             self.send_mfa_code(&tenant, &session, &destination, code);
         }
         Ok(session)
+    }
+
+    /// The record of a presented card token, without using it.
+    pub async fn peek_card_token(&self, token: &str) -> Result<CardTokenRecord, ServiceError> {
+        self.store
+            .get_card_token(&SecretHash::of(token.as_bytes()))
+            .await?
+            .filter(|r| r.environment == self.env())
+            .ok_or(ServiceError::Auth(super::AuthFailure::InvalidToken))
     }
 
     /// Redeems a card token for `op` on `card_id`, doing the operation in the same commit.
@@ -291,7 +504,12 @@ impl Service {
         new_pin: Option<Pin>,
     ) -> Result<(CardTokenRecord, Redeemed), ServiceError> {
         let hash = SecretHash::of(token.as_bytes());
-        let Some(record) = self.store.get_card_token(&hash).await? else {
+        let Some(record) = self
+            .store
+            .get_card_token(&hash)
+            .await?
+            .filter(|r| r.environment == self.env())
+        else {
             tracing::info!(card = %card_id, operation = %op, "unknown card token presented");
             return Err(ServiceError::Auth(super::AuthFailure::InvalidToken));
         };
@@ -301,12 +519,26 @@ impl Service {
         let now = self.now_ms();
         let outcome = decide_redemption(&record, card_id, op, self.env(), now);
         if outcome != Redemption::Granted {
-            self.audit_refusal(Some(&tenant_id), actor, &format!("card_token.redeem.{}", op.as_str()), redemption_code(&outcome), subject).await;
+            self.audit_refusal(
+                Some(&tenant_id),
+                actor,
+                &format!("card_token.redeem.{}", op.as_str()),
+                redemption_code(&outcome),
+                subject,
+            )
+            .await;
             return Err(ServiceError::Redemption(outcome));
         }
         let card = self.card_of(&tenant_id, card_id).await?;
         if let Err(refusal) = check_card_state(&card, &[op]) {
-            self.audit_refusal(Some(&tenant_id), actor, &format!("card_token.redeem.{}", op.as_str()), refusal_code(&refusal), subject).await;
+            self.audit_refusal(
+                Some(&tenant_id),
+                actor,
+                &format!("card_token.redeem.{}", op.as_str()),
+                refusal_code(&refusal),
+                subject,
+            )
+            .await;
             return Err(refusal.into());
         }
         let mut guards = vec![Guard::RedeemCardToken { hash, now_ms: now }];
@@ -317,41 +549,81 @@ impl Service {
                     Some(p) => format!("{} {}", p.profile.first_name, p.profile.last_name),
                     None => String::new(),
                 };
-                Redeemed::Details { secrets, cardholder_name: name }
+                Redeemed::Details {
+                    secrets,
+                    cardholder_name: name,
+                }
             }
             Operation::GetPin => match self.open_card(&card)?.pin.clone() {
                 Some(pin) => Redeemed::Pin(pin),
                 None => return Err(ServiceError::NotFound("PIN")),
             },
             Operation::SetPin => {
-                let pin = new_pin.ok_or_else(|| ServiceError::BadRequest("pin is required".into()))?;
+                let pin =
+                    new_pin.ok_or_else(|| ServiceError::BadRequest("pin is required".into()))?;
                 let mut secrets = self.open_card(&card)?;
                 secrets.pin = Some(pin);
                 let (version, vault) = self.seal_card(&tenant_id, card_id, &secrets)?;
                 guards.push(Guard::CardVault {
-                    tenant: tenant_id.clone(), card: *card_id, expect_version: card.key_version, vault, key_version: version, now_ms: now,
+                    tenant: tenant_id.clone(),
+                    card: *card_id,
+                    expect_version: card.key_version,
+                    vault,
+                    key_version: version,
+                    now_ms: now,
                 });
                 Redeemed::PinSet
             }
             Operation::Activate => {
-                guards.push(Guard::CardStatus { tenant: tenant_id.clone(), card: *card_id, from: CardStatus::Inactive, to: CardStatus::Active, now_ms: now });
+                guards.push(Guard::CardStatus {
+                    tenant: tenant_id.clone(),
+                    card: *card_id,
+                    from: CardStatus::Inactive,
+                    to: CardStatus::Active,
+                    now_ms: now,
+                });
                 Redeemed::Activated
             }
-            Operation::AddCardToWallet => Redeemed::Wallet { eligible: card.wallet_eligible, last4: card.last4.clone(), status: card.status },
+            Operation::AddCardToWallet => Redeemed::Wallet {
+                eligible: card.wallet_eligible,
+                last4: card.last4.clone(),
+                status: card.status,
+            },
         };
         let action = format!("card_token.redeemed.{}", op.as_str());
         let set = WriteSet::guarded(
             guards,
-            vec![self.audit(Some(&tenant_id), actor.clone(), &action, "ok", subject.clone(), json!({"token_ref": token_ref(&hash)}))],
-            vec![self.audit(Some(&tenant_id), actor, &action, "refused_concurrently", subject, json!({"token_ref": token_ref(&hash)}))],
+            vec![self.audit(
+                Some(&tenant_id),
+                actor.clone(),
+                &action,
+                "ok",
+                subject.clone(),
+                json!({"token_ref": token_ref(&hash)}),
+            )],
+            vec![self.audit(
+                Some(&tenant_id),
+                actor,
+                &action,
+                "refused_concurrently",
+                subject,
+                json!({"token_ref": token_ref(&hash)}),
+            )],
         );
         match self.commit(set).await? {
             WriteOutcome::Applied => Ok((record, result)),
             WriteOutcome::Refused(0) => {
                 // Lost a race: classify from the current state (another use, or a revocation).
                 let now_record = self.store.get_card_token(&hash).await?.unwrap_or(record);
-                let outcome = decide_redemption(&now_record, card_id, op, self.env(), self.now_ms());
-                Err(ServiceError::Redemption(if outcome == Redemption::Granted { Redemption::AlreadyUsed } else { outcome }))
+                let outcome =
+                    decide_redemption(&now_record, card_id, op, self.env(), self.now_ms());
+                Err(ServiceError::Redemption(
+                    if outcome == Redemption::Granted {
+                        Redemption::AlreadyUsed
+                    } else {
+                        outcome
+                    },
+                ))
             }
             WriteOutcome::Refused(_) => Err(ServiceError::Conflict(match op {
                 Operation::Activate => "the card is no longer inactive".into(),

@@ -20,10 +20,19 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub async fn load(store: &dyn Store, master: &MasterKey, env: Environment, now_ms: i64) -> Result<Self, ServiceError> {
+    pub async fn load(
+        store: &dyn Store,
+        master: &MasterKey,
+        env: Environment,
+        now_ms: i64,
+    ) -> Result<Self, ServiceError> {
         let version = store.config_version().await?;
-        let tenants: HashMap<_, _> =
-            store.load_tenants().await?.into_iter().map(|t| (t.id.clone(), Arc::new(t))).collect();
+        let tenants: HashMap<_, _> = store
+            .load_tenants()
+            .await?
+            .into_iter()
+            .map(|t| (t.id.clone(), Arc::new(t)))
+            .collect();
         let mut clients = HashMap::new();
         let mut by_api_key = HashMap::new();
         let mut by_sdk_api_key = HashMap::new();
@@ -44,10 +53,19 @@ impl Snapshot {
             &store.load_data_keys().await?,
             now_ms,
         )?;
-        Ok(Self { version, tenants, clients, by_api_key, by_sdk_api_key, keys })
+        Ok(Self {
+            version,
+            tenants,
+            clients,
+            by_api_key,
+            by_sdk_api_key,
+            keys,
+        })
     }
 
     pub fn tenant(&self, id: &TenantId) -> Result<&Arc<Tenant>, ServiceError> {
-        self.tenants.get(id).ok_or_else(|| ServiceError::Internal(format!("tenant {id} is missing")))
+        self.tenants
+            .get(id)
+            .ok_or_else(|| ServiceError::Internal(format!("tenant {id} is missing")))
     }
 }

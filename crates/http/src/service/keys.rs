@@ -23,7 +23,9 @@ impl MasterKey {
         let bytes = cardgate_jose::b64::decode_std(t)
             .or_else(|_| cardgate_jose::b64::decode(t.trim_end_matches('=')))
             .map_err(|_| "the master key must be base64 of 32 bytes".to_string())?;
-        AeadKey::from_bytes(&bytes).map(Self).map_err(|_| "the master key must be base64 of 32 bytes".to_string())
+        AeadKey::from_bytes(&bytes)
+            .map(Self)
+            .map_err(|_| "the master key must be base64 of 32 bytes".to_string())
     }
 
     pub fn generate() -> Result<Self, ServiceError> {
@@ -36,7 +38,10 @@ impl MasterKey {
 
     /// A value stored in the database to recognise a wrong master key at start.
     pub fn check_value(&self) -> String {
-        hex(&hmac_sha256(self.0.bytes(), b"cardgate master key check v1"))
+        hex(&hmac_sha256(
+            self.0.bytes(),
+            b"cardgate master key check v1",
+        ))
     }
 
     /// A key derived for one purpose (HMAC-SHA256 as a PRF).
@@ -45,11 +50,19 @@ impl MasterKey {
     }
 
     pub fn seal(&self, aad: &str, plaintext: &[u8]) -> Result<Vec<u8>, ServiceError> {
-        self.0.seal(aad.as_bytes(), plaintext).map_err(ServiceError::crypto)
+        self.0
+            .seal(aad.as_bytes(), plaintext)
+            .map_err(ServiceError::crypto)
     }
 
-    pub fn open(&self, aad: &str, sealed: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, ServiceError> {
-        self.0.open(aad.as_bytes(), sealed).map_err(ServiceError::crypto)
+    pub fn open(
+        &self,
+        aad: &str,
+        sealed: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, ServiceError> {
+        self.0
+            .open(aad.as_bytes(), sealed)
+            .map_err(ServiceError::crypto)
     }
 }
 
@@ -91,7 +104,10 @@ impl KeyRing {
             }
             let jwk: EcPublicJwk = serde_json::from_str(&row.public_jwk)
                 .map_err(|_| ServiceError::Internal("stored signing key is corrupt".into()))?;
-            ring.verifying.insert(row.kid.clone(), VerifyingKey::from_jwk(&jwk).map_err(ServiceError::crypto)?);
+            ring.verifying.insert(
+                row.kid.clone(),
+                VerifyingKey::from_jwk(&jwk).map_err(ServiceError::crypto)?,
+            );
             ring.published.push(jwk);
             if row.retired_at_ms.is_none() && newest.is_none_or(|(t, _)| row.created_at_ms >= t) {
                 newest = Some((row.created_at_ms, row));
@@ -99,12 +115,20 @@ impl KeyRing {
         }
         if let Some((_, row)) = newest {
             let pkcs8 = master.open(&signing_key_aad(&row.kid), &row.private_enc)?;
-            ring.active = Some(Arc::new(SigningKey::from_pkcs8(&row.kid, &pkcs8).map_err(ServiceError::crypto)?));
+            ring.active = Some(Arc::new(
+                SigningKey::from_pkcs8(&row.kid, &pkcs8).map_err(ServiceError::crypto)?,
+            ));
         }
         for row in data {
             let key = master.open(&data_key_aad(&row.tenant_id, row.version), &row.key_enc)?;
-            ring.data_keys.insert((row.tenant_id.clone(), row.version), AeadKey::from_bytes(&key).map_err(ServiceError::crypto)?);
-            let cur = ring.current_data_key.entry(row.tenant_id.clone()).or_insert(row.version);
+            ring.data_keys.insert(
+                (row.tenant_id.clone(), row.version),
+                AeadKey::from_bytes(&key).map_err(ServiceError::crypto)?,
+            );
+            let cur = ring
+                .current_data_key
+                .entry(row.tenant_id.clone())
+                .or_insert(row.version);
             *cur = (*cur).max(row.version);
         }
         Ok(ring)
@@ -113,7 +137,9 @@ impl KeyRing {
     pub fn data_key(&self, tenant: &TenantId, version: i64) -> Result<&AeadKey, ServiceError> {
         self.data_keys
             .get(&(tenant.clone(), version))
-            .ok_or_else(|| ServiceError::Internal(format!("data key {version} of tenant {tenant} is missing")))
+            .ok_or_else(|| {
+                ServiceError::Internal(format!("data key {version} of tenant {tenant} is missing"))
+            })
     }
 
     pub fn current_data_key(&self, tenant: &TenantId) -> Result<(i64, &AeadKey), ServiceError> {
@@ -126,21 +152,31 @@ impl KeyRing {
 }
 
 /// A fresh signing key, sealed for storage.
-pub fn new_signing_key_row(master: &MasterKey, env: Environment, now_ms: i64) -> Result<SigningKeyRow, ServiceError> {
+pub fn new_signing_key_row(
+    master: &MasterKey,
+    env: Environment,
+    now_ms: i64,
+) -> Result<SigningKeyRow, ServiceError> {
     let key = SigningKey::generate().map_err(ServiceError::crypto)?;
     let jwk = key.public_jwk().map_err(ServiceError::crypto)?;
     Ok(SigningKeyRow {
         kid: key.kid.clone(),
         environment: env,
         private_enc: master.seal(&signing_key_aad(&key.kid), key.pkcs8())?,
-        public_jwk: serde_json::to_string(&jwk).map_err(|e| ServiceError::Internal(e.to_string()))?,
+        public_jwk: serde_json::to_string(&jwk)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?,
         created_at_ms: now_ms,
         retired_at_ms: None,
     })
 }
 
 /// A fresh data key version for a tenant, sealed for storage.
-pub fn new_data_key_row(master: &MasterKey, tenant: &TenantId, version: i64, now_ms: i64) -> Result<DataKeyRow, ServiceError> {
+pub fn new_data_key_row(
+    master: &MasterKey,
+    tenant: &TenantId,
+    version: i64,
+    now_ms: i64,
+) -> Result<DataKeyRow, ServiceError> {
     let key = AeadKey::generate().map_err(ServiceError::crypto)?;
     Ok(DataKeyRow {
         tenant_id: tenant.clone(),

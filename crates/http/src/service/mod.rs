@@ -75,12 +75,18 @@ pub struct Clock {
 
 impl Clock {
     pub fn now_ms(&self) -> i64 {
-        let real = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let real = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
         i64::try_from(real).unwrap_or(i64::MAX) + self.offset_ms.load(Ordering::Relaxed)
     }
 
     pub fn advance(&self, by: Duration) {
-        self.offset_ms.fetch_add(i64::try_from(by.as_millis()).unwrap_or(0), Ordering::Relaxed);
+        self.offset_ms.fetch_add(
+            i64::try_from(by.as_millis()).unwrap_or(0),
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -146,8 +152,14 @@ pub struct Service {
 impl Service {
     /// Opens the service on `store`: checks the master key, ensures a signing key exists for
     /// this environment and loads the directory.
-    pub async fn start(store: Arc<dyn Store>, master: MasterKey, settings: Settings) -> Result<Arc<Self>, ServiceError> {
-        let stored = store.meta_init("master_key_check", &master.check_value()).await?;
+    pub async fn start(
+        store: Arc<dyn Store>,
+        master: MasterKey,
+        settings: Settings,
+    ) -> Result<Arc<Self>, ServiceError> {
+        let stored = store
+            .meta_init("master_key_check", &master.check_value())
+            .await?;
         if stored != master.check_value() {
             return Err(ServiceError::Internal(
                 "the master key does not match the one this database was created with".into(),
@@ -190,7 +202,10 @@ impl Service {
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub(crate) fn master(&self) -> &MasterKey {
@@ -199,7 +214,8 @@ impl Service {
 
     /// Reloads tenants, clients and keys from the store.
     pub async fn reload(&self) -> Result<(), ServiceError> {
-        let snap = Snapshot::load(self.store.as_ref(), &self.master, self.env(), self.now_ms()).await?;
+        let snap =
+            Snapshot::load(self.store.as_ref(), &self.master, self.env(), self.now_ms()).await?;
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
         Ok(())
     }
@@ -250,19 +266,31 @@ impl Service {
     }
 
     pub(crate) fn is_revoked(&self, token_id: &str) -> bool {
-        self.revoked.read().unwrap_or_else(|p| p.into_inner()).contains_key(token_id)
+        self.revoked
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(token_id)
     }
 
     pub(crate) fn mark_revoked(&self, token_id: String, expires_at_ms: i64) {
-        self.revoked.write().unwrap_or_else(|p| p.into_inner()).insert(token_id, expires_at_ms);
+        self.revoked
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token_id, expires_at_ms);
     }
 
     /// Rate limit for token issuance by `client` of `tenant`.
     pub fn check_rate(&self, client: &str, tenant: &TenantId) -> Result<(), ServiceError> {
-        let per_minute = self.snapshot().tenants.get(tenant).map_or(600, |t| t.settings.rate_limit_per_minute);
+        let per_minute = self
+            .snapshot()
+            .tenants
+            .get(tenant)
+            .map_or(600, |t| t.settings.rate_limit_per_minute);
         self.rate
             .take(client, per_minute, self.now_ms())
-            .map_err(|retry_after_seconds| ServiceError::RateLimited { retry_after_seconds })
+            .map_err(|retry_after_seconds| ServiceError::RateLimited {
+                retry_after_seconds,
+            })
     }
 
     /// An audit event stamped with now and this environment.
@@ -302,7 +330,14 @@ impl Service {
         outcome: &str,
         subject: impl Into<String>,
     ) {
-        let w = self.audit(tenant, actor, action, outcome, subject, serde_json::json!({}));
+        let w = self.audit(
+            tenant,
+            actor,
+            action,
+            outcome,
+            subject,
+            serde_json::json!({}),
+        );
         if let Err(e) = self.commit(WriteSet::of(vec![w])).await {
             tracing::error!(error = %e, action, "could not record a refusal in the audit log");
         }

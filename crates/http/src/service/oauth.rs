@@ -5,7 +5,8 @@ use super::{Principal, Service, ServiceError};
 use cardgate_core::scope::ScopeSet;
 use cardgate_core::secret::{Secret, SecretHash};
 use cardgate_core::tokens::{
-    AccessClaims, AccessTokenRecord, TokenKind, ACCESS_TOKEN_TTL_SECONDS, CARD_TOKEN_PREFIX, OPAQUE_ACCESS_TOKEN_PREFIX,
+    AccessClaims, AccessTokenRecord, TokenKind, ACCESS_TOKEN_TTL_SECONDS, CARD_TOKEN_PREFIX,
+    OPAQUE_ACCESS_TOKEN_PREFIX,
 };
 use cardgate_core::{AccessTokenFormat, Client};
 use cardgate_jose::digest::sha256;
@@ -53,7 +54,14 @@ impl Service {
         let scopes = match client.settings.scopes.grant(requested_scope) {
             Ok(s) => s,
             Err(e) => {
-                self.audit_refusal(Some(&client.tenant_id), actor, "access_token.issue", "invalid_scope", format!("client:{}", client.id)).await;
+                self.audit_refusal(
+                    Some(&client.tenant_id),
+                    actor,
+                    "access_token.issue",
+                    "invalid_scope",
+                    format!("client:{}", client.id),
+                )
+                .await;
                 return Err(ServiceError::InvalidScope(e.to_string()));
             }
         };
@@ -63,8 +71,14 @@ impl Service {
         let (token, audit_details, writes) = match client.settings.access_token_format {
             AccessTokenFormat::Jwt => {
                 let snap = self.snapshot();
-                let key = snap.keys.active.clone().ok_or_else(|| ServiceError::Internal("no signing key".into()))?;
-                let jti = cardgate_jose::b64::encode(&cardgate_jose::digest::random::<16>().map_err(ServiceError::crypto)?);
+                let key = snap
+                    .keys
+                    .active
+                    .clone()
+                    .ok_or_else(|| ServiceError::Internal("no signing key".into()))?;
+                let jti = cardgate_jose::b64::encode(
+                    &cardgate_jose::digest::random::<16>().map_err(ServiceError::crypto)?,
+                );
                 let claims = AccessClaims {
                     iss: self.settings.public_url.clone(),
                     sub: client.id.to_string(),
@@ -78,13 +92,19 @@ impl Service {
                     env: self.env(),
                     knd: kind.as_str().to_string(),
                 };
-                let payload = serde_json::to_vec(&claims).map_err(|e| ServiceError::Internal(e.to_string()))?;
+                let payload = serde_json::to_vec(&claims)
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
                 let header = json!({"alg": "ES256", "typ": "at+jwt", "kid": key.kid});
                 let token = sign_compact(&key, &header, &payload).map_err(ServiceError::crypto)?;
-                (Secret::new(token), json!({"format": "jwt", "jti": jti, "kid": key.kid, "scope": claims.scope, "kind": kind.as_str()}), vec![])
+                (
+                    Secret::new(token),
+                    json!({"format": "jwt", "jti": jti, "kid": key.kid, "scope": claims.scope, "kind": kind.as_str()}),
+                    vec![],
+                )
             }
             AccessTokenFormat::Opaque => {
-                let token = Secret::generate(OPAQUE_ACCESS_TOKEN_PREFIX).map_err(ServiceError::crypto)?;
+                let token =
+                    Secret::generate(OPAQUE_ACCESS_TOKEN_PREFIX).map_err(ServiceError::crypto)?;
                 let record = AccessTokenRecord {
                     hash: token.hash(),
                     kind,
@@ -101,10 +121,22 @@ impl Service {
             }
         };
         let mut writes = writes;
-        writes.push(self.audit(Some(&client.tenant_id), actor, "access_token.issued", "ok", format!("client:{}", client.id), audit_details));
+        writes.push(self.audit(
+            Some(&client.tenant_id),
+            actor,
+            "access_token.issued",
+            "ok",
+            format!("client:{}", client.id),
+            audit_details,
+        ));
         self.commit(WriteSet::of(writes)).await?;
         self.metrics.token_issued(kind.as_str());
-        Ok(IssuedAccessToken { token, expires_in: ACCESS_TOKEN_TTL_SECONDS, scopes, issued_at_ms: now })
+        Ok(IssuedAccessToken {
+            token,
+            expires_in: ACCESS_TOKEN_TTL_SECONDS,
+            scopes,
+            issued_at_ms: now,
+        })
     }
 
     /// Checks an access token (JWT or opaque): signature, type, environment, expiry,
@@ -113,11 +145,23 @@ impl Service {
         let now_s = self.now_ms() / 1000;
         let access = if token.starts_with(OPAQUE_ACCESS_TOKEN_PREFIX) {
             let hash = SecretHash::of(token.as_bytes());
-            let cached = self.cache.opaque.read().unwrap_or_else(|p| p.into_inner()).get(&hash).cloned();
+            let cached = self
+                .cache
+                .opaque
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&hash)
+                .cloned();
             let record = match cached {
                 Some(r) => r,
                 None => {
-                    let r = Arc::new(self.store.get_access_token(&hash).await.map_err(|_| ())?.ok_or(())?);
+                    let r = Arc::new(
+                        self.store
+                            .get_access_token(&hash)
+                            .await
+                            .map_err(|_| ())?
+                            .ok_or(())?,
+                    );
                     let mut c = self.cache.opaque.write().unwrap_or_else(|p| p.into_inner());
                     if c.len() >= super::TOKEN_CACHE_MAX {
                         c.clear();
@@ -140,7 +184,13 @@ impl Service {
             }
         } else {
             let key = sha256(token.as_bytes());
-            let cached = self.cache.jwt.read().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+            let cached = self
+                .cache
+                .jwt
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .cloned();
             let claims = match cached {
                 Some(c) => c,
                 None => {
@@ -178,7 +228,10 @@ impl Service {
         let key = snap.keys.verifying.get(jwt.kid().ok_or(())?).ok_or(())?;
         jwt.verify(key).map_err(|_| ())?;
         let claims: AccessClaims = serde_json::from_value(jwt.claims.clone()).map_err(|_| ())?;
-        let kind_ok = matches!(TokenKind::parse(&claims.knd), Some(TokenKind::Access | TokenKind::FiservAccess));
+        let kind_ok = matches!(
+            TokenKind::parse(&claims.knd),
+            Some(TokenKind::Access | TokenKind::FiservAccess)
+        );
         if claims.env != self.env() || !kind_ok {
             return Err(());
         }
@@ -192,7 +245,9 @@ impl Service {
         let tenant = caller.client.tenant_id.as_str();
         if token.starts_with(CARD_TOKEN_PREFIX) {
             let hash = SecretHash::of(token.as_bytes());
-            let Ok(Some(t)) = self.store.get_card_token(&hash).await else { return inactive };
+            let Ok(Some(t)) = self.store.get_card_token(&hash).await else {
+                return inactive;
+            };
             let now = self.now_ms();
             if t.tenant_id.as_str() != tenant
                 || t.environment != self.env()
@@ -221,7 +276,9 @@ impl Service {
             }
             return v;
         }
-        let Ok(a) = self.verify_access_token(token).await else { return inactive };
+        let Ok(a) = self.verify_access_token(token).await else {
+            return inactive;
+        };
         if a.tenant_id != tenant {
             return inactive;
         }
@@ -257,13 +314,23 @@ impl Service {
             if let Some(t) = self.store.get_card_token(&hash).await? {
                 if &t.tenant_id == tenant && !t.revoked {
                     let subject = t.card_id.map(|c| format!("card:{c}")).unwrap_or_default();
-                    let audit = self.audit(Some(tenant), actor, "card_token.revoked", "ok", subject, json!({"token_ref": token_ref(&hash)}));
-                    self.commit(WriteSet::of(vec![Write::RevokeCardToken { hash }, audit])).await?;
+                    let audit = self.audit(
+                        Some(tenant),
+                        actor,
+                        "card_token.revoked",
+                        "ok",
+                        subject,
+                        json!({"token_ref": token_ref(&hash)}),
+                    );
+                    self.commit(WriteSet::of(vec![Write::RevokeCardToken { hash }, audit]))
+                        .await?;
                 }
             }
             return Ok(());
         }
-        let Ok(a) = self.verify_access_token(token).await else { return Ok(()) };
+        let Ok(a) = self.verify_access_token(token).await else {
+            return Ok(());
+        };
         if a.tenant_id != tenant.as_str() {
             return Ok(());
         }
@@ -274,12 +341,27 @@ impl Service {
             expires_at_ms: a.exp * 1000,
         }];
         if a.jwt.is_none() {
-            if let Some(h) = SecretHash::from_slice(&data_encoding::HEXLOWER.decode(a.token_id.as_bytes()).unwrap_or_default()) {
+            if let Some(h) = SecretHash::from_slice(
+                &data_encoding::HEXLOWER
+                    .decode(a.token_id.as_bytes())
+                    .unwrap_or_default(),
+            ) {
                 writes.push(Write::RevokeAccessToken { hash: h });
             }
         }
-        let token_ref = if a.jwt.is_some() { a.token_id.clone() } else { a.token_id[..16].to_string() };
-        writes.push(self.audit(Some(tenant), actor, "access_token.revoked", "ok", format!("client:{}", a.client_id), json!({"token_ref": token_ref})));
+        let token_ref = if a.jwt.is_some() {
+            a.token_id.clone()
+        } else {
+            a.token_id[..16].to_string()
+        };
+        writes.push(self.audit(
+            Some(tenant),
+            actor,
+            "access_token.revoked",
+            "ok",
+            format!("client:{}", a.client_id),
+            json!({"token_ref": token_ref}),
+        ));
         self.commit(WriteSet::of(writes)).await?;
         self.mark_revoked(a.token_id, a.exp * 1000);
         Ok(())

@@ -14,8 +14,16 @@ pub const SIGNATURE_HEADER: &str = "x-cardgate-signature";
 const ATTEMPTS: u32 = 5;
 
 impl Service {
-    pub(crate) fn send_mfa_code(&self, tenant: &Arc<Tenant>, session: &MfaSession, destination: &str, code: Zeroizing<String>) {
-        let Some(url) = tenant.settings.webhook_url.clone() else { return };
+    pub(crate) fn send_mfa_code(
+        &self,
+        tenant: &Arc<Tenant>,
+        session: &MfaSession,
+        destination: &str,
+        code: Zeroizing<String>,
+    ) {
+        let Some(url) = tenant.settings.webhook_url.clone() else {
+            return;
+        };
         let secret = match tenant
             .webhook_secret_enc
             .as_ref()
@@ -59,8 +67,12 @@ impl Service {
                         tracing::info!(session = %session_id, attempt, "MFA code delivered to webhook");
                         return;
                     }
-                    Ok(r) => tracing::warn!(session = %session_id, attempt, status = r.status().as_u16(), "webhook refused MFA code"),
-                    Err(e) => tracing::warn!(session = %session_id, attempt, error = %e.without_url(), "webhook unreachable"),
+                    Ok(r) => {
+                        tracing::warn!(session = %session_id, attempt, status = r.status().as_u16(), "webhook refused MFA code")
+                    }
+                    Err(e) => {
+                        tracing::warn!(session = %session_id, attempt, error = %e.without_url(), "webhook unreachable")
+                    }
                 }
                 if attempt < ATTEMPTS {
                     tokio::time::sleep(delay).await;

@@ -1,0 +1,234 @@
+//! MFA step-up sessions: TOTP and webhook-delivered codes (SMS, email).
+
+use crate::helpers::*;
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+
+/// A webhook receiver on a port-0 listener; records (signature header, body).
+struct Receiver {
+    url: String,
+    got: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+}
+
+async fn receiver(fail_first: usize) -> Receiver {
+    let got: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let calls = Arc::new(Mutex::new(0usize));
+    let state = (got.clone(), calls);
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let (got, calls) = state.clone();
+            async move {
+                let mut n = calls.lock().unwrap();
+                *n += 1;
+                if *n <= fail_first {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                let sig = headers
+                    .get("x-cardgate-signature")
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_default();
+                got.lock().unwrap().push((sig, body.to_vec()));
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Receiver { url, got }
+}
+
+/// Waits (bounded) for the receiver to hold `n` deliveries.
+async fn deliveries(r: &Receiver, n: usize) -> Vec<(String, Vec<u8>)> {
+    for _ in 0..100 {
+        if r.got.lock().unwrap().len() >= n {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    r.got.lock().unwrap().clone()
+}
+
+fn hmac_hex(key: &[u8], body: &[u8]) -> String {
+    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    data_encoding::HEXLOWER.encode(ring::hmac::sign(&k, body).as_ref())
+}
+
+#[tokio::test]
+async fn an_sms_code_arrives_signed_at_the_webhook_and_serves_one_token() {
+    let hook = receiver(0).await;
+    let app = TestApp::spawn_with_webhook(&hook.url).await;
+    let res = app.post_mfa_session(STEPUP, CAROL, "sms").await;
+    assert_eq!(res.status(), 201);
+    let session: Value = res.json().await.unwrap();
+    let sid = session["session_id"].as_str().unwrap();
+    assert!(session["expires_at"].as_str().unwrap().ends_with('Z'));
+    let got = deliveries(&hook, 1).await;
+    assert_eq!(got.len(), 1);
+    let (sig, body) = &got[0];
+    assert_eq!(
+        sig,
+        &format!("sha256={}", hmac_hex(WEBHOOK_SECRET.as_bytes(), body)),
+        "HMAC-SHA256 over the exact body"
+    );
+    let msg: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(
+        (
+            msg["type"].as_str(),
+            msg["channel"].as_str(),
+            msg["destination"].as_str()
+        ),
+        (Some("mfa.code"), Some("sms"), Some("+15550100"))
+    );
+    let code = msg["code"].as_str().unwrap();
+    assert_eq!(code.len(), 6);
+
+    let mint = |code: &str| {
+        app.post_card_token(
+            STEPUP,
+            CARD_STEPUP,
+            json!({"operations": ["VIEW_CARD"], "mfa": {"session_id": sid, "code": code}}),
+        )
+    };
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let (status, body) = status_and_json(mint(wrong).await).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("mfa_invalid_code"))
+    );
+    let token = app
+        .card_token(
+            STEPUP,
+            CARD_STEPUP,
+            json!({"operations": ["VIEW_CARD"], "mfa": {"session_id": sid, "code": code}}),
+        )
+        .await;
+    assert_eq!(app.get_details(&token, CARD_STEPUP).await.status(), 200);
+    let (status, body) = status_and_json(mint(code).await).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("mfa_used")));
+    // The code is stored only as an HMAC, never in clear; and it never reaches the logs.
+    assert_absent(
+        &app.database_bytes(),
+        &[&format!("\"{code}\"")],
+        "the database file",
+    );
+    assert_absent(
+        logs().as_bytes(),
+        &[&format!("\"code\":\"{code}\"")],
+        "the log",
+    );
+}
+
+#[tokio::test]
+async fn webhook_delivery_is_retried_until_it_succeeds() {
+    let hook = receiver(2).await;
+    let app = TestApp::spawn_with_webhook(&hook.url).await;
+    assert_eq!(
+        app.post_mfa_session(STEPUP, CAROL, "email").await.status(),
+        201
+    );
+    let got = deliveries(&hook, 1).await;
+    assert_eq!(got.len(), 1, "delivered on the third attempt");
+    let msg: Value = serde_json::from_slice(&got[0].1).unwrap();
+    assert_eq!(msg["destination"], "carol@example.com");
+}
+
+#[tokio::test]
+async fn a_session_expires_after_five_minutes() {
+    let app = TestApp::spawn().await;
+    let session: Value = app
+        .post_mfa_session(STEPUP, CAROL, "totp")
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.svc.clock.advance(std::time::Duration::from_secs(301));
+    let code = totp_now(&app);
+    let res = app.post_card_token(STEPUP, CARD_STEPUP, json!({"operations": ["VIEW_CARD"], "mfa": {"session_id": session["session_id"], "code": code}})).await;
+    let (status, body) = status_and_json(res).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("mfa_expired")));
+}
+
+#[tokio::test]
+async fn a_session_of_another_cardholder_does_not_step_up_this_card() {
+    let app = TestApp::spawn().await;
+    // Ada is in tenant acme; a session for her cannot be used by the stepup tenant.
+    let session: Value = app
+        .post_mfa_session(BACKEND, ADA, "totp")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let code = totp_now(&app);
+    let res = app.post_card_token(STEPUP, CARD_STEPUP, json!({"operations": ["VIEW_CARD"], "mfa": {"session_id": session["session_id"], "code": code}})).await;
+    let (status, body) = status_and_json(res).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("mfa_invalid_session"))
+    );
+}
+
+#[tokio::test]
+async fn bad_mfa_session_requests_are_refused() {
+    let app = TestApp::spawn().await;
+    let cases: Vec<((&str, &str), &str, Value, u16, &str)> = vec![
+        (
+            STEPUP,
+            CAROL,
+            json!({"channel": "pigeon"}),
+            400,
+            "invalid_request",
+        ),
+        (
+            STEPUP,
+            CAROL,
+            json!({"channel": "sms"}),
+            400,
+            "invalid_request",
+        ), // no webhook configured
+        (
+            BACKEND,
+            BOB,
+            json!({"channel": "totp"}),
+            400,
+            "invalid_request",
+        ), // Bob has no authenticator
+        (
+            BACKEND,
+            BOB,
+            json!({"channel": "email"}),
+            400,
+            "invalid_request",
+        ), // nor an email address
+        (
+            BACKEND,
+            "not-a-uuid",
+            json!({"channel": "totp"}),
+            400,
+            "invalid_request",
+        ),
+        (BACKEND, CAROL, json!({"channel": "totp"}), 404, "not_found"), // another tenant's person
+        (OWN, BOB, json!({"channel": "totp"}), 404, "not_found"),       // not the own-key's person
+        (BACKEND, ADA, json!({}), 400, "invalid_request"),
+    ];
+    for (client, person, body, status, error) in cases {
+        let res = app
+            .http
+            .post(app.url(&format!("/v1/persons/{person}/mfa/sessions")))
+            .basic_auth(client.0, Some(client.1))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let (got, json) = status_and_json(res).await;
+        assert_eq!(
+            (got, json["error"].as_str()),
+            (status, Some(error)),
+            "{} {person} {body}: {json}",
+            client.0
+        );
+    }
+}

@@ -1,0 +1,178 @@
+//! Operability: health, metrics, OpenAPI coverage, fallbacks, and that no secret reaches
+//! logs, metrics or the database file.
+
+use crate::helpers::*;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+#[tokio::test]
+async fn healthz_answers_ok() {
+    let app = TestApp::spawn().await;
+    let res = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({"status": "ok"}));
+}
+
+#[tokio::test]
+async fn the_openapi_document_covers_exactly_the_routes_served() {
+    let app = TestApp::spawn().await;
+    let doc: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let documented: BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(p, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .filter(|m| ["get", "put", "post", "delete", "patch"].contains(&m.as_str()))
+                .map(move |m| (m.clone(), p.clone()))
+        })
+        .collect();
+    let served: BTreeSet<(String, String)> = cardgate_http::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, served);
+    // And every served route really is routed (not the 404 fallback).
+    for (method, path) in cardgate_http::ROUTES {
+        let concrete = path
+            .replace("{card_id}", CARD)
+            .replace("{cardId}", CARD)
+            .replace("{person_id}", ADA);
+        let req = app
+            .http
+            .request(method.to_uppercase().parse().unwrap(), app.url(&concrete));
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let body = res.text().await.unwrap();
+        assert!(
+            !(status == 404 && body.contains("no such route")),
+            "{method} {path} is routed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_json_errors() {
+    let app = TestApp::spawn().await;
+    let (status, body) =
+        status_and_json(app.http.get(app.url("/nope")).send().await.unwrap()).await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+    let (status, body) = status_and_json(
+        app.http
+            .delete(app.url("/oauth2/token"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_tokens_by_kind() {
+    let app = TestApp::spawn().await;
+    app.access_token(BACKEND).await;
+    let ct = app
+        .card_token(BACKEND, CARD, json!({"operations": ["VIEW_CARD"]}))
+        .await;
+    app.get_details(&ct, CARD).await;
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(
+            r#"cardgate_http_requests_total{route="/oauth2/token",method="POST",status="200"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains(r#"route="/v1/cards/{card_id}/details""#));
+    assert!(text.contains("cardgate_http_request_duration_seconds_bucket"));
+    assert!(text.contains(r#"cardgate_tokens_issued_total{kind="access_token"} 1"#));
+    assert!(text.contains(r#"cardgate_tokens_issued_total{kind="card_token"} 1"#));
+    assert!(
+        !text.contains(CARD),
+        "metrics carry route templates, not ids"
+    );
+}
+
+#[tokio::test]
+async fn no_secret_token_or_card_data_reaches_logs_metrics_or_the_database_file() {
+    let app = TestApp::spawn().await;
+    let mut needles: Vec<String> = fixture_secrets().iter().map(|s| s.to_string()).collect();
+    needles.push(app.access_token(BACKEND).await);
+    needles.push(app.access_token(OPAQUE).await);
+    let ct = app
+        .card_token(
+            BACKEND,
+            CARD,
+            json!({"operations": ["VIEW_CARD", "GET_PIN"], "max_uses": 5}),
+        )
+        .await;
+    assert_eq!(app.get_details(&ct, CARD).await.status(), 200);
+    assert_eq!(app.get_pin(&ct, CARD).await.status(), 200);
+    let set = app
+        .card_token(BACKEND, CARD, json!({"operations": ["SET_PIN"]}))
+        .await;
+    assert_eq!(app.put_pin(&set, CARD, "97531").await.status(), 204);
+    app.get_details(&ct, CARD_BOB).await;
+    app.post_token(
+        (BACKEND.0, "a-wrong-secret-a-wrong-secret-a-wrong"),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    let eq = app
+        .get_equals_token(
+            Some(&format!("ApiKey {BACKEND_KEY}")),
+            CARD,
+            "accountId=F50091&token=999999&sessionId=x",
+        )
+        .await;
+    assert!(eq.status().is_client_error());
+    needles.push(ct.clone());
+    needles.push(set.clone());
+    needles.push("a-wrong-secret-a-wrong".into());
+    let card_data = [PAN, PAN_BOB, "97531"];
+    let mut all: Vec<&str> = needles.iter().map(String::as_str).collect();
+    all.extend(card_data);
+    let logs = logs();
+    assert!(logs.contains("\"route\""), "request logs are captured");
+    assert_absent(logs.as_bytes(), &all, "the log");
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_absent(metrics.as_bytes(), &all, "the metrics");
+    // Force the WAL into the main file too, then look at raw bytes.
+    assert_absent(&app.database_bytes(), &all, "the database file");
+    // CVV and PIN are short, so look for them only as JSON values the vault would hold.
+    assert_absent(
+        &app.database_bytes(),
+        &["\"cvv\":\"123\"", "\"2468\""],
+        "the database file",
+    );
+}

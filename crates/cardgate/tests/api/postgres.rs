@@ -1,0 +1,248 @@
+//! The PostgreSQL suite: the main flows on PostgreSQL, single use exactly once across
+//! replicas and across real processes, and environment isolation on a shared database.
+
+use crate::cli::ServeChild;
+use crate::helpers::*;
+use cardgate_core::Environment;
+use futures::future::join_all;
+use serde_json::{json, Value};
+
+/// A sandbox app on a fresh PostgreSQL database, or `None` when the suite is skipped.
+async fn spawn_on_postgres() -> Option<TestApp> {
+    let admin = postgres_admin_url()?;
+    let url = fresh_postgres_db(&admin).await;
+    Some(TestApp::spawn_on(Db::Postgres(url), Environment::Sandbox, None).await)
+}
+
+/// Asserts exactly one redemption succeeded (with the PAN) and every other one was refused
+/// as `invalid_token`.
+fn assert_exactly_one_success(results: &[(u16, Value)]) {
+    let granted: Vec<_> = results.iter().filter(|(s, _)| *s == 200).collect();
+    assert_eq!(granted.len(), 1, "successes: {granted:?}");
+    assert_eq!(granted[0].1["pan"], PAN);
+    for (status, body) in results.iter().filter(|(s, _)| *s != 200) {
+        assert_eq!(
+            (*status, body["error"].as_str()),
+            (401, Some("invalid_token")),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn jwt_and_opaque_access_tokens_issue_introspect_and_revoke_on_postgresql() {
+    let Some(app) = spawn_on_postgres().await else {
+        return;
+    };
+    for client in [BACKEND, OPAQUE] {
+        let token = app.access_token(client).await;
+        let info = app.introspect(client, &token).await;
+        assert_eq!(info["active"], true, "{}: {info}", client.0);
+        assert_eq!(info["client_id"], client.0);
+        assert_eq!(app.revoke(client, &token).await.status(), 200);
+        assert_eq!(
+            app.introspect(client, &token).await["active"],
+            false,
+            "{} after revocation",
+            client.0
+        );
+    }
+    let jwt = app.access_token(BACKEND).await;
+    assert_eq!(jwt.split('.').count(), 3, "the backend client gets JWTs");
+    let opaque = app.access_token(OPAQUE).await;
+    assert_ne!(
+        opaque.split('.').count(),
+        3,
+        "the opaque client gets opaque tokens"
+    );
+}
+
+#[tokio::test]
+async fn native_card_tokens_mint_and_redeem_once_on_postgresql() {
+    let Some(app) = spawn_on_postgres().await else {
+        return;
+    };
+    let token = app
+        .card_token(BACKEND, CARD, json!({"operations": ["VIEW_CARD"]}))
+        .await;
+    let (status, body) = status_and_json(app.get_details(&token, CARD).await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["pan"].as_str(), body["cvv"].as_str()),
+        (Some(PAN), Some(CVV))
+    );
+    assert_eq!(body["cardholder_name"], "Ada Lovelace");
+    let (status, body) = status_and_json(app.get_details(&token, CARD).await).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_token"))
+    );
+
+    let pin = app
+        .card_token(BACKEND, CARD, json!({"operations": ["GET_PIN"]}))
+        .await;
+    let (status, body) = status_and_json(app.get_pin(&pin, CARD).await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["pin"], PIN);
+}
+
+#[tokio::test]
+async fn equals_tokens_are_issued_and_single_use_on_postgresql() {
+    let Some(app) = spawn_on_postgres().await else {
+        return;
+    };
+    let res = app
+        .get_equals_token(
+            Some(&format!("ApiKey {BACKEND_KEY}")),
+            CARD,
+            "accountId=F50091",
+        )
+        .await;
+    let (status, body) = status_and_json(res).await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["token"].as_str().unwrap();
+    let (status, body) = status_and_json(app.get_details(token, CARD).await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["pan"], PAN);
+    let (status, body) = status_and_json(app.get_details(token, CARD).await).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_token"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_use_token_is_redeemed_exactly_once_across_replicas() {
+    let Some(app) = spawn_on_postgres().await else {
+        return;
+    };
+    let replicas = [
+        app.replica(Environment::Sandbox).await,
+        app.replica(Environment::Sandbox).await,
+    ];
+    let apps = [&app, &replicas[0], &replicas[1]];
+    let token = app
+        .card_token(
+            BACKEND,
+            CARD,
+            json!({"operations": ["VIEW_CARD"], "single_use": true}),
+        )
+        .await;
+
+    let attempts = (0..30).map(|i| {
+        let target = apps[i % apps.len()];
+        let token = token.clone();
+        async move { status_and_json(target.get_details(&token, CARD).await).await }
+    });
+    let results = join_all(attempts).await;
+    assert_exactly_one_success(&results);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_use_token_is_redeemed_exactly_once_across_processes() {
+    let Some(admin) = postgres_admin_url() else {
+        return;
+    };
+    let url = fresh_postgres_db(&admin).await;
+    // The in-process app migrates the database and imports the fixture.
+    let app = TestApp::spawn_on(Db::Postgres(url.clone()), Environment::Sandbox, None).await;
+    let servers = [
+        ServeChild::start(&url, &app.master_key, &[]).await,
+        ServeChild::start(&url, &app.master_key, &[]).await,
+    ];
+
+    let http = reqwest::Client::new();
+    let res = http
+        .post(servers[0].url(&format!("/v1/cards/{CARD}/tokens")))
+        .basic_auth(BACKEND.0, Some(BACKEND.1))
+        .json(&json!({"operations": ["VIEW_CARD"], "single_use": true}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_and_json(res).await;
+    assert_eq!(status, 201, "{body}");
+    let token = body["token"].as_str().unwrap().to_string();
+
+    let attempts = (0..30).map(|i| {
+        let url = servers[i % servers.len()].url(&format!("/v1/cards/{CARD}/details"));
+        let (http, token) = (http.clone(), token.clone());
+        async move { status_and_json(http.get(url).bearer_auth(token).send().await.unwrap()).await }
+    });
+    let results = join_all(attempts).await;
+    assert_exactly_one_success(&results);
+}
+
+#[tokio::test]
+async fn a_production_replica_on_the_same_database_refuses_sandbox_tokens_and_credentials() {
+    let Some(app) = spawn_on_postgres().await else {
+        return;
+    };
+    let prod = app.replica(Environment::Production).await;
+
+    // The production replica works for production credentials…
+    let prod_token = prod.access_token(PROD).await;
+    assert_eq!(prod.introspect(PROD, &prod_token).await["active"], true);
+    // …but a sandbox JWT is inactive there, and sandbox credentials are refused.
+    let sandbox_jwt = app.access_token(BACKEND).await;
+    assert_eq!(prod.introspect(PROD, &sandbox_jwt).await["active"], false);
+    let (status, body) = status_and_json(
+        prod.post_token(BACKEND, &[("grant_type", "client_credentials")])
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let res = prod
+        .http
+        .post(prod.url(&format!("/v1/cards/{CARD}/tokens")))
+        .bearer_auth(&sandbox_jwt)
+        .json(&json!({"operations": ["VIEW_CARD"]}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_and_json(res).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_token")),
+        "a sandbox JWT as a production Bearer"
+    );
+    // Nor does the sandbox accept the production token.
+    assert_eq!(app.introspect(BACKEND, &prod_token).await["active"], false);
+
+    let card_token = app
+        .card_token(BACKEND, CARD, json!({"operations": ["VIEW_CARD"]}))
+        .await;
+    assert_eq!(prod.introspect(PROD, &card_token).await["active"], false);
+    let (status, body) = status_and_json(prod.get_details(&card_token, CARD).await).await;
+    assert!(status == 401 || status == 403, "{status} {body}");
+    assert!(body.get("pan").is_none());
+    // The refused attempt did not use the token up.
+    let (status, body) = status_and_json(app.get_details(&card_token, CARD).await).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn a_production_replica_answers_a_sandbox_card_token_as_an_invalid_token() {
+    let Some(app) = spawn_on_postgres().await else {
+        return;
+    };
+    let prod = app.replica(Environment::Production).await;
+    let card_token = app
+        .card_token(BACKEND, CARD, json!({"operations": ["VIEW_CARD"]}))
+        .await;
+    let (status, body) = status_and_json(prod.get_details(&card_token, CARD).await).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_token")),
+        "{body}"
+    );
+    // Exactly what an unknown token gets: another environment's tokens do not exist here.
+    let (unknown_status, unknown) = status_and_json(
+        prod.get_details("cgct_unknown0123456789abcdefghijklmnopqrstuv", CARD)
+            .await,
+    )
+    .await;
+    assert_eq!((status, &body), (unknown_status, &unknown));
+}

@@ -1,0 +1,430 @@
+//! The store contract, run against every backend: SQLite always, PostgreSQL when
+//! `CARDGATE_TEST_POSTGRES_URL` is set (required in CI).
+
+use crate::helpers::{fresh_postgres_db, postgres_admin_url};
+use cardgate_core::audit::{AuditEvent, ChainVerifier};
+use cardgate_core::ids::MfaSessionId;
+use cardgate_core::mfa::{Channel, MfaSession};
+use cardgate_core::model::{
+    TenantSettings, DEFAULT_CARD_TOKEN_MAX_TTL, DEFAULT_CARD_TOKEN_MAX_USES,
+};
+use cardgate_core::scope::ScopeSet;
+use cardgate_core::secret::SecretHash;
+use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord, TokenKind, UseLimit};
+use cardgate_core::{
+    Account, Card, CardId, CardStatus, ClientId, Environment, Operation, PersonId, Tenant, TenantId,
+};
+use cardgate_store::{Guard, Store, Write, WriteOutcome, WriteSet};
+use std::sync::Arc;
+
+fn tenant() -> Tenant {
+    Tenant {
+        id: TenantId::parse("t1").unwrap(),
+        settings: TenantSettings {
+            name: "T".into(),
+            financial_institution_id: None,
+            widget_origins: vec![],
+            mfa_required_for: vec![],
+            webhook_url: None,
+            rate_limit_per_minute: 10,
+            card_token_ttl_seconds: 300,
+            card_token_max_ttl_seconds: DEFAULT_CARD_TOKEN_MAX_TTL,
+            card_token_max_uses: DEFAULT_CARD_TOKEN_MAX_USES,
+        },
+        webhook_secret_enc: Some(vec![1, 2, 3]),
+    }
+}
+
+fn audit(action: &str) -> Write {
+    Write::Audit(AuditEvent {
+        ts_ms: 1,
+        tenant_id: Some("t1".into()),
+        environment: "sandbox".into(),
+        actor: "test".into(),
+        action: action.into(),
+        outcome: "ok".into(),
+        subject: "s".into(),
+        details: serde_json::json!({"n": 1}),
+    })
+}
+
+fn card_token(hash: SecretHash, card: CardId, limit: UseLimit) -> CardTokenRecord {
+    CardTokenRecord {
+        hash,
+        kind: TokenKind::Card,
+        tenant_id: TenantId::parse("t1").unwrap(),
+        client_id: ClientId::parse("c1").unwrap(),
+        environment: Environment::Sandbox,
+        card_id: Some(card),
+        person_id: None,
+        operations: vec![Operation::ViewCard, Operation::GetPin],
+        issued_at_ms: 1_000,
+        expires_at_ms: 10_000,
+        use_limit: limit,
+        uses_made: 0,
+        revoked: false,
+    }
+}
+
+/// Everything a backend must do the same way.
+async fn contract(store: Arc<dyn Store>) {
+    let backend = store.backend();
+    let t = tenant();
+    let person = PersonId::new_random();
+    let card_id = CardId::new_random();
+    let card = Card {
+        id: card_id,
+        tenant_id: t.id.clone(),
+        account_id: cardgate_core::AccountId::parse("A1").unwrap(),
+        person_id: person,
+        status: CardStatus::Inactive,
+        wallet_eligible: true,
+        last4: "1111".into(),
+        vault: vec![9; 40],
+        key_version: 1,
+    };
+    let v0 = store.config_version().await.unwrap();
+    let out = store
+        .apply(&[WriteSet::of(vec![
+            Write::UpsertTenant(t.clone()),
+            Write::UpsertAccount(Account {
+                id: card.account_id.clone(),
+                tenant_id: t.id.clone(),
+                account_number: "12".into(),
+                person_ids: vec![person],
+            }),
+            Write::UpsertCard(card.clone()),
+            Write::BumpConfigVersion,
+            audit("setup"),
+        ])])
+        .await
+        .unwrap();
+    assert_eq!(out, vec![WriteOutcome::Applied], "{backend}");
+    assert_eq!(store.config_version().await.unwrap(), v0 + 1, "{backend}");
+    assert_eq!(
+        store.load_tenants().await.unwrap(),
+        vec![t.clone()],
+        "{backend}: tenants round-trip"
+    );
+    assert_eq!(
+        store.get_card(&t.id, &card_id).await.unwrap(),
+        Some(card.clone()),
+        "{backend}: cards round-trip"
+    );
+    assert_eq!(
+        store
+            .get_card(&TenantId::parse("t2").unwrap(), &card_id)
+            .await
+            .unwrap(),
+        None,
+        "{backend}: tenant isolation"
+    );
+
+    // meta_init keeps the first value.
+    assert_eq!(store.meta_init("k", "first").await.unwrap(), "first");
+    assert_eq!(
+        store.meta_init("k", "second").await.unwrap(),
+        "first",
+        "{backend}"
+    );
+
+    // A single-use token is redeemed once, even within one batch.
+    let hash = SecretHash::of(b"token-1");
+    store
+        .apply(&[WriteSet::of(vec![Write::InsertCardToken(card_token(
+            hash,
+            card_id,
+            UseLimit::Once,
+        ))])])
+        .await
+        .unwrap();
+    let redeem = || {
+        WriteSet::guarded(
+            vec![Guard::RedeemCardToken {
+                hash,
+                now_ms: 2_000,
+            }],
+            vec![audit("redeemed")],
+            vec![audit("refused")],
+        )
+    };
+    let out = store.apply(&[redeem(), redeem(), redeem()]).await.unwrap();
+    assert_eq!(
+        out,
+        vec![
+            WriteOutcome::Applied,
+            WriteOutcome::Refused(0),
+            WriteOutcome::Refused(0)
+        ],
+        "{backend}"
+    );
+    let got = store.get_card_token(&hash).await.unwrap().unwrap();
+    assert_eq!(
+        (got.uses_made, got.use_limit),
+        (1, UseLimit::Once),
+        "{backend}"
+    );
+    assert_eq!(
+        got.operations,
+        vec![Operation::ViewCard, Operation::GetPin],
+        "{backend}"
+    );
+
+    // Expired and revoked tokens are refused by the guard itself.
+    let h2 = SecretHash::of(b"token-2");
+    store
+        .apply(&[WriteSet::of(vec![Write::InsertCardToken(card_token(
+            h2,
+            card_id,
+            UseLimit::UntilExpiry,
+        ))])])
+        .await
+        .unwrap();
+    let late = WriteSet::guarded(
+        vec![Guard::RedeemCardToken {
+            hash: h2,
+            now_ms: 10_000,
+        }],
+        vec![],
+        vec![],
+    );
+    assert_eq!(
+        store.apply(&[late]).await.unwrap(),
+        vec![WriteOutcome::Refused(0)],
+        "{backend}: expiry is exclusive"
+    );
+    store
+        .apply(&[WriteSet::of(vec![Write::RevokeCardToken { hash: h2 }])])
+        .await
+        .unwrap();
+    let revoked = WriteSet::guarded(
+        vec![Guard::RedeemCardToken {
+            hash: h2,
+            now_ms: 2_000,
+        }],
+        vec![],
+        vec![],
+    );
+    assert_eq!(
+        store.apply(&[revoked]).await.unwrap(),
+        vec![WriteOutcome::Refused(0)],
+        "{backend}"
+    );
+
+    // With two guards, a failing second guard undoes the first (savepoint).
+    let h3 = SecretHash::of(b"token-3");
+    store
+        .apply(&[WriteSet::of(vec![Write::InsertCardToken(card_token(
+            h3,
+            card_id,
+            UseLimit::Once,
+        ))])])
+        .await
+        .unwrap();
+    let activate = |from: CardStatus| {
+        WriteSet::guarded(
+            vec![
+                Guard::RedeemCardToken {
+                    hash: h3,
+                    now_ms: 2_000,
+                },
+                Guard::CardStatus {
+                    tenant: t.id.clone(),
+                    card: card_id,
+                    from,
+                    to: CardStatus::Active,
+                    now_ms: 2_000,
+                },
+            ],
+            vec![audit("activated")],
+            vec![],
+        )
+    };
+    assert_eq!(
+        store
+            .apply(&[activate(CardStatus::Suspended)])
+            .await
+            .unwrap(),
+        vec![WriteOutcome::Refused(1)],
+        "{backend}"
+    );
+    assert_eq!(
+        store.get_card_token(&h3).await.unwrap().unwrap().uses_made,
+        0,
+        "{backend}: the redemption was rolled back"
+    );
+    assert_eq!(
+        store
+            .apply(&[activate(CardStatus::Inactive)])
+            .await
+            .unwrap(),
+        vec![WriteOutcome::Applied],
+        "{backend}"
+    );
+    assert_eq!(
+        store
+            .get_card(&t.id, &card_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        CardStatus::Active,
+        "{backend}"
+    );
+
+    // MFA sessions: wrong attempts count, consumption happens once.
+    let sid = MfaSessionId::new_random();
+    let session = MfaSession {
+        id: sid,
+        tenant_id: t.id.clone(),
+        person_id: person,
+        environment: Environment::Sandbox,
+        channel: Channel::Sms,
+        code_hash: Some([7; 32]),
+        attempts: 0,
+        created_at_ms: 1_000,
+        expires_at_ms: 5_000,
+        consumed: false,
+    };
+    store
+        .apply(&[WriteSet::of(vec![
+            Write::InsertMfaSession(session.clone()),
+            Write::MfaWrongAttempt { id: sid },
+        ])])
+        .await
+        .unwrap();
+    let stored = store.get_mfa_session(&sid).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.attempts, stored.code_hash, stored.channel),
+        (1, Some([7; 32]), Channel::Sms),
+        "{backend}"
+    );
+    let consume = || {
+        WriteSet::guarded(
+            vec![Guard::ConsumeMfaSession {
+                id: sid,
+                now_ms: 2_000,
+            }],
+            vec![],
+            vec![],
+        )
+    };
+    assert_eq!(
+        store.apply(&[consume(), consume()]).await.unwrap(),
+        vec![WriteOutcome::Applied, WriteOutcome::Refused(0)],
+        "{backend}"
+    );
+
+    // Opaque access tokens and revocations.
+    let ah = SecretHash::of(b"access");
+    let record = AccessTokenRecord {
+        hash: ah,
+        kind: TokenKind::Access,
+        tenant_id: t.id.clone(),
+        client_id: ClientId::parse("c1").unwrap(),
+        environment: Environment::Production,
+        scopes: ScopeSet::of(["cards:read:any", "cards:widgets"]),
+        issued_at_ms: 1,
+        expires_at_ms: 2,
+        revoked: false,
+    };
+    store
+        .apply(&[WriteSet::of(vec![Write::InsertAccessToken(record.clone())])])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_access_token(&ah).await.unwrap(),
+        Some(record),
+        "{backend}"
+    );
+    store
+        .apply(&[WriteSet::of(vec![Write::AddRevocation {
+            token_id: "jti-1".into(),
+            tenant: t.id.clone(),
+            now_ms: 100,
+            expires_at_ms: 999,
+        }])])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.revocations_since(50).await.unwrap(),
+        vec![("jti-1".to_string(), 999)],
+        "{backend}"
+    );
+    assert!(
+        store.revocations_since(101).await.unwrap().is_empty(),
+        "{backend}"
+    );
+
+    // A failing write spoils only its own batch, and nothing of it is kept.
+    let dup = WriteSet::of(vec![
+        audit("dup"),
+        Write::InsertAccessToken(store.get_access_token(&ah).await.unwrap().unwrap()),
+    ]);
+    let (head_before, _) = store.audit_head().await.unwrap();
+    assert!(
+        store.apply(&[dup]).await.is_err(),
+        "{backend}: a duplicate primary key fails"
+    );
+    assert_eq!(
+        store.audit_head().await.unwrap().0,
+        head_before,
+        "{backend}: the failed batch left no audit event"
+    );
+
+    // The audit chain written across all of this verifies.
+    let (head_seq, head_hash) = store.audit_head().await.unwrap();
+    let mut v = ChainVerifier::default();
+    for ev in store.audit_page(0, 1000).await.unwrap() {
+        v.push(&ev).unwrap();
+    }
+    assert_eq!(v.finish(head_seq, &head_hash), Ok(head_seq), "{backend}");
+    assert_eq!(
+        head_seq, 5,
+        "{backend}: setup, one redemption and two refusals, one activation"
+    );
+}
+
+#[tokio::test]
+async fn the_sqlite_store_keeps_the_store_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = cardgate_store::connect(&format!("sqlite://{}/s.db", dir.path().display()))
+        .await
+        .unwrap();
+    assert_eq!(store.backend(), "sqlite");
+    contract(store).await;
+}
+
+#[tokio::test]
+async fn the_postgres_store_keeps_the_store_contract() {
+    let Some(admin) = postgres_admin_url() else {
+        return;
+    };
+    let store = cardgate_store::connect(&fresh_postgres_db(&admin).await)
+        .await
+        .unwrap();
+    assert_eq!(store.backend(), "postgres");
+    contract(store).await;
+}
+
+#[tokio::test]
+async fn an_unknown_database_url_is_refused() {
+    assert!(matches!(
+        cardgate_store::connect("mysql://x").await,
+        Err(cardgate_store::StoreError::UnsupportedUrl)
+    ));
+}
+
+#[tokio::test]
+async fn migrations_run_once_and_a_second_start_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/m.db", dir.path().display());
+    let first = cardgate_store::connect(&url).await.unwrap();
+    first
+        .apply(&[WriteSet::of(vec![Write::UpsertTenant(tenant())])])
+        .await
+        .unwrap();
+    drop(first);
+    let second = cardgate_store::connect(&url).await.unwrap();
+    assert_eq!(second.load_tenants().await.unwrap().len(), 1);
+}
