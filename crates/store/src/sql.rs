@@ -75,6 +75,18 @@ fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
     }
 }
 
+/// Rows per multi-row INSERT: 13 columns × 64 rows stays far below both engines' limits on
+/// bound parameters.
+const ROWS_PER_INSERT: usize = 64;
+
+/// Rows a batch inserts, written together at the end (or before a guard that needs them).
+#[derive(Default)]
+struct Pending<'a> {
+    audit: Vec<StoredAuditEvent>,
+    access_tokens: Vec<&'a AccessTokenRecord>,
+    card_tokens: Vec<&'a CardTokenRecord>,
+}
+
 const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
     1,
     "init",
@@ -169,6 +181,72 @@ macro_rules! sql_store {
                 })
             }
 
+            /// Writes the deferred rows with one multi-row INSERT per table and chunk.
+            async fn flush(tx: &mut sqlx::Transaction<'static, $db>, pending: &mut Pending<'_>) -> Result<()> {
+                for chunk in pending.card_tokens.chunks(ROWS_PER_INSERT) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO card_tokens (hash, kind, tenant_id, client_id, environment, card_id, person_id, operations, \
+                         issued_at, expires_at, max_uses, uses_made, revoked) ",
+                    );
+                    q.push_values(chunk, |mut b, t| {
+                        b.push_bind(t.hash.0.to_vec())
+                            .push_bind(t.kind.as_str())
+                            .push_bind(t.tenant_id.as_str().to_string())
+                            .push_bind(t.client_id.as_str().to_string())
+                            .push_bind(t.environment.as_str())
+                            .push_bind(t.card_id.map(|c| c.to_string()))
+                            .push_bind(t.person_id.map(|p| p.to_string()))
+                            .push_bind(ops_to_text(&t.operations))
+                            .push_bind(t.issued_at_ms)
+                            .push_bind(t.expires_at_ms)
+                            .push_bind(t.use_limit.max_uses())
+                            .push_bind(t.uses_made)
+                            .push_bind(t.revoked);
+                    });
+                    q.build().execute(&mut **tx).await?;
+                }
+                pending.card_tokens.clear();
+                for chunk in pending.access_tokens.chunks(ROWS_PER_INSERT) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO access_tokens (hash, kind, tenant_id, client_id, environment, scope, issued_at, expires_at, revoked) ",
+                    );
+                    q.push_values(chunk, |mut b, t| {
+                        b.push_bind(t.hash.0.to_vec())
+                            .push_bind(t.kind.as_str())
+                            .push_bind(t.tenant_id.as_str().to_string())
+                            .push_bind(t.client_id.as_str().to_string())
+                            .push_bind(t.environment.as_str())
+                            .push_bind(t.scopes.to_string_list())
+                            .push_bind(t.issued_at_ms)
+                            .push_bind(t.expires_at_ms)
+                            .push_bind(t.revoked);
+                    });
+                    q.build().execute(&mut **tx).await?;
+                }
+                pending.access_tokens.clear();
+                for chunk in pending.audit.chunks(ROWS_PER_INSERT) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO audit_events (seq, ts_ms, tenant_id, environment, actor, action, outcome, subject, details, prev_hash, hash) ",
+                    );
+                    q.push_values(chunk, |mut b, e| {
+                        b.push_bind(e.seq)
+                            .push_bind(e.ts_ms)
+                            .push_bind(e.tenant_id.clone())
+                            .push_bind(e.environment.clone())
+                            .push_bind(e.actor.clone())
+                            .push_bind(e.action.clone())
+                            .push_bind(e.outcome.clone())
+                            .push_bind(e.subject.clone())
+                            .push_bind(e.details.clone())
+                            .push_bind(e.prev_hash.clone())
+                            .push_bind(e.hash.clone());
+                    });
+                    q.build().execute(&mut **tx).await?;
+                }
+                pending.audit.clear();
+                Ok(())
+            }
+
             async fn guard(tx: &mut sqlx::Transaction<'static, $db>, g: &Guard) -> Result<bool> {
                 let res = match g {
                     Guard::RedeemCardToken { hash, now_ms } => {
@@ -220,73 +298,11 @@ macro_rules! sql_store {
                 Ok(res.rows_affected() == 1)
             }
 
-            async fn write(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                w: &Write,
-                seq: &mut i64,
-                head: &mut String,
-            ) -> Result<()> {
+            async fn write(tx: &mut sqlx::Transaction<'static, $db>, w: &Write) -> Result<()> {
                 match w {
-                    Write::Audit(ev) => {
-                        *seq += 1;
-                        let s = ev.seal(*seq, head);
-                        sqlx::query(
-                            "INSERT INTO audit_events (seq, ts_ms, tenant_id, environment, actor, action, outcome, subject, details, prev_hash, hash) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                        )
-                        .bind(s.seq)
-                        .bind(s.ts_ms)
-                        .bind(s.tenant_id.as_deref())
-                        .bind(&s.environment)
-                        .bind(&s.actor)
-                        .bind(&s.action)
-                        .bind(&s.outcome)
-                        .bind(&s.subject)
-                        .bind(&s.details)
-                        .bind(&s.prev_hash)
-                        .bind(&s.hash)
-                        .execute(&mut **tx)
-                        .await?;
-                        *head = s.hash;
-                    }
-                    Write::InsertAccessToken(t) => {
-                        sqlx::query(
-                            "INSERT INTO access_tokens (hash, kind, tenant_id, client_id, environment, scope, issued_at, expires_at, revoked) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                        )
-                        .bind(&t.hash.0[..])
-                        .bind(t.kind.as_str())
-                        .bind(t.tenant_id.as_str())
-                        .bind(t.client_id.as_str())
-                        .bind(t.environment.as_str())
-                        .bind(t.scopes.to_string_list())
-                        .bind(t.issued_at_ms)
-                        .bind(t.expires_at_ms)
-                        .bind(t.revoked)
-                        .execute(&mut **tx)
-                        .await?;
-                    }
-                    Write::InsertCardToken(t) => {
-                        sqlx::query(
-                            "INSERT INTO card_tokens (hash, kind, tenant_id, client_id, environment, card_id, person_id, operations, \
-                             issued_at, expires_at, max_uses, uses_made, revoked) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                        )
-                        .bind(&t.hash.0[..])
-                        .bind(t.kind.as_str())
-                        .bind(t.tenant_id.as_str())
-                        .bind(t.client_id.as_str())
-                        .bind(t.environment.as_str())
-                        .bind(t.card_id.map(|c| c.to_string()))
-                        .bind(t.person_id.map(|p| p.to_string()))
-                        .bind(ops_to_text(&t.operations))
-                        .bind(t.issued_at_ms)
-                        .bind(t.expires_at_ms)
-                        .bind(t.use_limit.max_uses())
-                        .bind(t.uses_made)
-                        .bind(t.revoked)
-                        .execute(&mut **tx)
-                        .await?;
+                    Write::Audit(_) | Write::InsertAccessToken(_) | Write::InsertCardToken(_) => {
+                        // Deferred into multi-row inserts by `apply`; never written one by one.
+                        return Err(StoreError::Database("deferred write reached the single-row path".into()));
                     }
                     Write::RevokeAccessToken { hash } => {
                         sqlx::query("UPDATE access_tokens SET revoked = TRUE WHERE hash = $1")
@@ -710,8 +726,16 @@ macro_rules! sql_store {
                     (0, String::new())
                 };
                 let first_seq = seq;
+                let mut pending = Pending::default();
                 let mut outcomes = Vec::with_capacity(sets.len());
                 for set in sets {
+                    // A guard on a card token inserted earlier in this batch must see it.
+                    let touches_pending = set.guards.iter().any(|g| {
+                        matches!(g, Guard::RedeemCardToken { hash, .. } if pending.card_tokens.iter().any(|t| &t.hash == hash))
+                    });
+                    if touches_pending {
+                        Self::flush(&mut tx, &mut pending).await?;
+                    }
                     let savepoint = set.guards.len() > 1;
                     if savepoint {
                         sqlx::query("SAVEPOINT ws").execute(&mut *tx).await?;
@@ -731,10 +755,21 @@ macro_rules! sql_store {
                     }
                     let writes = if refused.is_some() { &set.on_refused } else { &set.writes };
                     for w in writes {
-                        Self::write(&mut tx, w, &mut seq, &mut head).await?;
+                        match w {
+                            Write::Audit(ev) => {
+                                seq += 1;
+                                let sealed = ev.seal(seq, &head);
+                                head.clone_from(&sealed.hash);
+                                pending.audit.push(sealed);
+                            }
+                            Write::InsertAccessToken(t) => pending.access_tokens.push(t),
+                            Write::InsertCardToken(t) => pending.card_tokens.push(t),
+                            other => Self::write(&mut tx, other).await?,
+                        }
                     }
                     outcomes.push(refused.map_or(WriteOutcome::Applied, WriteOutcome::Refused));
                 }
+                Self::flush(&mut tx, &mut pending).await?;
                 if seq != first_seq {
                     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
                         .bind(seq)

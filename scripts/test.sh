@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test command (README): every crate's unit tests and the one integration-test binary,
+# SQLite always and PostgreSQL when CARDGATE_TEST_POSTGRES_URL is set (CI sets it and then
+# requires it). Needs python3 with jwcrypto for the JWE client-side checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARDGATE_TEST_POSTGRES_URL="${CARDGATE_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+if ! python3 -c 'import jwcrypto' 2>/dev/null; then
+  echo "python3 module jwcrypto is missing: python3 -m pip install jwcrypto" >&2
+  exit 1
+fi
+exec cargo test --workspace --locked "$@"
