@@ -40,6 +40,14 @@ impl From<sqlx::Error> for StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// What a redemption reads: the token, its card (if it still exists) and the cardholder's name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedemptionContext {
+    pub token: CardTokenRecord,
+    pub card: Option<Card>,
+    pub cardholder_name: Option<String>,
+}
+
 /// A signing key as stored: the private half sealed under the master key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SigningKeyRow {
@@ -85,6 +93,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_access_token(&self, hash: &SecretHash) -> Result<Option<AccessTokenRecord>>;
     async fn get_card_token(&self, hash: &SecretHash) -> Result<Option<CardTokenRecord>>;
+    /// A card token with its card and the cardholder's display name, in one read: what a
+    /// redemption needs.
+    async fn get_redemption(&self, hash: &SecretHash) -> Result<Option<RedemptionContext>>;
     async fn get_mfa_session(&self, id: &MfaSessionId) -> Result<Option<MfaSession>>;
     /// Revocations recorded at or after `since_ms`: `(token id, expires at)`.
     async fn revocations_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>>;

@@ -3,7 +3,7 @@
 //! write transaction begins and how the audit chain head is locked.
 
 use crate::write::{Guard, Write, WriteOutcome, WriteSet};
-use crate::{DataKeyRow, Result, SigningKeyRow, Store, StoreError};
+use crate::{DataKeyRow, RedemptionContext, Result, SigningKeyRow, Store, StoreError};
 use async_trait::async_trait;
 use cardgate_core::audit::StoredAuditEvent;
 use cardgate_core::ids::MfaSessionId;
@@ -245,6 +245,24 @@ macro_rules! sql_store {
                 }
                 pending.audit.clear();
                 Ok(())
+            }
+
+            fn card_token(r: &$row, hash: &SecretHash) -> Result<CardTokenRecord> {
+                Ok(CardTokenRecord {
+                    hash: *hash,
+                    kind: TokenKind::parse(&r.try_get::<String, _>("kind")?).ok_or_else(|| corrupt("token kind"))?,
+                    tenant_id: TenantId::parse(&r.try_get::<String, _>("tenant_id")?).map_err(|_| corrupt("tenant id"))?,
+                    client_id: ClientId::parse(&r.try_get::<String, _>("client_id")?).map_err(|_| corrupt("client id"))?,
+                    environment: env_of(&r.try_get::<String, _>("environment")?)?,
+                    card_id: r.try_get::<Option<String>, _>("card_id")?.map(|c| CardId::parse(&c)).transpose().map_err(|_| corrupt("card id"))?,
+                    person_id: r.try_get::<Option<String>, _>("person_id")?.map(|c| PersonId::parse(&c)).transpose().map_err(|_| corrupt("person id"))?,
+                    operations: ops_of(&r.try_get::<String, _>("operations")?)?,
+                    issued_at_ms: r.try_get("issued_at")?,
+                    expires_at_ms: r.try_get("expires_at")?,
+                    use_limit: UseLimit::from_max_uses(r.try_get("max_uses")?),
+                    uses_made: r.try_get("uses_made")?,
+                    revoked: r.try_get("revoked")?,
+                })
             }
 
             async fn guard(tx: &mut sqlx::Transaction<'static, $db>, g: &Guard) -> Result<bool> {
@@ -650,21 +668,46 @@ macro_rules! sql_store {
                 else {
                     return Ok(None);
                 };
-                Ok(Some(CardTokenRecord {
-                    hash: *hash,
-                    kind: TokenKind::parse(&r.try_get::<String, _>("kind")?).ok_or_else(|| corrupt("token kind"))?,
-                    tenant_id: TenantId::parse(&r.try_get::<String, _>("tenant_id")?).map_err(|_| corrupt("tenant id"))?,
-                    client_id: ClientId::parse(&r.try_get::<String, _>("client_id")?).map_err(|_| corrupt("client id"))?,
-                    environment: env_of(&r.try_get::<String, _>("environment")?)?,
-                    card_id: r.try_get::<Option<String>, _>("card_id")?.map(|c| CardId::parse(&c)).transpose().map_err(|_| corrupt("card id"))?,
-                    person_id: r.try_get::<Option<String>, _>("person_id")?.map(|c| PersonId::parse(&c)).transpose().map_err(|_| corrupt("person id"))?,
-                    operations: ops_of(&r.try_get::<String, _>("operations")?)?,
-                    issued_at_ms: r.try_get("issued_at")?,
-                    expires_at_ms: r.try_get("expires_at")?,
-                    use_limit: UseLimit::from_max_uses(r.try_get("max_uses")?),
-                    uses_made: r.try_get("uses_made")?,
-                    revoked: r.try_get("revoked")?,
-                }))
+                Ok(Some(Self::card_token(&r, hash)?))
+            }
+
+            async fn get_redemption(&self, hash: &SecretHash) -> Result<Option<RedemptionContext>> {
+                let Some(r) = sqlx::query(
+                    "SELECT t.*, c.id AS c_id, c.tenant_id AS c_tenant_id, c.account_id AS c_account_id, \
+                     c.person_id AS c_person_id, c.status AS c_status, c.wallet_eligible AS c_wallet_eligible, \
+                     c.last4 AS c_last4, c.vault AS c_vault, c.key_version AS c_key_version, p.profile AS p_profile \
+                     FROM card_tokens t \
+                     LEFT JOIN cards c ON c.tenant_id = t.tenant_id AND c.id = t.card_id \
+                     LEFT JOIN persons p ON p.tenant_id = c.tenant_id AND p.id = c.person_id \
+                     WHERE t.hash = $1",
+                )
+                .bind(&hash.0[..])
+                .fetch_optional(&self.read)
+                .await?
+                else {
+                    return Ok(None);
+                };
+                let token = Self::card_token(&r, hash)?;
+                let card = match r.try_get::<Option<String>, _>("c_id")? {
+                    None => None,
+                    Some(id) => Some(Card {
+                        id: CardId::parse(&id).map_err(|_| corrupt("card id"))?,
+                        tenant_id: TenantId::parse(&r.try_get::<String, _>("c_tenant_id")?).map_err(|_| corrupt("tenant id"))?,
+                        account_id: AccountId::parse(&r.try_get::<String, _>("c_account_id")?).map_err(|_| corrupt("account id"))?,
+                        person_id: PersonId::parse(&r.try_get::<String, _>("c_person_id")?).map_err(|_| corrupt("person id"))?,
+                        status: CardStatus::parse(&r.try_get::<String, _>("c_status")?).ok_or_else(|| corrupt("card status"))?,
+                        wallet_eligible: r.try_get("c_wallet_eligible")?,
+                        last4: r.try_get("c_last4")?,
+                        vault: r.try_get("c_vault")?,
+                        key_version: r.try_get("c_key_version")?,
+                    }),
+                };
+                let cardholder_name = r
+                    .try_get::<Option<String>, _>("p_profile")?
+                    .map(|p| json_of::<PersonProfile>(&p, "person profile"))
+                    .transpose()?
+                    .map(|p| format!("{} {}", p.first_name, p.last_name));
+                Ok(Some(RedemptionContext { token, card, cardholder_name }))
             }
 
             async fn get_mfa_session(&self, id: &MfaSessionId) -> Result<Option<MfaSession>> {

@@ -504,15 +504,16 @@ impl Service {
         new_pin: Option<Pin>,
     ) -> Result<(CardTokenRecord, Redeemed), ServiceError> {
         let hash = SecretHash::of(token.as_bytes());
-        let Some(record) = self
+        let Some(ctx) = self
             .store
-            .get_card_token(&hash)
+            .get_redemption(&hash)
             .await?
-            .filter(|r| r.environment == self.env())
+            .filter(|c| c.token.environment == self.env())
         else {
             tracing::info!(card = %card_id, operation = %op, "unknown card token presented");
             return Err(ServiceError::Auth(super::AuthFailure::InvalidToken));
         };
+        let record = ctx.token;
         let actor = format!("token:{}", token_ref(&hash));
         let subject = format!("card:{card_id}");
         let tenant_id = record.tenant_id.clone();
@@ -529,7 +530,8 @@ impl Service {
             .await;
             return Err(ServiceError::Redemption(outcome));
         }
-        let card = self.card_of(&tenant_id, card_id).await?;
+        // The token covers `card_id` (checked above), so the joined card is the one asked for.
+        let card = ctx.card.ok_or(ServiceError::NotFound("card"))?;
         if let Err(refusal) = check_card_state(&card, &[op]) {
             self.audit_refusal(
                 Some(&tenant_id),
@@ -545,13 +547,9 @@ impl Service {
         let result = match op {
             Operation::ViewCard => {
                 let secrets = self.open_card(&card)?;
-                let name = match self.store.get_person(&tenant_id, &card.person_id).await? {
-                    Some(p) => format!("{} {}", p.profile.first_name, p.profile.last_name),
-                    None => String::new(),
-                };
                 Redeemed::Details {
                     secrets,
-                    cardholder_name: name,
+                    cardholder_name: ctx.cardholder_name.unwrap_or_default(),
                 }
             }
             Operation::GetPin => match self.open_card(&card)?.pin.clone() {
