@@ -19,7 +19,7 @@ impl Committer {
     /// Starts the writer task. It ends when every `Committer` clone is dropped.
     pub fn spawn(store: Arc<dyn Store>) -> Self {
         let (tx, mut rx) = mpsc::channel::<(WriteSet, Reply)>(MAX_BATCH * 4);
-        tokio::spawn(async move {
+        let writer = async move {
             let mut sets = Vec::with_capacity(MAX_BATCH);
             let mut replies = Vec::with_capacity(MAX_BATCH);
             while let Some((set, reply)) = rx.recv().await {
@@ -57,7 +57,23 @@ impl Committer {
                 }
                 sets.clear();
             }
-        });
+        };
+        // The writer runs on a thread of its own, so its statement round trips never wait
+        // behind request handling on the shared runtime; the queue is its only contact.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        match runtime {
+            Ok(rt) => {
+                let spawned = std::thread::Builder::new()
+                    .name("cardgate-writer".into())
+                    .spawn(move || rt.block_on(writer));
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "cannot start the writer thread");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot build the writer runtime"),
+        }
         Self { tx }
     }
 
