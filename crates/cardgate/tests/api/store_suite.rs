@@ -168,10 +168,21 @@ async fn contract(store: Arc<dyn Store>) {
         got.operations,
         vec![Operation::ViewCard, Operation::GetPin],
         "{backend}"
+    );
     let ctx = store.get_redemption(&hash).await.unwrap().unwrap();
-    assert_eq!((ctx.card.map(|c| c.id), ctx.cardholder_name), (Some(card_id), None), "{backend}: one read for a redemption");
+    assert_eq!(
+        (ctx.card.map(|c| c.id), ctx.cardholder_name),
+        (Some(card_id), None),
+        "{backend}: one read for a redemption"
+    );
     assert_eq!(ctx.token, got, "{backend}");
-    assert_eq!(store.get_redemption(&SecretHash::of(b"nope")).await.unwrap(), None, "{backend}");
+    assert_eq!(
+        store
+            .get_redemption(&SecretHash::of(b"nope"))
+            .await
+            .unwrap(),
+        None,
+        "{backend}"
     );
 
     // Expired and revoked tokens are refused by the guard itself.
