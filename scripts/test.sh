@@ -5,8 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARDGATE_TEST_POSTGRES_URL="${CARDGATE_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+# The JWE checks decrypt with a real JOSE library on the client side.
 if ! python3 -c 'import jwcrypto' 2>/dev/null; then
-  echo "python3 module jwcrypto is missing: python3 -m pip install jwcrypto" >&2
-  exit 1
+  echo "installing the python3 module jwcrypto (client-side JOSE checks)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check jwcrypto </dev/null || {
+    echo "python3 -m pip install jwcrypto failed; the JWE tests need it" >&2
+    exit 1
+  }
 fi
 exec cargo test --workspace --locked "$@"

@@ -298,17 +298,17 @@ macro_rules! sql_store {
                             .execute(&mut **tx)
                             .await?
                     }
-                    Guard::CardVault { tenant, card, expect_version, vault, key_version, now_ms } => {
+                    Guard::CardVault { tenant, card, expect_vault, vault, key_version, now_ms } => {
                         sqlx::query(
                             "UPDATE cards SET vault = $1, key_version = $2, updated_at = $3 \
-                             WHERE tenant_id = $4 AND id = $5 AND key_version = $6",
+                             WHERE tenant_id = $4 AND id = $5 AND vault = $6",
                         )
                         .bind(vault.as_slice())
                         .bind(*key_version)
                         .bind(*now_ms)
                         .bind(tenant.as_str())
                         .bind(card.to_string())
-                        .bind(*expect_version)
+                        .bind(expect_vault.as_slice())
                         .execute(&mut **tx)
                         .await?
                     }

@@ -25,11 +25,12 @@ pub enum Guard {
         to: CardStatus,
         now_ms: i64,
     },
-    /// Re-seals a card's vault if it is still at `expect_version` (so racing writers don't clobber).
+    /// Replaces a card's sealed data if it is still exactly `expect_vault` (compare-and-swap,
+    /// so a PIN change and a data-key rotation never overwrite each other).
     CardVault {
         tenant: TenantId,
         card: CardId,
-        expect_version: i64,
+        expect_vault: Vec<u8>,
         vault: Vec<u8>,
         key_version: i64,
         now_ms: i64,

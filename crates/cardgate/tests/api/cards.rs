@@ -587,3 +587,130 @@ async fn card_details_can_come_back_as_a_jwe_only_the_device_can_read() {
     );
     assert_eq!(jwcrypto_decrypt(&private, &jwe)["pan"], PAN);
 }
+
+#[tokio::test]
+async fn a_data_key_rotation_reseals_the_vault_and_every_card_keeps_working() {
+    let app = TestApp::spawn().await;
+    let tenant = cardgate_core::TenantId::parse("acme").unwrap();
+    let card_id = cardgate_core::CardId::parse(CARD).unwrap();
+    let before = app
+        .svc
+        .store
+        .get_card(&tenant, &card_id)
+        .await
+        .unwrap()
+        .unwrap();
+    // A token minted before the rotation is redeemed after it.
+    let token = app
+        .card_token(
+            BACKEND,
+            CARD,
+            json!({"operations": ["VIEW_CARD", "GET_PIN"], "max_uses": 2}),
+        )
+        .await;
+    let (version, resealed) = app.svc.rotate_data_key(&tenant).await.unwrap();
+    assert_eq!(version, 2);
+    assert_eq!(resealed, 5, "four cards and Ada's TOTP secret");
+    let after = app
+        .svc
+        .store
+        .get_card(&tenant, &card_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.key_version, 2);
+    assert_ne!(after.vault, before.vault);
+    assert_eq!(
+        app.get_details(&token, CARD)
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["pan"],
+        PAN
+    );
+    assert_eq!(
+        app.get_pin(&token, CARD)
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["pin"],
+        PIN
+    );
+    // TOTP still verifies with the re-sealed secret.
+    let session: Value = app
+        .post_mfa_session(BACKEND, ADA, "totp")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let res = app.post_card_token(BACKEND, CARD, json!({"operations": ["VIEW_CARD"], "mfa": {"session_id": session["session_id"], "code": totp_now(&app)}})).await;
+    assert_eq!(res.status(), 201);
+    // Another tenant's data is untouched.
+    let other = app
+        .svc
+        .store
+        .get_card(
+            &cardgate_core::TenantId::parse("other").unwrap(),
+            &cardgate_core::CardId::parse(CARD_OTHER).unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(other.key_version, 1);
+}
+
+#[tokio::test]
+async fn a_pin_change_racing_a_data_key_rotation_is_never_lost() {
+    let app = TestApp::spawn().await;
+    let tenant = cardgate_core::TenantId::parse("acme").unwrap();
+    for round in 0..4 {
+        let pin = format!("90{round}1");
+        let set = app
+            .card_token(BACKEND, CARD, json!({"operations": ["SET_PIN"]}))
+            .await;
+        let (res, rotated) = tokio::join!(
+            app.put_pin(&set, CARD, &pin),
+            app.svc.rotate_data_key(&tenant)
+        );
+        rotated.unwrap();
+        let status = res.status().as_u16();
+        let get = app
+            .card_token(BACKEND, CARD, json!({"operations": ["GET_PIN"]}))
+            .await;
+        let now: Value = app.get_pin(&get, CARD).await.json().await.unwrap();
+        match status {
+            204 => assert_eq!(
+                now["pin"],
+                pin.as_str(),
+                "round {round}: an accepted PIN change survives the rotation"
+            ),
+            409 => assert_eq!(
+                app.introspect(BACKEND, &set).await["uses_made"],
+                0,
+                "round {round}: a refused change costs no use"
+            ),
+            other => panic!("round {round}: unexpected status {other}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rotation_done_by_another_process_is_picked_up_on_first_sight() {
+    let app = TestApp::spawn().await;
+    let admin = app.replica(cardgate_core::Environment::Sandbox).await;
+    let token = app
+        .card_token(BACKEND, CARD, json!({"operations": ["VIEW_CARD"]}))
+        .await;
+    admin
+        .svc
+        .rotate_data_key(&cardgate_core::TenantId::parse("acme").unwrap())
+        .await
+        .unwrap();
+    let res = app.get_details(&token, CARD).await;
+    assert_eq!(
+        res.status(),
+        200,
+        "the new key version is loaded, not a 500"
+    );
+    assert_eq!(res.json::<Value>().await.unwrap()["pan"], PAN);
+}

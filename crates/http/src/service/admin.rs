@@ -476,26 +476,36 @@ impl Service {
         .await?;
         self.reload().await?;
         let mut resealed = 0;
-        for card in self.store.list_cards(tenant).await? {
-            if card.key_version == version {
-                continue;
-            }
-            let secrets = self.open_card(&card)?;
-            let (v, vault) = self.seal_card(tenant, &card.id, &secrets)?;
-            let guard = Guard::CardVault {
-                tenant: tenant.clone(),
-                card: card.id,
-                expect_version: card.key_version,
-                vault,
-                key_version: v,
-                now_ms: now,
-            };
-            if self
-                .commit(WriteSet::guarded(vec![guard], vec![], vec![]))
-                .await?
-                == WriteOutcome::Applied
-            {
-                resealed += 1;
+        for listed in self.store.list_cards(tenant).await? {
+            // Compare-and-swap on the sealed bytes; a concurrent PIN change wins, and the
+            // card is re-read and re-sealed again (a few times at most).
+            let mut card = listed;
+            for _attempt in 0..5 {
+                if card.key_version == version {
+                    break;
+                }
+                let secrets = self.open_card(&card)?;
+                let (v, vault) = self.seal_card(tenant, &card.id, &secrets)?;
+                let guard = Guard::CardVault {
+                    tenant: tenant.clone(),
+                    card: card.id,
+                    expect_vault: card.vault.clone(),
+                    vault,
+                    key_version: v,
+                    now_ms: now,
+                };
+                if self
+                    .commit(WriteSet::guarded(vec![guard], vec![], vec![]))
+                    .await?
+                    == WriteOutcome::Applied
+                {
+                    resealed += 1;
+                    break;
+                }
+                match self.store.get_card(tenant, &card.id).await? {
+                    Some(fresh) => card = fresh,
+                    None => break,
+                }
             }
         }
         let snap = self.snapshot();

@@ -80,6 +80,19 @@ impl Service {
         Ok((version, sealed))
     }
 
+    /// Makes sure the directory holds the data key a row was sealed with: a key created by
+    /// another process (a rotation from the CLI) is loaded on first sight.
+    pub(crate) async fn ensure_data_key(
+        &self,
+        tenant: &TenantId,
+        version: i64,
+    ) -> Result<(), ServiceError> {
+        if self.snapshot().keys.data_key(tenant, version).is_err() {
+            self.reload().await?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn open_card(&self, card: &Card) -> Result<CardSecrets, ServiceError> {
         let snap = self.snapshot();
         let key = snap.keys.data_key(&card.tenant_id, card.key_version)?;
@@ -347,6 +360,7 @@ impl Service {
         let Some(p) = self.store.get_person(tenant, person).await? else {
             return Ok(None);
         };
+        self.ensure_data_key(tenant, p.key_version).await?;
         let Some(enc) = &p.totp_secret_enc else {
             return Ok(None);
         };
@@ -532,6 +546,7 @@ impl Service {
         }
         // The token covers `card_id` (checked above), so the joined card is the one asked for.
         let card = ctx.card.ok_or(ServiceError::NotFound("card"))?;
+        self.ensure_data_key(&tenant_id, card.key_version).await?;
         if let Err(refusal) = check_card_state(&card, &[op]) {
             self.audit_refusal(
                 Some(&tenant_id),
@@ -565,7 +580,7 @@ impl Service {
                 guards.push(Guard::CardVault {
                     tenant: tenant_id.clone(),
                     card: *card_id,
-                    expect_version: card.key_version,
+                    expect_vault: card.vault.clone(),
                     vault,
                     key_version: version,
                     now_ms: now,
