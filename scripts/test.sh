@@ -13,4 +13,12 @@ if ! python3 -c 'import jwcrypto' 2>/dev/null; then
     exit 1
   }
 fi
-exec cargo test --workspace --locked "$@"
+# Unit and integration tests (there are no doc tests), then one total line.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked --lib --bins --tests "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$log"
+exit "$status"
