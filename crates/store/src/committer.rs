@@ -1,73 +1,95 @@
-//! Group commit (PERF-NOTES): one writer task drains a queue of write sets into one
-//! transaction and then answers every waiter, so concurrent requests share a commit while
-//! each still gets its answer only after its changes are durable.
+//! Group commit (PERF-NOTES): writer tasks drain a queue of write sets into one transaction
+//! each and then answer every waiter, so concurrent requests share a commit while each still
+//! gets its answer only after its changes are durable. SQLite gets one writer; PostgreSQL
+//! several (`Store::writers`), which overlap everything but the audit chain append.
 
 use crate::{Result, Store, StoreError, WriteOutcome, WriteSet};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Mutex};
 
 const MAX_BATCH: usize = 512;
 
 type Reply = oneshot::Sender<Result<WriteOutcome>>;
+type Queue = Arc<Mutex<mpsc::Receiver<(WriteSet, Reply)>>>;
 
 #[derive(Clone)]
 pub struct Committer {
     tx: mpsc::Sender<(WriteSet, Reply)>,
 }
 
-impl Committer {
-    /// Starts the writer task. It ends when every `Committer` clone is dropped.
-    pub fn spawn(store: Arc<dyn Store>) -> Self {
-        let (tx, mut rx) = mpsc::channel::<(WriteSet, Reply)>(MAX_BATCH * 4);
-        let writer = async move {
-            let mut sets = Vec::with_capacity(MAX_BATCH);
-            let mut replies = Vec::with_capacity(MAX_BATCH);
-            while let Some((set, reply)) = rx.recv().await {
+/// Takes what is queued (waiting for at least one), up to `MAX_BATCH`.
+async fn next_batch(queue: &Queue, sets: &mut Vec<WriteSet>, replies: &mut Vec<Reply>) -> bool {
+    let mut rx = queue.lock().await;
+    let Some((set, reply)) = rx.recv().await else {
+        return false;
+    };
+    sets.push(set);
+    replies.push(reply);
+    while sets.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok((set, reply)) => {
                 sets.push(set);
                 replies.push(reply);
-                while sets.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok((set, reply)) => {
-                            sets.push(set);
-                            replies.push(reply);
-                        }
-                        Err(_) => break,
-                    }
+            }
+            Err(_) => break,
+        }
+    }
+    true
+}
+
+async fn writer(store: Arc<dyn Store>, queue: Queue) {
+    let mut sets = Vec::with_capacity(MAX_BATCH);
+    let mut replies = Vec::with_capacity(MAX_BATCH);
+    while next_batch(&queue, &mut sets, &mut replies).await {
+        match store.apply(&sets).await {
+            Ok(outcomes) => {
+                for (reply, outcome) in replies.drain(..).zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
                 }
-                match store.apply(&sets).await {
-                    Ok(outcomes) => {
-                        for (reply, outcome) in replies.drain(..).zip(outcomes) {
-                            let _ = reply.send(Ok(outcome));
-                        }
-                    }
-                    Err(batch_err) if sets.len() > 1 => {
-                        // One set spoiled the batch: apply each alone so only it fails.
-                        tracing::debug!(error = %batch_err, size = sets.len(), "batch failed; applying one by one");
-                        for (set, reply) in sets.iter().zip(replies.drain(..)) {
-                            let res = store.apply(std::slice::from_ref(set)).await;
-                            let _ = reply
-                                .send(res.and_then(|mut o| o.pop().ok_or(StoreError::WriterGone)));
-                        }
-                    }
-                    Err(e) => {
-                        for reply in replies.drain(..) {
-                            let _ = reply.send(Err(StoreError::Database(e.to_string())));
-                        }
-                    }
+            }
+            Err(batch_err) if sets.len() > 1 => {
+                // One set spoiled the batch (or a deadlock was broken): apply each alone so
+                // only the faulty one fails.
+                tracing::debug!(error = %batch_err, size = sets.len(), "batch failed; applying one by one");
+                for (set, reply) in sets.iter().zip(replies.drain(..)) {
+                    let res = store.apply(std::slice::from_ref(set)).await;
+                    let _ = reply.send(res.and_then(|mut o| o.pop().ok_or(StoreError::WriterGone)));
                 }
-                sets.clear();
+            }
+            Err(e) => {
+                for reply in replies.drain(..) {
+                    let _ = reply.send(Err(StoreError::Database(e.to_string())));
+                }
+            }
+        }
+        sets.clear();
+    }
+}
+
+impl Committer {
+    /// Starts the writers on a thread of their own, so their statement round trips never
+    /// wait behind request handling; the queue is their only contact. They end when every
+    /// `Committer` clone is dropped.
+    pub fn spawn(store: Arc<dyn Store>) -> Self {
+        let (tx, rx) = mpsc::channel::<(WriteSet, Reply)>(MAX_BATCH * 4);
+        let queue: Queue = Arc::new(Mutex::new(rx));
+        let writers = store.writers().max(1);
+        let run = async move {
+            let tasks: Vec<_> = (0..writers)
+                .map(|_| tokio::spawn(writer(store.clone(), queue.clone())))
+                .collect();
+            for t in tasks {
+                let _ = t.await;
             }
         };
-        // The writer runs on a thread of its own, so its statement round trips never wait
-        // behind request handling on the shared runtime; the queue is its only contact.
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        match tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build();
-        match runtime {
+            .build()
+        {
             Ok(rt) => {
                 let spawned = std::thread::Builder::new()
                     .name("cardgate-writer".into())
-                    .spawn(move || rt.block_on(writer));
+                    .spawn(move || rt.block_on(run));
                 if let Err(e) = spawned {
                     tracing::error!(error = %e, "cannot start the writer thread");
                 }

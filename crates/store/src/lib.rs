@@ -74,6 +74,9 @@ pub struct DataKeyRow {
 pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
+    /// How many write transactions may run at once: 1 for SQLite (one writer), several for
+    /// PostgreSQL (they overlap everything but the audit chain append).
+    fn writers(&self) -> usize;
     async fn meta_get(&self, key: &str) -> Result<Option<String>>;
     /// Sets `key` to `value` unless it already has a value; returns the value it has now.
     async fn meta_init(&self, key: &str, value: &str) -> Result<String>;

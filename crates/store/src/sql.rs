@@ -99,7 +99,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
 )];
 
 macro_rules! sql_store {
-    ($name:ident, $db:ty, $row:ty, $backend:literal, $begin:literal, $lock:literal) => {
+    ($name:ident, $db:ty, $row:ty, $backend:literal, $begin:literal, $lock:literal, $writers:literal) => {
         /// A store on this backend: a read pool and a write pool.
         pub struct $name {
             read: sqlx::Pool<$db>,
@@ -507,6 +507,10 @@ macro_rules! sql_store {
                 $backend
             }
 
+            fn writers(&self) -> usize {
+                $writers
+            }
+
             async fn meta_get(&self, key: &str) -> Result<Option<String>> {
                 Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1").bind(key).fetch_optional(&self.read).await?)
             }
@@ -759,16 +763,7 @@ macro_rules! sql_store {
 
             async fn apply(&self, sets: &[WriteSet]) -> Result<Vec<WriteOutcome>> {
                 let mut tx = self.write.begin_with($begin).await?;
-                let audited = sets.iter().any(WriteSet::has_audit);
-                let (mut seq, mut head) = if audited {
-                    let r = sqlx::query(concat!("SELECT seq, hash FROM audit_head WHERE id = 1", $lock))
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?)
-                } else {
-                    (0, String::new())
-                };
-                let first_seq = seq;
+                let mut audits = Vec::new();
                 let mut pending = Pending::default();
                 let mut outcomes = Vec::with_capacity(sets.len());
                 for set in sets {
@@ -799,12 +794,7 @@ macro_rules! sql_store {
                     let writes = if refused.is_some() { &set.on_refused } else { &set.writes };
                     for w in writes {
                         match w {
-                            Write::Audit(ev) => {
-                                seq += 1;
-                                let sealed = ev.seal(seq, &head);
-                                head.clone_from(&sealed.hash);
-                                pending.audit.push(sealed);
-                            }
+                            Write::Audit(ev) => audits.push(ev),
                             Write::InsertAccessToken(t) => pending.access_tokens.push(t),
                             Write::InsertCardToken(t) => pending.card_tokens.push(t),
                             other => Self::write(&mut tx, other).await?,
@@ -813,7 +803,20 @@ macro_rules! sql_store {
                     outcomes.push(refused.map_or(WriteOutcome::Applied, WriteOutcome::Refused));
                 }
                 Self::flush(&mut tx, &mut pending).await?;
-                if seq != first_seq {
+                // The chain head is locked last, so concurrent writers (PostgreSQL) overlap
+                // everything but appending to the chain and committing.
+                if !audits.is_empty() {
+                    let r = sqlx::query(concat!("SELECT seq, hash FROM audit_head WHERE id = 1", $lock))
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let (mut seq, mut head) = (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?);
+                    for ev in audits {
+                        seq += 1;
+                        let sealed = ev.seal(seq, &head);
+                        head.clone_from(&sealed.hash);
+                        pending.audit.push(sealed);
+                    }
+                    Self::flush(&mut tx, &mut pending).await?;
                     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
                         .bind(seq)
                         .bind(&head)
@@ -833,7 +836,8 @@ sql_store!(
     sqlx::sqlite::SqliteRow,
     "sqlite",
     "BEGIN IMMEDIATE",
-    ""
+    "",
+    1
 );
 sql_store!(
     PostgresStore,
@@ -841,7 +845,8 @@ sql_store!(
     sqlx::postgres::PgRow,
     "postgres",
     "BEGIN",
-    " FOR UPDATE"
+    " FOR UPDATE",
+    4
 );
 
 impl SqliteStore {

@@ -103,13 +103,6 @@ impl WriteSet {
             on_refused,
         }
     }
-
-    pub(crate) fn has_audit(&self) -> bool {
-        self.writes
-            .iter()
-            .chain(&self.on_refused)
-            .any(|w| matches!(w, Write::Audit(_)))
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -246,3 +246,44 @@ async fn a_production_replica_answers_a_sandbox_card_token_as_an_invalid_token()
     .await;
     assert_eq!((status, &body), (unknown_status, &unknown));
 }
+
+#[tokio::test]
+async fn the_audit_chain_stays_intact_under_concurrent_writers_on_several_replicas() {
+    let Some(app) = spawn_on_postgres().await else {
+        return;
+    };
+    let a = app.replica(Environment::Sandbox).await;
+    let b = app.replica(Environment::Sandbox).await;
+    let replicas = [&app, &a, &b];
+    let work = (0..90).map(|i| {
+        let r = replicas[i % 3];
+        async move {
+            if i % 2 == 0 {
+                r.post_token(OPAQUE, &[("grant_type", "client_credentials")])
+                    .await
+                    .status()
+                    .as_u16()
+            } else {
+                r.post_card_token(BACKEND, CARD, json!({"operations": ["VIEW_CARD"]}))
+                    .await
+                    .status()
+                    .as_u16()
+            }
+        }
+    });
+    let statuses = join_all(work).await;
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 201),
+        "{statuses:?}"
+    );
+    let verified = app.svc.verify_audit().await.unwrap();
+    let count = verified.expect("the chain verifies");
+    assert!(count >= 90, "every issuance was audited: {count}");
+    let events = app.audit_events().await;
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=count).collect::<Vec<_>>(),
+        "no gaps, no duplicates"
+    );
+}
