@@ -95,7 +95,7 @@ impl Service {
         }
         Ok(Principal {
             client,
-            scopes: access.scopes,
+            scopes: access.scopes.clone(),
         })
     }
 

@@ -15,7 +15,6 @@ use cardgate_core::audit::AuditEvent;
 use cardgate_core::cards::{MintRefusal, Redemption};
 use cardgate_core::mfa::MfaCheck;
 use cardgate_core::secret::SecretHash;
-use cardgate_core::tokens::{AccessClaims, AccessTokenRecord};
 use cardgate_core::{Environment, TenantId};
 use cardgate_store::committer::Committer;
 use cardgate_store::{Store, StoreError, Write, WriteOutcome, WriteSet};
@@ -126,8 +125,8 @@ impl RateLimiter {
 /// and database reads for tokens already seen. Revocation is checked separately.
 #[derive(Default)]
 struct TokenCache {
-    jwt: RwLock<HashMap<[u8; 32], Arc<AccessClaims>>>,
-    opaque: RwLock<HashMap<SecretHash, Arc<AccessTokenRecord>>>,
+    /// SHA-256 of the token → what it says, once verified.
+    access: RwLock<HashMap<SecretHash, Arc<oauth::VerifiedAccess>>>,
 }
 
 const TOKEN_CACHE_MAX: usize = 100_000;

@@ -9,7 +9,6 @@ use cardgate_core::tokens::{
     OPAQUE_ACCESS_TOKEN_PREFIX,
 };
 use cardgate_core::{AccessTokenFormat, Client};
-use cardgate_jose::digest::sha256;
 use cardgate_jose::es256::sign_compact;
 use cardgate_jose::jwt::UnverifiedJwt;
 use cardgate_store::{Write, WriteSet};
@@ -141,82 +140,65 @@ impl Service {
 
     /// Checks an access token (JWT or opaque): signature, type, environment, expiry,
     /// revocation. Verified tokens are cached; expiry and revocation are checked every time.
-    pub async fn verify_access_token(&self, token: &str) -> Result<VerifiedAccess, ()> {
-        let now_s = self.now_ms() / 1000;
-        let access = if token.starts_with(OPAQUE_ACCESS_TOKEN_PREFIX) {
-            let hash = SecretHash::of(token.as_bytes());
-            let cached = self
-                .cache
-                .opaque
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&hash)
-                .cloned();
-            let record = match cached {
-                Some(r) => r,
-                None => {
-                    let r = Arc::new(
-                        self.store
-                            .get_access_token(&hash)
-                            .await
-                            .map_err(|_| ())?
-                            .ok_or(())?,
-                    );
-                    let mut c = self.cache.opaque.write().unwrap_or_else(|p| p.into_inner());
-                    if c.len() >= super::TOKEN_CACHE_MAX {
-                        c.clear();
-                    }
-                    c.insert(hash, r.clone());
-                    r
+    pub async fn verify_access_token(&self, token: &str) -> Result<Arc<VerifiedAccess>, ()> {
+        // One digest serves as the cache key for both formats (and is the opaque token's id).
+        let key = SecretHash::of(token.as_bytes());
+        let cached = self
+            .cache
+            .access
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let access = match cached {
+            Some(a) => a,
+            None => {
+                let a = Arc::new(self.verify_uncached(token, &key).await?);
+                let mut cache = self.cache.access.write().unwrap_or_else(|p| p.into_inner());
+                if cache.len() >= super::TOKEN_CACHE_MAX {
+                    cache.clear();
                 }
-            };
+                cache.insert(key, a.clone());
+                a
+            }
+        };
+        if access.exp <= self.now_ms() / 1000 || self.is_revoked(&access.token_id) {
+            return Err(());
+        }
+        Ok(access)
+    }
+
+    async fn verify_uncached(&self, token: &str, hash: &SecretHash) -> Result<VerifiedAccess, ()> {
+        if token.starts_with(OPAQUE_ACCESS_TOKEN_PREFIX) {
+            let record = self
+                .store
+                .get_access_token(hash)
+                .await
+                .map_err(|_| ())?
+                .ok_or(())?;
             if record.environment != self.env() || record.revoked {
                 return Err(());
             }
-            VerifiedAccess {
+            return Ok(VerifiedAccess {
                 client_id: record.client_id.to_string(),
                 tenant_id: record.tenant_id.to_string(),
-                scopes: record.scopes.clone(),
+                scopes: record.scopes,
                 iat: record.issued_at_ms / 1000,
                 exp: record.expires_at_ms / 1000,
                 token_id: hash.to_hex(),
                 jwt: None,
-            }
-        } else {
-            let key = sha256(token.as_bytes());
-            let cached = self
-                .cache
-                .jwt
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&key)
-                .cloned();
-            let claims = match cached {
-                Some(c) => c,
-                None => {
-                    let c = Arc::new(self.verify_jwt_signature(token)?);
-                    let mut cache = self.cache.jwt.write().unwrap_or_else(|p| p.into_inner());
-                    if cache.len() >= super::TOKEN_CACHE_MAX {
-                        cache.clear();
-                    }
-                    cache.insert(key, c.clone());
-                    c
-                }
-            };
-            VerifiedAccess {
-                client_id: claims.client_id.clone(),
-                tenant_id: claims.tid.clone(),
-                scopes: ScopeSet::parse(&claims.scope).map_err(|_| ())?,
-                iat: claims.iat,
-                exp: claims.exp,
-                token_id: claims.jti.clone(),
-                jwt: Some(claims),
-            }
-        };
-        if access.exp <= now_s || self.is_revoked(&access.token_id) {
-            return Err(());
+            });
         }
-        Ok(access)
+        let claims = self.verify_jwt_signature(token)?;
+        Ok(VerifiedAccess {
+            client_id: claims.client_id.clone(),
+            tenant_id: claims.tid.clone(),
+            scopes: ScopeSet::parse(&claims.scope).map_err(|_| ())?,
+            iat: claims.iat,
+            exp: claims.exp,
+            token_id: claims.jti.clone(),
+            jwt: Some(Arc::new(claims)),
+        })
     }
 
     fn verify_jwt_signature(&self, token: &str) -> Result<AccessClaims, ()> {
@@ -363,7 +345,7 @@ impl Service {
             json!({"token_ref": token_ref}),
         ));
         self.commit(WriteSet::of(writes)).await?;
-        self.mark_revoked(a.token_id, a.exp * 1000);
+        self.mark_revoked(a.token_id.clone(), a.exp * 1000);
         Ok(())
     }
 }
