@@ -226,6 +226,60 @@ async fn contract(store: Arc<dyn Store>) {
         "{backend}"
     );
 
+    // Many redemptions in one batch are decided together, each exactly as alone would.
+    let fresh = [
+        SecretHash::of(b"b-1"),
+        SecretHash::of(b"b-2"),
+        SecretHash::of(b"b-3"),
+        SecretHash::of(b"b-4"),
+    ];
+    let mut seed: Vec<Write> = fresh
+        .iter()
+        .map(|h| Write::InsertCardToken(card_token(*h, card_id, UseLimit::Once)))
+        .collect();
+    let mut two = card_token(SecretHash::of(b"b-two"), card_id, UseLimit::Count(2));
+    two.uses_made = 0;
+    seed.push(Write::InsertCardToken(two));
+    seed.push(Write::RevokeCardToken { hash: fresh[2] });
+    store.apply(&[WriteSet::of(seed)]).await.unwrap();
+    let at = |h: SecretHash, now_ms: i64| {
+        WriteSet::guarded(
+            vec![Guard::RedeemCardToken { hash: h, now_ms }],
+            vec![audit("batch")],
+            vec![],
+        )
+    };
+    let out = store
+        .apply(&[
+            at(fresh[0], 2_000),
+            at(fresh[1], 2_000),
+            at(fresh[0], 2_000),  // the same single-use token again
+            at(fresh[2], 2_000),  // revoked
+            at(fresh[3], 10_000), // expired at its own clock
+            at(SecretHash::of(b"b-two"), 2_000), // two uses allowed: both count
+            at(SecretHash::of(b"b-two"), 2_000),
+            at(SecretHash::of(b"b-two"), 2_000), // a third does not
+            at(SecretHash::of(b"unknown"), 2_000),
+        ])
+        .await
+        .unwrap();
+    use WriteOutcome::{Applied as A, Refused as R};
+    assert_eq!(
+        out,
+        vec![A, A, R(0), R(0), R(0), A, A, R(0), R(0)],
+        "{backend}"
+    );
+    assert_eq!(
+        store
+            .get_card_token(&fresh[3])
+            .await
+            .unwrap()
+            .unwrap()
+            .uses_made,
+        0,
+        "{backend}"
+    );
+
     // With two guards, a failing second guard undoes the first (savepoint).
     let h3 = SecretHash::of(b"token-3");
     store
@@ -395,8 +449,8 @@ async fn contract(store: Arc<dyn Store>) {
     }
     assert_eq!(v.finish(head_seq, &head_hash), Ok(head_seq), "{backend}");
     assert_eq!(
-        head_seq, 5,
-        "{backend}: setup, one redemption and two refusals, one activation"
+        head_seq, 9,
+        "{backend}: setup, one redemption and two refusals, four batched redemptions, one activation"
     );
 }
 
