@@ -265,61 +265,6 @@ macro_rules! sql_store {
                 })
             }
 
-            /// Decides, with one `UPDATE … RETURNING`, every set of the batch whose only guard is
-            /// the redemption of a card token (the common case). Each token is taken once here;
-            /// a second set on the same token, or one on a token inserted in this batch, goes
-            /// through the ordinary per-set path. Returns set index → whether its use counted.
-            async fn redeem_together(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                sets: &[WriteSet],
-            ) -> Result<std::collections::HashMap<usize, bool>> {
-                let inserted: std::collections::HashSet<SecretHash> = sets
-                    .iter()
-                    .flat_map(|s| s.writes.iter())
-                    .filter_map(|w| match w {
-                        Write::InsertCardToken(t) => Some(t.hash),
-                        _ => None,
-                    })
-                    .collect();
-                let mut seen = std::collections::HashSet::new();
-                // Grouped by each request's own clock: one statement per distinct `now`.
-                let mut picked: std::collections::BTreeMap<i64, Vec<(usize, SecretHash)>> = Default::default();
-                for (i, set) in sets.iter().enumerate() {
-                    if let [Guard::RedeemCardToken { hash, now_ms }] = set.guards.as_slice() {
-                        if !inserted.contains(hash) && seen.insert(*hash) {
-                            picked.entry(*now_ms).or_default().push((i, *hash));
-                        }
-                    }
-                }
-                let mut decided = std::collections::HashMap::new();
-                if seen.len() < 2 {
-                    return Ok(decided);
-                }
-                let mut used = std::collections::HashSet::new();
-                let groups: Vec<(i64, Vec<SecretHash>)> =
-                    picked.iter().map(|(now, v)| (*now, v.iter().map(|(_, h)| *h).collect())).collect();
-                for (now, hashes) in groups {
-                    for chunk in hashes.chunks(ROWS_PER_INSERT * 4) {
-                        let mut q = sqlx::QueryBuilder::<$db>::new(
-                            "UPDATE card_tokens SET uses_made = uses_made + 1 WHERE revoked = FALSE AND (max_uses IS NULL OR uses_made < max_uses) AND expires_at > ",
-                        );
-                        q.push_bind(now).push(" AND hash IN (");
-                        let mut list = q.separated(", ");
-                        for h in chunk {
-                            list.push_bind(h.0.to_vec());
-                        }
-                        q.push(") RETURNING hash");
-                        for row in q.build().fetch_all(&mut **tx).await? {
-                            used.insert(hash_of(&row.try_get::<Vec<u8>, _>("hash")?)?);
-                        }
-                    }
-                }
-                for (i, h) in picked.into_values().flatten() {
-                    decided.insert(i, used.contains(&h));
-                }
-                Ok(decided)
-            }
-
             async fn guard(tx: &mut sqlx::Transaction<'static, $db>, g: &Guard) -> Result<bool> {
                 let res = match g {
                     Guard::RedeemCardToken { hash, now_ms } => {
@@ -820,9 +765,8 @@ macro_rules! sql_store {
                 let mut tx = self.write.begin_with($begin).await?;
                 let mut audits = Vec::new();
                 let mut pending = Pending::default();
-                let decided = Self::redeem_together(&mut tx, sets).await?;
                 let mut outcomes = Vec::with_capacity(sets.len());
-                for (set_index, set) in sets.iter().enumerate() {
+                for set in sets {
                     // A guard on a card token inserted earlier in this batch must see it.
                     let touches_pending = set.guards.iter().any(|g| {
                         matches!(g, Guard::RedeemCardToken { hash, .. } if pending.card_tokens.iter().any(|t| &t.hash == hash))
@@ -835,14 +779,10 @@ macro_rules! sql_store {
                         sqlx::query("SAVEPOINT ws").execute(&mut *tx).await?;
                     }
                     let mut refused = None;
-                    if let Some(ok) = decided.get(&set_index) {
-                        refused = (!ok).then_some(0);
-                    } else {
-                        for (i, g) in set.guards.iter().enumerate() {
-                            if !Self::guard(&mut tx, g).await? {
-                                refused = Some(i);
-                                break;
-                            }
+                    for (i, g) in set.guards.iter().enumerate() {
+                        if !Self::guard(&mut tx, g).await? {
+                            refused = Some(i);
+                            break;
                         }
                     }
                     if savepoint {
