@@ -282,37 +282,37 @@ mod tests {
 
     #[test]
     fn luhn_accepts_test_cards_and_refuses_typos() {
-        assert!(luhn_ok("4111111111111111"));
-        assert!(luhn_ok("5555555555554444"));
-        assert!(!luhn_ok("4111111111111112"));
-        assert!(!luhn_ok("41111111111a1111"));
+        assert!(luhn_ok("4012888888881881"));
+        assert!(luhn_ok("6011111111111117"));
+        assert!(!luhn_ok("4012888888881882"));
+        assert!(!luhn_ok("40128888a8881881"));
     }
 
     #[test]
     fn card_data_is_refused_field_by_field() {
         let now = (2026, 11);
         assert_eq!(
-            CardSecrets::parse("4111111111111112", "123", "2029-12", None, now),
+            CardSecrets::parse("4242424242424243", "123", "2029-12", None, now),
             Err(CardDataError::Pan)
         );
         assert_eq!(
-            CardSecrets::parse("4111111111111111", "12", "2029-12", None, now),
+            CardSecrets::parse("4242424242424242", "12", "2029-12", None, now),
             Err(CardDataError::Cvv)
         );
         assert_eq!(
-            CardSecrets::parse("4111111111111111", "123", "2026-10", None, now),
+            CardSecrets::parse("4242424242424242", "123", "2026-10", None, now),
             Err(CardDataError::Expiry)
         );
         assert_eq!(
-            CardSecrets::parse("4111111111111111", "123", "2029-13", None, now),
+            CardSecrets::parse("4242424242424242", "123", "2029-13", None, now),
             Err(CardDataError::Expiry)
         );
         assert_eq!(
-            CardSecrets::parse("4111111111111111", "123", "2029-12", Some("12a4"), now),
+            CardSecrets::parse("4242424242424242", "123", "2029-12", Some("12a4"), now),
             Err(CardDataError::Pin)
         );
         assert!(
-            CardSecrets::parse("4111111111111111", "1234", "2026-11", Some("2468"), now).is_ok()
+            CardSecrets::parse("4242424242424242", "1234", "2026-11", Some("2468"), now).is_ok()
         );
     }
 }
