@@ -797,11 +797,9 @@ macro_rules! sql_store {
                             Write::Audit(ev) => audits.push(ev),
                             Write::InsertAccessToken(t) => pending.access_tokens.push(t),
                             Write::InsertCardToken(t) => pending.card_tokens.push(t),
-                            other => {
-                                // A write on token rows must see the rows this batch inserts.
-                                if matches!(other, Write::RevokeCardToken { .. } | Write::RevokeAccessToken { .. }) {
-                                    Self::flush(&mut tx, &mut pending).await?;
-                                }
+other => {
+                                // Immediate writes see every row this batch has inserted so far.
+                                Self::flush(&mut tx, &mut pending).await?;
                                 Self::write(&mut tx, other).await?
                             }
                         }
