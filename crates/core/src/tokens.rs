@@ -4,7 +4,8 @@
 use crate::ids::{CardId, ClientId, Environment, PersonId, TenantId};
 use crate::model::Operation;
 use crate::scope::ScopeSet;
-use crate::secret::SecretHash;
+use crate::secret::{Secret, SecretHash};
+use cardgate_jose::digest::{ct_eq, hex, random};
 
 /// Lifetime of OAuth2 access tokens from `/oauth2/token` and Fiserv (15 minutes).
 pub const ACCESS_TOKEN_TTL_SECONDS: u32 = 900;
@@ -14,6 +15,85 @@ pub const MAX_SIGNED_TOKEN_TTL_SECONDS: i64 = 3600;
 /// Prefixes make leaked tokens recognisable (secret scanners) and say what they are.
 pub const OPAQUE_ACCESS_TOKEN_PREFIX: &str = "cgat_";
 pub const CARD_TOKEN_PREFIX: &str = "cgct_";
+
+/// The public half of an opaque or card token, by which it is looked up: 16 bytes, the first
+/// six the minting time in milliseconds (big-endian), the rest random. Being time-ordered,
+/// new tokens land at the end of the store's index instead of on a random page of it, so a
+/// commit of many tokens touches a few pages rather than one each. The token's secret half is
+/// stored only as the digest of the whole token and compared in constant time (a "split
+/// token": the database lookup never depends on the secret).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenId(pub [u8; 16]);
+
+impl std::fmt::Debug for TokenId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenId({})", self.to_hex())
+    }
+}
+
+impl TokenId {
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok().map(Self)
+    }
+
+    /// The id in hex: how audit events and revocation lists refer to the token. It names the
+    /// token without being able to use it.
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+}
+
+/// Bytes of a token after its prefix: the id, then 32 secret bytes.
+const TOKEN_BYTES: usize = 16 + 32;
+
+/// A newly minted opaque or card token: the token to show once, its id and its digest.
+pub struct MintedToken {
+    pub token: Secret,
+    pub id: TokenId,
+    pub hash: SecretHash,
+}
+
+/// Mints a token `prefix` + base64url(id ‖ 32 random bytes) at `now_ms`.
+pub fn mint_token(prefix: &str, now_ms: i64) -> Result<MintedToken, cardgate_jose::JoseError> {
+    let mut raw = random::<TOKEN_BYTES>()?;
+    raw[..6].copy_from_slice(&now_ms.max(0).to_be_bytes()[2..]);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&raw[..16]);
+    let token = Secret::new(format!("{prefix}{}", cardgate_jose::b64::encode(&raw)));
+    let hash = token.hash();
+    Ok(MintedToken {
+        token,
+        id: TokenId(id),
+        hash,
+    })
+}
+
+/// A presented token, split: the id to look it up by, and its digest to compare. `None` when
+/// it is not a token of this kind at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresentedToken {
+    pub id: TokenId,
+    pub hash: SecretHash,
+}
+
+impl PresentedToken {
+    pub fn parse(token: &str, prefix: &str) -> Option<Self> {
+        let body = token.strip_prefix(prefix)?;
+        let raw = cardgate_jose::b64::decode(body).ok()?;
+        if raw.len() != TOKEN_BYTES {
+            return None;
+        }
+        Some(Self {
+            id: TokenId::from_slice(&raw[..16])?,
+            hash: SecretHash::of(token.as_bytes()),
+        })
+    }
+
+    /// Whether a stored digest is this token's, in constant time.
+    pub fn matches(&self, stored: &SecretHash) -> bool {
+        ct_eq(&self.hash.0, &stored.0)
+    }
+}
 
 /// How often a card token may be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +164,7 @@ impl TokenKind {
 /// A stored opaque access token.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccessTokenRecord {
+    pub id: TokenId,
     pub hash: SecretHash,
     pub kind: TokenKind,
     pub tenant_id: TenantId,
@@ -98,6 +179,7 @@ pub struct AccessTokenRecord {
 /// A stored card token.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CardTokenRecord {
+    pub id: TokenId,
     pub hash: SecretHash,
     pub kind: TokenKind,
     pub tenant_id: TenantId,
@@ -130,4 +212,39 @@ pub struct AccessClaims {
     pub env: Environment,
     /// Which endpoint issued it.
     pub knd: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minted_token_splits_into_its_id_and_digest_and_nothing_else_does() {
+        let m = mint_token(CARD_TOKEN_PREFIX, 1_700_000_000_123).unwrap();
+        let p = PresentedToken::parse(m.token.expose(), CARD_TOKEN_PREFIX).unwrap();
+        assert_eq!(p.id, m.id);
+        assert!(p.matches(&m.hash));
+        // Another token with the same id (a forged secret half) does not match the digest.
+        let mut forged = m.token.expose().to_string();
+        let last = forged.pop().unwrap();
+        forged.push(if last == 'A' { 'B' } else { 'A' });
+        if let Some(f) = PresentedToken::parse(&forged, CARD_TOKEN_PREFIX) {
+            assert!(!f.matches(&m.hash));
+        }
+        assert_eq!(
+            PresentedToken::parse(m.token.expose(), OPAQUE_ACCESS_TOKEN_PREFIX),
+            None
+        );
+        assert_eq!(PresentedToken::parse("cgct_short", CARD_TOKEN_PREFIX), None);
+        assert_eq!(PresentedToken::parse("cgct_!!!", CARD_TOKEN_PREFIX), None);
+    }
+
+    #[test]
+    fn token_ids_sort_by_minting_time() {
+        let a = mint_token(CARD_TOKEN_PREFIX, 1_000).unwrap();
+        let b = mint_token(CARD_TOKEN_PREFIX, 1_001).unwrap();
+        let c = mint_token(CARD_TOKEN_PREFIX, 70_000_000_000).unwrap();
+        assert!(a.id.0 < b.id.0 && b.id.0 < c.id.0);
+        assert_ne!(a.token, b.token);
+    }
 }

@@ -3,6 +3,8 @@
 //! [`committer::Committer`] that lets concurrent requests share a commit.
 
 pub mod committer;
+mod direct;
+mod exec;
 mod sql;
 mod write;
 
@@ -10,8 +12,7 @@ use async_trait::async_trait;
 use cardgate_core::audit::StoredAuditEvent;
 use cardgate_core::ids::MfaSessionId;
 use cardgate_core::mfa::MfaSession;
-use cardgate_core::secret::SecretHash;
-use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord};
+use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord, TokenId};
 use cardgate_core::{
     Account, Card, CardId, Client, Environment, Person, PersonId, Tenant, TenantId,
 };
@@ -20,7 +21,7 @@ use std::sync::Arc;
 pub use sql::{PostgresStore, SqliteStore};
 pub use write::{Guard, Write, WriteOutcome, WriteSet};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(String),
@@ -94,11 +95,13 @@ pub trait Store: Send + Sync + 'static {
     async fn list_persons(&self, tenant: &TenantId) -> Result<Vec<Person>>;
     async fn list_accounts(&self, tenant: &TenantId) -> Result<Vec<Account>>;
 
-    async fn get_access_token(&self, hash: &SecretHash) -> Result<Option<AccessTokenRecord>>;
-    async fn get_card_token(&self, hash: &SecretHash) -> Result<Option<CardTokenRecord>>;
+    /// An opaque access token by its id (the caller checks the presented token's digest).
+    async fn get_access_token(&self, id: &TokenId) -> Result<Option<AccessTokenRecord>>;
+    /// A card token by its id (the caller checks the presented token's digest).
+    async fn get_card_token(&self, id: &TokenId) -> Result<Option<CardTokenRecord>>;
     /// A card token with its card and the cardholder's display name, in one read: what a
     /// redemption needs.
-    async fn get_redemption(&self, hash: &SecretHash) -> Result<Option<RedemptionContext>>;
+    async fn get_redemption(&self, id: &TokenId) -> Result<Option<RedemptionContext>>;
     async fn get_mfa_session(&self, id: &MfaSessionId) -> Result<Option<MfaSession>>;
     /// Revocations recorded at or after `since_ms`: `(token id, expires at)`.
     async fn revocations_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>>;

@@ -4,8 +4,7 @@ use crate::{DataKeyRow, SigningKeyRow};
 use cardgate_core::audit::AuditEvent;
 use cardgate_core::ids::MfaSessionId;
 use cardgate_core::mfa::MfaSession;
-use cardgate_core::secret::SecretHash;
-use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord};
+use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord, TokenId};
 use cardgate_core::{
     Account, Card, CardId, CardStatus, Client, ClientId, Person, Tenant, TenantId,
 };
@@ -14,7 +13,7 @@ use cardgate_core::{
 #[derive(Debug, Clone)]
 pub enum Guard {
     /// Counts one use of a card token that is unrevoked, unexpired and has uses left.
-    RedeemCardToken { hash: SecretHash, now_ms: i64 },
+    RedeemCardToken { id: TokenId, now_ms: i64 },
     /// Marks an MFA session used if it is unused, unlocked and unexpired.
     ConsumeMfaSession { id: MfaSessionId, now_ms: i64 },
     /// Moves a card from one status to another.
@@ -43,10 +42,10 @@ pub enum Write {
     InsertAccessToken(AccessTokenRecord),
     InsertCardToken(CardTokenRecord),
     RevokeAccessToken {
-        hash: SecretHash,
+        id: TokenId,
     },
     RevokeCardToken {
-        hash: SecretHash,
+        id: TokenId,
     },
     /// Records a revoked token id (JWT `jti` or hash hex) so every replica learns of it.
     AddRevocation {

@@ -10,7 +10,7 @@ use cardgate_core::model::{
 };
 use cardgate_core::scope::ScopeSet;
 use cardgate_core::secret::SecretHash;
-use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord, TokenKind, UseLimit};
+use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord, TokenId, TokenKind, UseLimit};
 use cardgate_core::{
     Account, Card, CardId, CardStatus, ClientId, Environment, Operation, PersonId, Tenant, TenantId,
 };
@@ -48,9 +48,15 @@ fn audit(action: &str) -> Write {
     })
 }
 
-fn card_token(hash: SecretHash, card: CardId, limit: UseLimit) -> CardTokenRecord {
+/// A token id made from a name (the store never sees the token itself).
+fn tid(name: &[u8]) -> TokenId {
+    TokenId::from_slice(&SecretHash::of(name).0[..16]).unwrap()
+}
+
+fn card_token(id: TokenId, card: CardId, limit: UseLimit) -> CardTokenRecord {
     CardTokenRecord {
-        hash,
+        id,
+        hash: SecretHash::of(&id.0),
         kind: TokenKind::Card,
         tenant_id: TenantId::parse("t1").unwrap(),
         client_id: ClientId::parse("c1").unwrap(),
@@ -129,7 +135,7 @@ async fn contract(store: Arc<dyn Store>) {
     );
 
     // A single-use token is redeemed once, even within one batch.
-    let hash = SecretHash::of(b"token-1");
+    let hash = tid(b"token-1");
     store
         .apply(&[WriteSet::of(vec![Write::InsertCardToken(card_token(
             hash,
@@ -141,7 +147,7 @@ async fn contract(store: Arc<dyn Store>) {
     let redeem = || {
         WriteSet::guarded(
             vec![Guard::RedeemCardToken {
-                hash,
+                id: hash,
                 now_ms: 2_000,
             }],
             vec![audit("redeemed")],
@@ -177,16 +183,13 @@ async fn contract(store: Arc<dyn Store>) {
     );
     assert_eq!(ctx.token, got, "{backend}");
     assert_eq!(
-        store
-            .get_redemption(&SecretHash::of(b"nope"))
-            .await
-            .unwrap(),
+        store.get_redemption(&tid(b"nope")).await.unwrap(),
         None,
         "{backend}"
     );
 
     // Expired and revoked tokens are refused by the guard itself.
-    let h2 = SecretHash::of(b"token-2");
+    let h2 = tid(b"token-2");
     store
         .apply(&[WriteSet::of(vec![Write::InsertCardToken(card_token(
             h2,
@@ -197,7 +200,7 @@ async fn contract(store: Arc<dyn Store>) {
         .unwrap();
     let late = WriteSet::guarded(
         vec![Guard::RedeemCardToken {
-            hash: h2,
+            id: h2,
             now_ms: 10_000,
         }],
         vec![],
@@ -209,12 +212,12 @@ async fn contract(store: Arc<dyn Store>) {
         "{backend}: expiry is exclusive"
     );
     store
-        .apply(&[WriteSet::of(vec![Write::RevokeCardToken { hash: h2 }])])
+        .apply(&[WriteSet::of(vec![Write::RevokeCardToken { id: h2 }])])
         .await
         .unwrap();
     let revoked = WriteSet::guarded(
         vec![Guard::RedeemCardToken {
-            hash: h2,
+            id: h2,
             now_ms: 2_000,
         }],
         vec![],
@@ -227,24 +230,19 @@ async fn contract(store: Arc<dyn Store>) {
     );
 
     // Many redemptions in one batch are decided together, each exactly as alone would.
-    let fresh = [
-        SecretHash::of(b"b-1"),
-        SecretHash::of(b"b-2"),
-        SecretHash::of(b"b-3"),
-        SecretHash::of(b"b-4"),
-    ];
+    let fresh = [tid(b"b-1"), tid(b"b-2"), tid(b"b-3"), tid(b"b-4")];
     let mut seed: Vec<Write> = fresh
         .iter()
         .map(|h| Write::InsertCardToken(card_token(*h, card_id, UseLimit::Once)))
         .collect();
-    let mut two = card_token(SecretHash::of(b"b-two"), card_id, UseLimit::Count(2));
+    let mut two = card_token(tid(b"b-two"), card_id, UseLimit::Count(2));
     two.uses_made = 0;
     seed.push(Write::InsertCardToken(two));
-    seed.push(Write::RevokeCardToken { hash: fresh[2] });
+    seed.push(Write::RevokeCardToken { id: fresh[2] });
     store.apply(&[WriteSet::of(seed)]).await.unwrap();
-    let at = |h: SecretHash, now_ms: i64| {
+    let at = |h: TokenId, now_ms: i64| {
         WriteSet::guarded(
-            vec![Guard::RedeemCardToken { hash: h, now_ms }],
+            vec![Guard::RedeemCardToken { id: h, now_ms }],
             vec![audit("batch")],
             vec![],
         )
@@ -253,13 +251,13 @@ async fn contract(store: Arc<dyn Store>) {
         .apply(&[
             at(fresh[0], 2_000),
             at(fresh[1], 2_000),
-            at(fresh[0], 2_000),  // the same single-use token again
-            at(fresh[2], 2_000),  // revoked
-            at(fresh[3], 10_000), // expired at its own clock
-            at(SecretHash::of(b"b-two"), 2_000), // two uses allowed: both count
-            at(SecretHash::of(b"b-two"), 2_000),
-            at(SecretHash::of(b"b-two"), 2_000), // a third does not
-            at(SecretHash::of(b"unknown"), 2_000),
+            at(fresh[0], 2_000),      // the same single-use token again
+            at(fresh[2], 2_000),      // revoked
+            at(fresh[3], 10_000),     // expired at its own clock
+            at(tid(b"b-two"), 2_000), // two uses allowed: both count
+            at(tid(b"b-two"), 2_000),
+            at(tid(b"b-two"), 2_000), // a third does not
+            at(tid(b"unknown"), 2_000),
         ])
         .await
         .unwrap();
@@ -281,7 +279,7 @@ async fn contract(store: Arc<dyn Store>) {
     );
 
     // With two guards, a failing second guard undoes the first (savepoint).
-    let h3 = SecretHash::of(b"token-3");
+    let h3 = tid(b"token-3");
     store
         .apply(&[WriteSet::of(vec![Write::InsertCardToken(card_token(
             h3,
@@ -294,7 +292,7 @@ async fn contract(store: Arc<dyn Store>) {
         WriteSet::guarded(
             vec![
                 Guard::RedeemCardToken {
-                    hash: h3,
+                    id: h3,
                     now_ms: 2_000,
                 },
                 Guard::CardStatus {
@@ -385,9 +383,10 @@ async fn contract(store: Arc<dyn Store>) {
     );
 
     // Opaque access tokens and revocations.
-    let ah = SecretHash::of(b"access");
+    let ah = tid(b"access");
     let record = AccessTokenRecord {
-        hash: ah,
+        id: ah,
+        hash: SecretHash::of(b"access token"),
         kind: TokenKind::Access,
         tenant_id: t.id.clone(),
         client_id: ClientId::parse("c1").unwrap(),

@@ -10,8 +10,10 @@ use cardgate_core::cards::{
 use cardgate_core::ids::MfaSessionId;
 use cardgate_core::mfa::{self, Channel, MfaCheck, MfaSession};
 use cardgate_core::scope;
-use cardgate_core::secret::{Secret, SecretHash};
-use cardgate_core::tokens::{CardTokenRecord, TokenKind, UseLimit, CARD_TOKEN_PREFIX};
+use cardgate_core::secret::Secret;
+use cardgate_core::tokens::{
+    mint_token, CardTokenRecord, PresentedToken, TokenKind, UseLimit, CARD_TOKEN_PREFIX,
+};
 use cardgate_core::{Card, CardId, CardStatus, Operation, PersonId, TenantId};
 use cardgate_store::{Guard, Write, WriteOutcome, WriteSet};
 use serde_json::json;
@@ -212,9 +214,11 @@ impl Service {
             }
         };
         let now = self.now_ms();
-        let token = Secret::generate(CARD_TOKEN_PREFIX).map_err(ServiceError::crypto)?;
+        let minted = mint_token(CARD_TOKEN_PREFIX, now).map_err(ServiceError::crypto)?;
+        let token = minted.token;
         let record = CardTokenRecord {
-            hash: token.hash(),
+            id: minted.id,
+            hash: minted.hash,
             kind: input.kind,
             tenant_id: tenant_id.clone(),
             client_id: principal.client.id.clone(),
@@ -230,7 +234,7 @@ impl Service {
         };
         let ops: Vec<&str> = record.operations.iter().map(|o| o.as_str()).collect();
         let details = json!({
-            "kind": input.kind.as_str(), "operations": ops, "token_ref": token_ref(&record.hash),
+            "kind": input.kind.as_str(), "operations": ops, "token_ref": token_ref(&record.id),
             "ttl_seconds": ttl, "max_uses": use_limit.max_uses(), "mfa": mfa_verified,
         });
         let set = WriteSet::guarded(
@@ -502,8 +506,7 @@ impl Service {
 
     /// The record of a presented card token, without using it.
     pub async fn peek_card_token(&self, token: &str) -> Result<CardTokenRecord, ServiceError> {
-        self.store
-            .get_card_token(&SecretHash::of(token.as_bytes()))
+        self.find_card_token(token)
             .await?
             .filter(|r| r.environment == self.env())
             .ok_or(ServiceError::Auth(super::AuthFailure::InvalidToken))
@@ -517,18 +520,20 @@ impl Service {
         op: Operation,
         new_pin: Option<Pin>,
     ) -> Result<(CardTokenRecord, Redeemed), ServiceError> {
-        let hash = SecretHash::of(token.as_bytes());
-        let Some(ctx) = self
-            .store
-            .get_redemption(&hash)
-            .await?
-            .filter(|c| c.token.environment == self.env())
-        else {
+        let presented = PresentedToken::parse(token, CARD_TOKEN_PREFIX);
+        let ctx = match &presented {
+            Some(p) => self.store.get_redemption(&p.id).await?,
+            None => None,
+        };
+        let Some(ctx) = ctx.filter(|c| {
+            c.token.environment == self.env() && presented.is_some_and(|p| p.matches(&c.token.hash))
+        }) else {
             tracing::info!(card = %card_id, operation = %op, "unknown card token presented");
             return Err(ServiceError::Auth(super::AuthFailure::InvalidToken));
         };
         let record = ctx.token;
-        let actor = format!("token:{}", token_ref(&hash));
+        let id = record.id;
+        let actor = format!("token:{}", token_ref(&id));
         let subject = format!("card:{card_id}");
         let tenant_id = record.tenant_id.clone();
         let now = self.now_ms();
@@ -558,7 +563,7 @@ impl Service {
             .await;
             return Err(refusal.into());
         }
-        let mut guards = vec![Guard::RedeemCardToken { hash, now_ms: now }];
+        let mut guards = vec![Guard::RedeemCardToken { id, now_ms: now }];
         let result = match op {
             Operation::ViewCard => {
                 let secrets = self.open_card(&card)?;
@@ -612,7 +617,7 @@ impl Service {
                 &action,
                 "ok",
                 subject.clone(),
-                json!({"token_ref": token_ref(&hash)}),
+                json!({"token_ref": token_ref(&id)}),
             )],
             vec![self.audit(
                 Some(&tenant_id),
@@ -620,14 +625,14 @@ impl Service {
                 &action,
                 "refused_concurrently",
                 subject,
-                json!({"token_ref": token_ref(&hash)}),
+                json!({"token_ref": token_ref(&id)}),
             )],
         );
         match self.commit(set).await? {
             WriteOutcome::Applied => Ok((record, result)),
             WriteOutcome::Refused(0) => {
                 // Lost a race: classify from the current state (another use, or a revocation).
-                let now_record = self.store.get_card_token(&hash).await?.unwrap_or(record);
+                let now_record = self.store.get_card_token(&id).await?.unwrap_or(record);
                 let outcome =
                     decide_redemption(&now_record, card_id, op, self.env(), self.now_ms());
                 Err(ServiceError::Redemption(

@@ -5,8 +5,8 @@ use super::{Principal, Service, ServiceError};
 use cardgate_core::scope::ScopeSet;
 use cardgate_core::secret::{Secret, SecretHash};
 use cardgate_core::tokens::{
-    AccessClaims, AccessTokenRecord, TokenKind, ACCESS_TOKEN_TTL_SECONDS, CARD_TOKEN_PREFIX,
-    OPAQUE_ACCESS_TOKEN_PREFIX,
+    mint_token, AccessClaims, AccessTokenRecord, CardTokenRecord, PresentedToken, TokenId,
+    TokenKind, ACCESS_TOKEN_TTL_SECONDS, CARD_TOKEN_PREFIX, OPAQUE_ACCESS_TOKEN_PREFIX,
 };
 use cardgate_core::{AccessTokenFormat, Client};
 use cardgate_jose::es256::sign_compact;
@@ -31,14 +31,16 @@ pub struct VerifiedAccess {
     pub scopes: ScopeSet,
     pub iat: i64,
     pub exp: i64,
-    /// `jti` of a JWT, or the hash hex of an opaque token: the id revocation uses.
+    /// `jti` of a JWT, or the id (hex) of an opaque token: the id revocation uses.
     pub token_id: String,
     pub jwt: Option<Arc<AccessClaims>>,
+    /// The stored id of an opaque token.
+    pub opaque: Option<TokenId>,
 }
 
-/// A short, non-reversible reference to a token for audit events.
-pub fn token_ref(hash: &SecretHash) -> String {
-    hash.to_hex()[..16].to_string()
+/// How audit events refer to an opaque or card token: its public id, which cannot be used.
+pub fn token_ref(id: &TokenId) -> String {
+    id.to_hex()
 }
 
 impl Service {
@@ -102,10 +104,11 @@ impl Service {
                 )
             }
             AccessTokenFormat::Opaque => {
-                let token =
-                    Secret::generate(OPAQUE_ACCESS_TOKEN_PREFIX).map_err(ServiceError::crypto)?;
+                let minted =
+                    mint_token(OPAQUE_ACCESS_TOKEN_PREFIX, now).map_err(ServiceError::crypto)?;
                 let record = AccessTokenRecord {
-                    hash: token.hash(),
+                    id: minted.id,
+                    hash: minted.hash,
                     kind,
                     tenant_id: client.tenant_id.clone(),
                     client_id: client.id.clone(),
@@ -115,8 +118,12 @@ impl Service {
                     expires_at_ms: exp * 1000,
                     revoked: false,
                 };
-                let details = json!({"format": "opaque", "token_ref": token_ref(&record.hash), "scope": scopes.to_string_list(), "kind": kind.as_str()});
-                (token, details, vec![Write::InsertAccessToken(record)])
+                let details = json!({"format": "opaque", "token_ref": token_ref(&record.id), "scope": scopes.to_string_list(), "kind": kind.as_str()});
+                (
+                    minted.token,
+                    details,
+                    vec![Write::InsertAccessToken(record)],
+                )
             }
         };
         let mut writes = writes;
@@ -153,7 +160,7 @@ impl Service {
         let access = match cached {
             Some(a) => a,
             None => {
-                let a = Arc::new(self.verify_uncached(token, &key).await?);
+                let a = Arc::new(self.verify_uncached(token).await?);
                 let mut cache = self.cache.access.write().unwrap_or_else(|p| p.into_inner());
                 if cache.len() >= super::TOKEN_CACHE_MAX {
                     cache.clear();
@@ -168,15 +175,19 @@ impl Service {
         Ok(access)
     }
 
-    async fn verify_uncached(&self, token: &str, hash: &SecretHash) -> Result<VerifiedAccess, ()> {
+    async fn verify_uncached(&self, token: &str) -> Result<VerifiedAccess, ()> {
         if token.starts_with(OPAQUE_ACCESS_TOKEN_PREFIX) {
+            let presented = PresentedToken::parse(token, OPAQUE_ACCESS_TOKEN_PREFIX).ok_or(())?;
             let record = self
                 .store
-                .get_access_token(hash)
+                .get_access_token(&presented.id)
                 .await
                 .map_err(|_| ())?
                 .ok_or(())?;
-            if record.environment != self.env() || record.revoked {
+            if !presented.matches(&record.hash)
+                || record.environment != self.env()
+                || record.revoked
+            {
                 return Err(());
             }
             return Ok(VerifiedAccess {
@@ -185,8 +196,9 @@ impl Service {
                 scopes: record.scopes,
                 iat: record.issued_at_ms / 1000,
                 exp: record.expires_at_ms / 1000,
-                token_id: hash.to_hex(),
+                token_id: presented.id.to_hex(),
                 jwt: None,
+                opaque: Some(presented.id),
             });
         }
         let claims = self.verify_jwt_signature(token)?;
@@ -198,6 +210,7 @@ impl Service {
             exp: claims.exp,
             token_id: claims.jti.clone(),
             jwt: Some(Arc::new(claims)),
+            opaque: None,
         })
     }
 
@@ -220,14 +233,29 @@ impl Service {
         Ok(claims)
     }
 
+    /// The stored record of a presented card token, if it is one (its id is known and its
+    /// digest matches, compared in constant time).
+    pub async fn find_card_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<CardTokenRecord>, ServiceError> {
+        let Some(presented) = PresentedToken::parse(token, CARD_TOKEN_PREFIX) else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .get_card_token(&presented.id)
+            .await?
+            .filter(|t| presented.matches(&t.hash)))
+    }
+
     /// RFC 7662: what `caller` may know about `token`. Tokens of other tenants, other
     /// environments, or that are expired, revoked or used up are simply inactive.
     pub async fn introspect(&self, caller: &Principal, token: &str) -> Value {
         let inactive = json!({"active": false});
         let tenant = caller.client.tenant_id.as_str();
         if token.starts_with(CARD_TOKEN_PREFIX) {
-            let hash = SecretHash::of(token.as_bytes());
-            let Ok(Some(t)) = self.store.get_card_token(&hash).await else {
+            let Ok(Some(t)) = self.find_card_token(token).await else {
                 return inactive;
             };
             let now = self.now_ms();
@@ -292,8 +320,7 @@ impl Service {
         let actor = caller.actor();
         let now = self.now_ms();
         if token.starts_with(CARD_TOKEN_PREFIX) {
-            let hash = SecretHash::of(token.as_bytes());
-            if let Some(t) = self.store.get_card_token(&hash).await? {
+            if let Some(t) = self.find_card_token(token).await? {
                 if &t.tenant_id == tenant && !t.revoked {
                     let subject = t.card_id.map(|c| format!("card:{c}")).unwrap_or_default();
                     let audit = self.audit(
@@ -302,10 +329,13 @@ impl Service {
                         "card_token.revoked",
                         "ok",
                         subject,
-                        json!({"token_ref": token_ref(&hash)}),
+                        json!({"token_ref": token_ref(&t.id)}),
                     );
-                    self.commit(WriteSet::of(vec![Write::RevokeCardToken { hash }, audit]))
-                        .await?;
+                    self.commit(WriteSet::of(vec![
+                        Write::RevokeCardToken { id: t.id },
+                        audit,
+                    ]))
+                    .await?;
                 }
             }
             return Ok(());
@@ -322,27 +352,16 @@ impl Service {
             now_ms: now,
             expires_at_ms: a.exp * 1000,
         }];
-        if a.jwt.is_none() {
-            if let Some(h) = SecretHash::from_slice(
-                &data_encoding::HEXLOWER
-                    .decode(a.token_id.as_bytes())
-                    .unwrap_or_default(),
-            ) {
-                writes.push(Write::RevokeAccessToken { hash: h });
-            }
+        if let Some(id) = a.opaque {
+            writes.push(Write::RevokeAccessToken { id });
         }
-        let token_ref = if a.jwt.is_some() {
-            a.token_id.clone()
-        } else {
-            a.token_id[..16].to_string()
-        };
         writes.push(self.audit(
             Some(tenant),
             actor,
             "access_token.revoked",
             "ok",
             format!("client:{}", a.client_id),
-            json!({"token_ref": token_ref}),
+            json!({"token_ref": a.token_id}),
         ));
         self.commit(WriteSet::of(writes)).await?;
         self.mark_revoked(a.token_id.clone(), a.exp * 1000);

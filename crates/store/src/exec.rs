@@ -1,0 +1,493 @@
+//! The write path, written once for both engines: the SQL of every guard and write, how a
+//! batch of write sets applies inside one open transaction, and the audit chain append. Each
+//! backend supplies a [`WriteTx`], the way to run one statement in its transaction.
+
+use crate::write::{Guard, Write, WriteOutcome, WriteSet};
+use crate::{Result, StoreError};
+use async_trait::async_trait;
+use cardgate_core::audit::{AuditEvent, StoredAuditEvent};
+use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord};
+use cardgate_core::Operation;
+use std::borrow::Cow;
+
+/// A bound parameter. `$n` in the SQL is `args[n - 1]`. NULLs carry their type, which
+/// PostgreSQL needs.
+#[derive(Debug, Clone)]
+pub(crate) enum Arg<'a> {
+    Int(Option<i64>),
+    Text(Option<Cow<'a, str>>),
+    Blob(Option<&'a [u8]>),
+    Bool(bool),
+}
+
+impl<'a> Arg<'a> {
+    pub fn int(v: i64) -> Self {
+        Self::Int(Some(v))
+    }
+    pub fn text(v: &'a str) -> Self {
+        Self::Text(Some(Cow::Borrowed(v)))
+    }
+    pub fn string(v: String) -> Self {
+        Self::Text(Some(Cow::Owned(v)))
+    }
+    pub fn blob(v: &'a [u8]) -> Self {
+        Self::Blob(Some(v))
+    }
+}
+
+/// A table rows are appended to, in column order.
+pub(crate) struct Table {
+    pub name: &'static str,
+    pub columns: &'static str,
+    /// The single-row INSERT (`$1` … `$n`), for engines where one row per statement is cheapest.
+    pub insert_one: &'static str,
+}
+
+pub(crate) const AUDIT_EVENTS: Table = Table {
+    name: "audit_events",
+    columns: "seq, ts_ms, tenant_id, environment, actor, action, outcome, subject, details, prev_hash, hash",
+    insert_one: "INSERT INTO audit_events (seq, ts_ms, tenant_id, environment, actor, action, outcome, subject, details, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+};
+
+pub(crate) const ACCESS_TOKENS: Table = Table {
+    name: "access_tokens",
+    columns: "id, hash, kind, tenant_id, client_id, environment, scope, issued_at, expires_at, revoked",
+    insert_one: "INSERT INTO access_tokens (id, hash, kind, tenant_id, client_id, environment, scope, issued_at, expires_at, revoked) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+};
+
+pub(crate) const CARD_TOKENS: Table = Table {
+    name: "card_tokens",
+    columns: "id, hash, kind, tenant_id, client_id, environment, card_id, person_id, operations, issued_at, expires_at, max_uses, uses_made, revoked",
+    insert_one: "INSERT INTO card_tokens (id, hash, kind, tenant_id, client_id, environment, card_id, person_id, operations, \
+                 issued_at, expires_at, max_uses, uses_made, revoked) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+};
+
+/// One open write transaction of a backend.
+#[async_trait]
+pub(crate) trait WriteTx: Send {
+    /// Runs one statement and returns how many rows it changed.
+    async fn exec(&mut self, sql: &'static str, args: Vec<Arg<'_>>) -> Result<u64>;
+    /// Appends rows to `table` (one statement per row or per chunk, as the engine prefers).
+    async fn insert_rows(&mut self, table: &'static Table, rows: Vec<Vec<Arg<'_>>>) -> Result<()>;
+    /// The audit chain head, locked for the rest of the transaction where the engine needs it.
+    async fn chain_head(&mut self) -> Result<(i64, String)>;
+}
+
+pub(crate) fn ops_to_text(ops: &[Operation]) -> String {
+    ops.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(",")
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn card_token_row(t: &CardTokenRecord) -> Vec<Arg<'_>> {
+    vec![
+        Arg::blob(&t.id.0),
+        Arg::blob(&t.hash.0),
+        Arg::text(t.kind.as_str()),
+        Arg::text(t.tenant_id.as_str()),
+        Arg::text(t.client_id.as_str()),
+        Arg::text(t.environment.as_str()),
+        Arg::Text(t.card_id.map(|c| Cow::Owned(c.to_string()))),
+        Arg::Text(t.person_id.map(|p| Cow::Owned(p.to_string()))),
+        Arg::string(ops_to_text(&t.operations)),
+        Arg::int(t.issued_at_ms),
+        Arg::int(t.expires_at_ms),
+        Arg::Int(t.use_limit.max_uses()),
+        Arg::int(t.uses_made),
+        Arg::Bool(t.revoked),
+    ]
+}
+
+fn access_token_row(t: &AccessTokenRecord) -> Vec<Arg<'_>> {
+    vec![
+        Arg::blob(&t.id.0),
+        Arg::blob(&t.hash.0),
+        Arg::text(t.kind.as_str()),
+        Arg::text(t.tenant_id.as_str()),
+        Arg::text(t.client_id.as_str()),
+        Arg::text(t.environment.as_str()),
+        Arg::string(t.scopes.to_string_list()),
+        Arg::int(t.issued_at_ms),
+        Arg::int(t.expires_at_ms),
+        Arg::Bool(t.revoked),
+    ]
+}
+
+fn audit_row(e: &StoredAuditEvent) -> Vec<Arg<'_>> {
+    vec![
+        Arg::int(e.seq),
+        Arg::int(e.ts_ms),
+        Arg::Text(e.tenant_id.as_deref().map(Cow::Borrowed)),
+        Arg::text(&e.environment),
+        Arg::text(&e.actor),
+        Arg::text(&e.action),
+        Arg::text(&e.outcome),
+        Arg::text(&e.subject),
+        Arg::text(&e.details),
+        Arg::text(&e.prev_hash),
+        Arg::text(&e.hash),
+    ]
+}
+
+/// Rows a batch inserts, written together (before anything that must see them, and at the end).
+#[derive(Default)]
+struct Pending<'a> {
+    access_tokens: Vec<&'a AccessTokenRecord>,
+    card_tokens: Vec<&'a CardTokenRecord>,
+}
+
+impl Pending<'_> {
+    async fn flush<T: WriteTx>(&mut self, tx: &mut T) -> Result<()> {
+        if !self.card_tokens.is_empty() {
+            let rows = self.card_tokens.iter().map(|t| card_token_row(t)).collect();
+            tx.insert_rows(&CARD_TOKENS, rows).await?;
+            self.card_tokens.clear();
+        }
+        if !self.access_tokens.is_empty() {
+            let rows = self
+                .access_tokens
+                .iter()
+                .map(|t| access_token_row(t))
+                .collect();
+            tx.insert_rows(&ACCESS_TOKENS, rows).await?;
+            self.access_tokens.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Applies `sets` in order inside the open transaction `tx` (the caller begins and commits).
+/// A set whose guard fails is refused whole (savepoints when it has several guards) and its
+/// `on_refused` writes apply instead; the other sets still apply. The audit events of the
+/// whole batch are appended to the chain last, so concurrent writers (PostgreSQL) overlap
+/// everything but the append.
+pub(crate) async fn apply_sets<T: WriteTx>(
+    tx: &mut T,
+    sets: &[WriteSet],
+) -> Result<Vec<WriteOutcome>> {
+    let mut audits: Vec<&AuditEvent> = Vec::new();
+    let mut pending = Pending::default();
+    let mut outcomes = Vec::with_capacity(sets.len());
+    for set in sets {
+        // A guard on a card token inserted earlier in this batch must see it.
+        let touches_pending = set.guards.iter().any(|g| {
+            matches!(g, Guard::RedeemCardToken { id, .. } if pending.card_tokens.iter().any(|t| &t.id == id))
+        });
+        if touches_pending {
+            pending.flush(tx).await?;
+        }
+        let savepoint = set.guards.len() > 1;
+        if savepoint {
+            tx.exec("SAVEPOINT ws", vec![]).await?;
+        }
+        let mut refused = None;
+        for (i, g) in set.guards.iter().enumerate() {
+            if guard(tx, g).await? != 1 {
+                refused = Some(i);
+                break;
+            }
+        }
+        if savepoint {
+            if refused.is_some() {
+                tx.exec("ROLLBACK TO SAVEPOINT ws", vec![]).await?;
+            }
+            tx.exec("RELEASE SAVEPOINT ws", vec![]).await?;
+        }
+        let writes = if refused.is_some() {
+            &set.on_refused
+        } else {
+            &set.writes
+        };
+        for w in writes {
+            match w {
+                Write::Audit(ev) => audits.push(ev),
+                Write::InsertAccessToken(t) => pending.access_tokens.push(t),
+                Write::InsertCardToken(t) => pending.card_tokens.push(t),
+                other => {
+                    // Immediate writes see every row this batch has inserted so far.
+                    pending.flush(tx).await?;
+                    write(tx, other).await?;
+                }
+            }
+        }
+        outcomes.push(refused.map_or(WriteOutcome::Applied, WriteOutcome::Refused));
+    }
+    pending.flush(tx).await?;
+    if !audits.is_empty() {
+        let (mut seq, mut head) = tx.chain_head().await?;
+        let mut sealed = Vec::with_capacity(audits.len());
+        for ev in audits {
+            seq += 1;
+            let s = ev.seal(seq, &head);
+            head.clone_from(&s.hash);
+            sealed.push(s);
+        }
+        tx.insert_rows(&AUDIT_EVENTS, sealed.iter().map(audit_row).collect())
+            .await?;
+        tx.exec(
+            "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
+            vec![Arg::int(seq), Arg::text(&head)],
+        )
+        .await?;
+    }
+    Ok(outcomes)
+}
+
+/// Runs a guard's conditional UPDATE; it holds when exactly one row changed.
+async fn guard<T: WriteTx>(tx: &mut T, g: &Guard) -> Result<u64> {
+    match g {
+        Guard::RedeemCardToken { id, now_ms } => {
+            tx.exec(
+                "UPDATE card_tokens SET uses_made = uses_made + 1 WHERE id = $1 AND revoked = FALSE \
+                 AND expires_at > $2 AND (max_uses IS NULL OR uses_made < max_uses)",
+                vec![Arg::blob(&id.0), Arg::int(*now_ms)],
+            )
+            .await
+        }
+        Guard::ConsumeMfaSession { id, now_ms } => {
+            tx.exec(
+                "UPDATE mfa_sessions SET consumed = TRUE WHERE id = $1 AND consumed = FALSE \
+                 AND attempts < $2 AND expires_at > $3",
+                vec![Arg::string(id.to_string()), Arg::int(cardgate_core::mfa::MAX_ATTEMPTS), Arg::int(*now_ms)],
+            )
+            .await
+        }
+        Guard::CardStatus { tenant, card, from, to, now_ms } => {
+            tx.exec(
+                "UPDATE cards SET status = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4 AND status = $5",
+                vec![
+                    Arg::text(to.as_str()),
+                    Arg::int(*now_ms),
+                    Arg::text(tenant.as_str()),
+                    Arg::string(card.to_string()),
+                    Arg::text(from.as_str()),
+                ],
+            )
+            .await
+        }
+        Guard::CardVault { tenant, card, expect_vault, vault, key_version, now_ms } => {
+            tx.exec(
+                "UPDATE cards SET vault = $1, key_version = $2, updated_at = $3 \
+                 WHERE tenant_id = $4 AND id = $5 AND vault = $6",
+                vec![
+                    Arg::blob(vault),
+                    Arg::int(*key_version),
+                    Arg::int(*now_ms),
+                    Arg::text(tenant.as_str()),
+                    Arg::string(card.to_string()),
+                    Arg::blob(expect_vault),
+                ],
+            )
+            .await
+        }
+    }
+}
+
+/// Runs one immediate (not deferred) write.
+async fn write<T: WriteTx>(tx: &mut T, w: &Write) -> Result<()> {
+    match w {
+        Write::Audit(_) | Write::InsertAccessToken(_) | Write::InsertCardToken(_) => {
+            // Deferred into the batch's inserts by `apply_sets`; never written one by one.
+            return Err(StoreError::Database(
+                "deferred write reached the single-row path".into(),
+            ));
+        }
+        Write::RevokeAccessToken { id } => {
+            tx.exec(
+                "UPDATE access_tokens SET revoked = TRUE WHERE id = $1",
+                vec![Arg::blob(&id.0)],
+            )
+            .await?;
+        }
+        Write::RevokeCardToken { id } => {
+            tx.exec(
+                "UPDATE card_tokens SET revoked = TRUE WHERE id = $1",
+                vec![Arg::blob(&id.0)],
+            )
+            .await?;
+        }
+        Write::AddRevocation {
+            token_id,
+            tenant,
+            now_ms,
+            expires_at_ms,
+        } => {
+            tx.exec(
+                "INSERT INTO revocations (token_id, tenant_id, created_at, expires_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (token_id) DO NOTHING",
+                vec![Arg::text(token_id), Arg::text(tenant.as_str()), Arg::int(*now_ms), Arg::int(*expires_at_ms)],
+            )
+            .await?;
+        }
+        Write::InsertMfaSession(s) => {
+            tx.exec(
+                "INSERT INTO mfa_sessions (id, tenant_id, person_id, environment, channel, code_hash, attempts, created_at, expires_at, consumed) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                vec![
+                    Arg::string(s.id.to_string()),
+                    Arg::text(s.tenant_id.as_str()),
+                    Arg::string(s.person_id.to_string()),
+                    Arg::text(s.environment.as_str()),
+                    Arg::text(s.channel.as_str()),
+                    Arg::Blob(s.code_hash.as_ref().map(|h| &h[..])),
+                    Arg::int(s.attempts),
+                    Arg::int(s.created_at_ms),
+                    Arg::int(s.expires_at_ms),
+                    Arg::Bool(s.consumed),
+                ],
+            )
+            .await?;
+        }
+        Write::MfaWrongAttempt { id } => {
+            tx.exec(
+                "UPDATE mfa_sessions SET attempts = attempts + 1 WHERE id = $1",
+                vec![Arg::string(id.to_string())],
+            )
+            .await?;
+        }
+        Write::UpsertTenant(t) => {
+            tx.exec(
+                "INSERT INTO tenants (id, settings, webhook_secret_enc, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (id) DO UPDATE SET settings = excluded.settings, \
+                 webhook_secret_enc = excluded.webhook_secret_enc, updated_at = excluded.updated_at",
+                vec![
+                    Arg::text(t.id.as_str()),
+                    Arg::string(to_json(&t.settings)?),
+                    Arg::Blob(t.webhook_secret_enc.as_deref()),
+                    Arg::int(0),
+                ],
+            )
+            .await?;
+        }
+        Write::UpsertClient(c) => {
+            tx.exec(
+                "INSERT INTO clients (id, tenant_id, environment, secret_hash, api_key_hash, sdk_api_key_hash, payload_key_enc, disabled, settings, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (id) DO UPDATE SET environment = excluded.environment, secret_hash = excluded.secret_hash, \
+                 api_key_hash = excluded.api_key_hash, sdk_api_key_hash = excluded.sdk_api_key_hash, \
+                 payload_key_enc = excluded.payload_key_enc, disabled = excluded.disabled, settings = excluded.settings, \
+                 updated_at = excluded.updated_at",
+                vec![
+                    Arg::text(c.id.as_str()),
+                    Arg::text(c.tenant_id.as_str()),
+                    Arg::text(c.environment.as_str()),
+                    Arg::blob(&c.secret_hash.0),
+                    Arg::Blob(c.api_key_hash.as_ref().map(|h| &h.0[..])),
+                    Arg::Blob(c.sdk_api_key_hash.as_ref().map(|h| &h.0[..])),
+                    Arg::Blob(c.payload_key_enc.as_deref()),
+                    Arg::Bool(c.disabled),
+                    Arg::string(to_json(&c.settings)?),
+                    Arg::int(0),
+                ],
+            )
+            .await?;
+        }
+        Write::SetClientDisabled { id, disabled } => {
+            tx.exec(
+                "UPDATE clients SET disabled = $1 WHERE id = $2",
+                vec![Arg::Bool(*disabled), Arg::text(id.as_str())],
+            )
+            .await?;
+        }
+        Write::UpsertPerson(p) => {
+            tx.exec(
+                "INSERT INTO persons (tenant_id, id, profile, totp_secret_enc, key_version) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (tenant_id, id) DO UPDATE SET profile = excluded.profile, \
+                 totp_secret_enc = excluded.totp_secret_enc, key_version = excluded.key_version",
+                vec![
+                    Arg::text(p.tenant_id.as_str()),
+                    Arg::string(p.id.to_string()),
+                    Arg::string(to_json(&p.profile)?),
+                    Arg::Blob(p.totp_secret_enc.as_deref()),
+                    Arg::int(p.key_version),
+                ],
+            )
+            .await?;
+        }
+        Write::UpsertAccount(a) => {
+            tx.exec(
+                "INSERT INTO accounts (tenant_id, id, account_number, person_ids) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (tenant_id, id) DO UPDATE SET account_number = excluded.account_number, person_ids = excluded.person_ids",
+                vec![
+                    Arg::text(a.tenant_id.as_str()),
+                    Arg::text(a.id.as_str()),
+                    Arg::text(&a.account_number),
+                    Arg::string(to_json(&a.person_ids)?),
+                ],
+            )
+            .await?;
+        }
+        Write::UpsertCard(c) => {
+            tx.exec(
+                "INSERT INTO cards (tenant_id, id, account_id, person_id, status, wallet_eligible, last4, vault, key_version, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 ON CONFLICT (tenant_id, id) DO UPDATE SET account_id = excluded.account_id, person_id = excluded.person_id, \
+                 status = excluded.status, wallet_eligible = excluded.wallet_eligible, last4 = excluded.last4, \
+                 vault = excluded.vault, key_version = excluded.key_version, updated_at = excluded.updated_at",
+                vec![
+                    Arg::text(c.tenant_id.as_str()),
+                    Arg::string(c.id.to_string()),
+                    Arg::text(c.account_id.as_str()),
+                    Arg::string(c.person_id.to_string()),
+                    Arg::text(c.status.as_str()),
+                    Arg::Bool(c.wallet_eligible),
+                    Arg::text(&c.last4),
+                    Arg::blob(&c.vault),
+                    Arg::int(c.key_version),
+                    Arg::int(0),
+                ],
+            )
+            .await?;
+        }
+        Write::InsertSigningKey(k) => {
+            tx.exec(
+                "INSERT INTO signing_keys (kid, environment, alg, private_enc, public_jwk, created_at, retired_at) \
+                 VALUES ($1, $2, 'ES256', $3, $4, $5, $6)",
+                vec![
+                    Arg::text(&k.kid),
+                    Arg::text(k.environment.as_str()),
+                    Arg::blob(&k.private_enc),
+                    Arg::text(&k.public_jwk),
+                    Arg::int(k.created_at_ms),
+                    Arg::Int(k.retired_at_ms),
+                ],
+            )
+            .await?;
+        }
+        Write::RetireSigningKey { kid, at_ms } => {
+            tx.exec(
+                "UPDATE signing_keys SET retired_at = $1 WHERE kid = $2 AND retired_at IS NULL",
+                vec![Arg::int(*at_ms), Arg::text(kid)],
+            )
+            .await?;
+        }
+        Write::InsertDataKey(k) => {
+            tx.exec(
+                "INSERT INTO data_keys (tenant_id, version, key_enc, created_at) VALUES ($1, $2, $3, $4)",
+                vec![
+                    Arg::text(k.tenant_id.as_str()),
+                    Arg::int(k.version),
+                    Arg::blob(&k.key_enc),
+                    Arg::int(k.created_at_ms),
+                ],
+            )
+            .await?;
+        }
+        Write::BumpConfigVersion => {
+            tx.exec(
+                "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) WHERE key = 'config_version'",
+                vec![],
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// `INSERT … ON CONFLICT DO NOTHING` of a meta key, then its value: both engines.
+pub(crate) const META_INIT: &str =
+    "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING";
