@@ -14,9 +14,8 @@ use sqlx::sqlite::{LockedSqliteHandle, SqliteConnection};
 use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 
-fn db_err(e: rusqlite::Error) -> StoreError {
-    StoreError::Database(e.to_string())
-}
+use crate::rows::db_err;
+use crate::sql::Map;
 
 /// sqlx's connection with its handle locked out, and rusqlite's view of that handle.
 pub(crate) struct DirectConn {
@@ -65,6 +64,18 @@ impl DirectConn {
             lock: ManuallyDrop::new(lock),
             conn,
         })
+    }
+
+    /// Runs a query and maps every row it returns.
+    pub fn fetch_all<T>(&mut self, sql: &str, args: &[Arg<'_>], map: Map<T>) -> Result<Vec<T>> {
+        let mut st = self.view.prepare_cached(sql).map_err(db_err)?;
+        bind(&mut st, args)?;
+        let mut rows = st.raw_query();
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(db_err)? {
+            out.push(map(row)?);
+        }
+        Ok(out)
     }
 
     /// Begins a write transaction (`BEGIN IMMEDIATE`: it waits for, then excludes, every

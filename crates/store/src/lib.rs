@@ -5,7 +5,10 @@
 pub mod committer;
 mod direct;
 mod exec;
+mod postgres;
+mod rows;
 mod sql;
+mod sqlite;
 mod write;
 
 use async_trait::async_trait;
@@ -18,7 +21,8 @@ use cardgate_core::{
 };
 use std::sync::Arc;
 
-pub use sql::{PostgresStore, SqliteStore};
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
 pub use write::{Guard, Write, WriteOutcome, WriteSet};
 
 #[derive(Debug, Clone, thiserror::Error)]

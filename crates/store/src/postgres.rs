@@ -1,0 +1,152 @@
+//! The PostgreSQL engine: one sqlx pool for reads and for the group committer's writers.
+
+use crate::exec::{self, Arg, Table, WriteTx};
+use crate::sql::{migrator, Engine, Map, SqlStore};
+use crate::write::{WriteOutcome, WriteSet};
+use crate::{Result, StoreError};
+use async_trait::async_trait;
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions};
+use sqlx::query::Query;
+use sqlx::{Postgres, Row};
+use std::str::FromStr;
+use std::time::Duration;
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "split tokens",
+        include_str!("../migrations/postgres/0002_split_tokens.sql"),
+    ),
+];
+
+/// Rows per multi-row INSERT: 14 columns × 64 rows stays far below PostgreSQL's limit on
+/// bound parameters, and one statement per chunk saves a network round trip per row.
+const ROWS_PER_INSERT: usize = 64;
+
+pub struct PgEngine {
+    pool: sqlx::Pool<Postgres>,
+}
+
+/// The store on PostgreSQL (several replicas may share the database).
+pub type PostgresStore = SqlStore<PgEngine>;
+
+impl SqlStore<PgEngine> {
+    /// Connects to PostgreSQL; migrations take the migrator's advisory lock, so replicas
+    /// starting together migrate once.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let opts = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await?;
+        migrator(MIGRATIONS)
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        Ok(Self {
+            engine: PgEngine { pool },
+        })
+    }
+}
+
+fn bind<'q>(
+    q: Query<'q, Postgres, PgArguments>,
+    a: &'q Arg<'_>,
+) -> Query<'q, Postgres, PgArguments> {
+    match a {
+        Arg::Int(v) => q.bind(*v),
+        Arg::Text(v) => q.bind(v.as_deref()),
+        Arg::Blob(v) => q.bind(*v),
+        Arg::Bool(v) => q.bind(*v),
+    }
+}
+
+#[async_trait]
+impl Engine for PgEngine {
+    const BACKEND: &'static str = "postgres";
+    /// Several writers overlap everything but the audit chain append.
+    const WRITERS: usize = 4;
+
+    async fn fetch_all<T: Send + 'static>(
+        &self,
+        sql: &'static str,
+        args: Vec<Arg<'_>>,
+        map: Map<T>,
+    ) -> Result<Vec<T>> {
+        let rows = args
+            .iter()
+            .fold(sqlx::query(sql), bind)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| map(r)).collect()
+    }
+
+    async fn apply(&self, sets: &[WriteSet]) -> Result<Vec<WriteOutcome>> {
+        let mut tx = PgTx(self.pool.begin().await?);
+        let outcomes = exec::apply_sets(&mut tx, sets).await?;
+        tx.0.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn meta_init(&self, key: &str, value: &str) -> Result<String> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(exec::META_INIT)
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        let v: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(v)
+    }
+}
+
+/// An open PostgreSQL write transaction.
+struct PgTx(sqlx::Transaction<'static, Postgres>);
+
+#[async_trait]
+impl WriteTx for PgTx {
+    async fn exec(&mut self, sql: &'static str, args: Vec<Arg<'_>>) -> Result<u64> {
+        let q = args.iter().fold(sqlx::query(sql), bind);
+        Ok(q.execute(&mut *self.0).await?.rows_affected())
+    }
+
+    async fn insert_rows(&mut self, table: &'static Table, rows: Vec<Vec<Arg<'_>>>) -> Result<()> {
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut q = sqlx::QueryBuilder::<Postgres>::new(format!(
+                "INSERT INTO {} ({}) ",
+                table.name, table.columns
+            ));
+            q.push_values(chunk, |mut b, row| {
+                for a in row {
+                    match a {
+                        Arg::Int(v) => b.push_bind(*v),
+                        Arg::Text(v) => b.push_bind(v.as_deref()),
+                        Arg::Blob(v) => b.push_bind(*v),
+                        Arg::Bool(v) => b.push_bind(*v),
+                    };
+                }
+            });
+            q.build().execute(&mut *self.0).await?;
+        }
+        Ok(())
+    }
+
+    async fn chain_head(&mut self) -> Result<(i64, String)> {
+        // Serialises the chain append across writers and replicas until commit.
+        let r = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
+            .fetch_one(&mut *self.0)
+            .await?;
+        Ok((r.try_get("seq")?, r.try_get("hash")?))
+    }
+}
