@@ -174,6 +174,17 @@ impl WriteTx for SqliteTx<'_> {
         self.run(sql, &args)
     }
 
+    async fn count(&mut self, sql: &'static str, args: Vec<Arg<'_>>) -> Result<u64> {
+        let mut st = self.conn.prepare_cached(sql).map_err(db_err)?;
+        bind(&mut st, &args)?;
+        let mut rows = st.raw_query();
+        let mut n = 0;
+        while rows.next().map_err(db_err)?.is_some() {
+            n += 1;
+        }
+        Ok(n)
+    }
+
     async fn insert_rows(&mut self, table: &'static Table, rows: Vec<Vec<Arg<'_>>>) -> Result<()> {
         // In-process, one prepared single-row INSERT per row is the cheapest form.
         for row in &rows {

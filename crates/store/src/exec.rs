@@ -69,6 +69,8 @@ pub(crate) const CARD_TOKENS: Table = Table {
 pub(crate) trait WriteTx: Send {
     /// Runs one statement and returns how many rows it changed.
     async fn exec(&mut self, sql: &'static str, args: Vec<Arg<'_>>) -> Result<u64>;
+    /// Runs a query and returns how many rows it found.
+    async fn count(&mut self, sql: &'static str, args: Vec<Arg<'_>>) -> Result<u64>;
     /// Appends rows to `table` (one statement per row or per chunk, as the engine prefers).
     async fn insert_rows(&mut self, table: &'static Table, rows: Vec<Vec<Arg<'_>>>) -> Result<()>;
     /// The audit chain head, locked for the rest of the transaction where the engine needs it.
@@ -162,7 +164,7 @@ impl Pending<'_> {
 
 /// Applies `sets` in order inside the open transaction `tx` (the caller begins and commits).
 /// A set whose guard fails is refused whole (savepoints when it has several guards) and its
-/// `on_refused` writes apply instead; the other sets still apply. The audit events of the
+/// `on_refused` writes apply instead (none when a precondition failed); the other sets still apply. The audit events of the
 /// whole batch are appended to the chain last, so concurrent writers (PostgreSQL) overlap
 /// everything but the append.
 pub(crate) async fn apply_sets<T: WriteTx>(
@@ -197,10 +199,10 @@ pub(crate) async fn apply_sets<T: WriteTx>(
             }
             tx.exec("RELEASE SAVEPOINT ws", vec![]).await?;
         }
-        let writes = if refused.is_some() {
-            &set.on_refused
-        } else {
-            &set.writes
+        let writes: &[Write] = match refused {
+            None => &set.writes,
+            Some(i) if i < set.preconditions => &[],
+            Some(_) => &set.on_refused,
         };
         for w in writes {
             match w {
@@ -237,7 +239,7 @@ pub(crate) async fn apply_sets<T: WriteTx>(
     Ok(outcomes)
 }
 
-/// Runs a guard's conditional UPDATE; it holds when exactly one row changed.
+/// Runs a guard (a conditional UPDATE, or a check); it holds when exactly one row matched.
 async fn guard<T: WriteTx>(tx: &mut T, g: &Guard) -> Result<u64> {
     match g {
         Guard::RedeemCardToken { id, now_ms } => {
@@ -265,6 +267,18 @@ async fn guard<T: WriteTx>(tx: &mut T, g: &Guard) -> Result<u64> {
                     Arg::text(tenant.as_str()),
                     Arg::string(card.to_string()),
                     Arg::text(from.as_str()),
+                ],
+            )
+            .await
+        }
+        Guard::CardIs { tenant, card, status, vault } => {
+            tx.count(
+                "SELECT 1 FROM cards WHERE tenant_id = $1 AND id = $2 AND status = $3 AND vault = $4",
+                vec![
+                    Arg::text(tenant.as_str()),
+                    Arg::string(card.to_string()),
+                    Arg::text(status.as_str()),
+                    Arg::blob(vault),
                 ],
             )
             .await

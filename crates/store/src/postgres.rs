@@ -121,6 +121,11 @@ impl WriteTx for PgTx {
         Ok(q.execute(&mut *self.0).await?.rows_affected())
     }
 
+    async fn count(&mut self, sql: &'static str, args: Vec<Arg<'_>>) -> Result<u64> {
+        let q = args.iter().fold(sqlx::query(sql), bind);
+        Ok(q.fetch_all(&mut *self.0).await?.len() as u64)
+    }
+
     async fn insert_rows(&mut self, table: &'static Table, rows: Vec<Vec<Arg<'_>>>) -> Result<()> {
         for chunk in rows.chunks(ROWS_PER_INSERT) {
             let mut q = sqlx::QueryBuilder::<Postgres>::new(format!(

@@ -24,6 +24,15 @@ pub enum Guard {
         to: CardStatus,
         now_ms: i64,
     },
+    /// Holds while the card is still exactly as the caller last saw it (same status and sealed
+    /// data): lets a decision made on a cached card commit only if the card did not change.
+    /// Checks without writing anything.
+    CardIs {
+        tenant: TenantId,
+        card: CardId,
+        status: CardStatus,
+        vault: Vec<u8>,
+    },
     /// Replaces a card's sealed data if it is still exactly `expect_vault` (compare-and-swap,
     /// so a PIN change and a data-key rotation never overwrite each other).
     CardVault {
@@ -81,8 +90,12 @@ pub enum Write {
 #[derive(Debug, Clone, Default)]
 pub struct WriteSet {
     pub guards: Vec<Guard>,
+    /// How many of the leading guards are preconditions: when one of them fails the set writes
+    /// nothing at all (the caller decides again on fresh data), not even `on_refused`.
+    pub preconditions: usize,
     pub writes: Vec<Write>,
-    /// Applied instead of `writes` when a guard fails (typically the refusal's audit event).
+    /// Applied instead of `writes` when a guard after the preconditions fails (typically the
+    /// refusal's audit event).
     pub on_refused: Vec<Write>,
 }
 
@@ -90,6 +103,7 @@ impl WriteSet {
     pub fn of(writes: Vec<Write>) -> Self {
         Self {
             guards: Vec::new(),
+            preconditions: 0,
             writes,
             on_refused: Vec::new(),
         }
@@ -98,9 +112,17 @@ impl WriteSet {
     pub fn guarded(guards: Vec<Guard>, writes: Vec<Write>, on_refused: Vec<Write>) -> Self {
         Self {
             guards,
+            preconditions: 0,
             writes,
             on_refused,
         }
+    }
+
+    /// Puts `checks` ahead of the guards as preconditions (see [`WriteSet::preconditions`]).
+    pub fn with_preconditions(mut self, checks: Vec<Guard>) -> Self {
+        self.preconditions += checks.len();
+        self.guards.splice(0..0, checks);
+        self
     }
 }
 

@@ -714,3 +714,46 @@ async fn a_rotation_done_by_another_process_is_picked_up_on_first_sight() {
     );
     assert_eq!(res.json::<Value>().await.unwrap()["pan"], PAN);
 }
+
+#[tokio::test]
+async fn a_card_changed_by_another_replica_is_read_afresh_before_anything_is_revealed() {
+    let a = TestApp::spawn().await;
+    let b = a.replica(cardgate_core::Environment::Sandbox).await;
+    // Replica a reads (and remembers) both cards while minting.
+    let read_pin = a
+        .card_token(BACKEND, CARD, json!({"operations": ["GET_PIN"]}))
+        .await;
+    let activate_a = a
+        .card_token(BACKEND, CARD_INACTIVE, json!({"operations": ["ACTIVATE"]}))
+        .await;
+    // Replica b changes them: a new PIN, and the activation.
+    let set = b
+        .card_token(BACKEND, CARD, json!({"operations": ["SET_PIN"]}))
+        .await;
+    assert_eq!(b.put_pin(&set, CARD, "97531").await.status(), 204);
+    let activate_b = b
+        .card_token(BACKEND, CARD_INACTIVE, json!({"operations": ["ACTIVATE"]}))
+        .await;
+    assert_eq!(
+        b.post_activate(&activate_b, CARD_INACTIVE).await.status(),
+        200
+    );
+    // Replica a answers with the card as it is now, not as it remembers it.
+    assert_eq!(
+        a.get_pin(&read_pin, CARD)
+            .await
+            .json::<Value>()
+            .await
+            .unwrap(),
+        json!({"pin": "97531"})
+    );
+    let (status, body) = status_and_json(a.post_activate(&activate_a, CARD_INACTIVE).await).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("card_state")),
+        "{body}"
+    );
+    // The refused activation kept its use: the token is still valid for nothing else.
+    let intro = a.introspect(BACKEND, &activate_a).await;
+    assert_eq!(intro["active"], true, "{intro}");
+}

@@ -339,6 +339,43 @@ async fn contract(store: Arc<dyn Store>) {
         "{backend}"
     );
 
+    // A precondition on the card as it was read: it holds while the card is unchanged, and
+    // when it fails the set writes nothing at all (not even its refusal).
+    let now_card = store.get_card(&t.id, &card_id).await.unwrap().unwrap();
+    let is = |c: &Card| Guard::CardIs {
+        tenant: c.tenant_id.clone(),
+        card: c.id,
+        status: c.status,
+        vault: c.vault.clone(),
+    };
+    let (head_before, _) = store.audit_head().await.unwrap();
+    let checked = |c: &Card| {
+        WriteSet::guarded(vec![], vec![audit("checked")], vec![audit("refused")])
+            .with_preconditions(vec![is(c)])
+    };
+    assert_eq!(
+        store.apply(&[checked(&now_card)]).await.unwrap(),
+        vec![WriteOutcome::Applied],
+        "{backend}"
+    );
+    let mut stale = now_card.clone();
+    stale.vault.push(0);
+    let mut stale_status = now_card.clone();
+    stale_status.status = CardStatus::Inactive;
+    assert_eq!(
+        store
+            .apply(&[checked(&stale), checked(&stale_status)])
+            .await
+            .unwrap(),
+        vec![WriteOutcome::Refused(0), WriteOutcome::Refused(0)],
+        "{backend}"
+    );
+    assert_eq!(
+        store.audit_head().await.unwrap().0,
+        head_before + 1,
+        "{backend}: a failed precondition writes nothing, not even the refusal"
+    );
+
     // MFA sessions: wrong attempts count, consumption happens once.
     let sid = MfaSessionId::new_random();
     let session = MfaSession {
@@ -448,8 +485,8 @@ async fn contract(store: Arc<dyn Store>) {
     }
     assert_eq!(v.finish(head_seq, &head_hash), Ok(head_seq), "{backend}");
     assert_eq!(
-        head_seq, 9,
-        "{backend}: setup, one redemption and two refusals, four batched redemptions, one activation"
+        head_seq, 10,
+        "{backend}: setup, one redemption and two refusals, four batched redemptions, one activation, one check"
     );
 }
 

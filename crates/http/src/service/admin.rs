@@ -60,7 +60,6 @@ impl Service {
         let snap = self.snapshot();
         let now = self.now_ms();
         let mut writes = Vec::new();
-        let mut config_changed = false;
         let mut report = ImportReport {
             tenants: plan.tenants.len(),
             changes: 0,
@@ -87,7 +86,6 @@ impl Service {
                     )
                     .map_err(ServiceError::crypto)?;
                     writes.push(Write::InsertDataKey(row));
-                    config_changed = true;
                     (1, key)
                 }
             };
@@ -119,7 +117,6 @@ impl Service {
             if existing_tenant.map(|e| e.as_ref()) != Some(&tenant) {
                 // Inserted ahead of its data key so the foreign key holds.
                 writes.insert(0, Write::UpsertTenant(tenant));
-                config_changed = true;
                 changes += 1;
             }
 
@@ -179,7 +176,6 @@ impl Service {
                 };
                 if existing.map(|e| e.as_ref()) != Some(&client) {
                     writes.push(Write::UpsertClient(client));
-                    config_changed = true;
                     changes += 1;
                 }
             }
@@ -309,9 +305,9 @@ impl Service {
         if writes.is_empty() {
             return Ok(report);
         }
-        if config_changed {
-            writes.push(Write::BumpConfigVersion);
-        }
+        // Any change (cards and cardholders included) makes every replica reload and read
+        // afresh what it remembers.
+        writes.push(Write::BumpConfigVersion);
         self.store
             .apply(&[WriteSet::of(writes)])
             .await

@@ -17,6 +17,7 @@ use cardgate_core::tokens::{
 use cardgate_core::{Card, CardId, CardStatus, Operation, PersonId, TenantId};
 use cardgate_store::{Guard, Write, WriteOutcome, WriteSet};
 use serde_json::json;
+use std::sync::Arc;
 use zeroize::Zeroizing;
 
 pub fn vault_aad(tenant: &TenantId, card: &CardId, version: i64) -> String {
@@ -109,11 +110,36 @@ impl Service {
     }
 
     /// Loads a card of the principal's tenant; another tenant's card is simply not found.
-    pub async fn card_of(&self, tenant: &TenantId, card_id: &CardId) -> Result<Card, ServiceError> {
-        self.store
+    /// `remembered` allows the hot cache's copy, which a decision may use only together with
+    /// [`Service::card_is`] as a precondition of its commit.
+    pub async fn card_of(
+        &self,
+        tenant: &TenantId,
+        card_id: &CardId,
+        remembered: bool,
+    ) -> Result<Arc<Card>, ServiceError> {
+        if remembered {
+            if let Some(c) = self.hot.card(tenant, card_id) {
+                return Ok(c);
+            }
+        }
+        let card = self
+            .store
             .get_card(tenant, card_id)
             .await?
-            .ok_or(ServiceError::NotFound("card"))
+            .ok_or(ServiceError::NotFound("card"))?;
+        Ok(self.hot.put_card(card))
+    }
+
+    /// The precondition that `card` is still as it was read: a decision made on it commits
+    /// only if it did not change meanwhile.
+    pub(crate) fn card_is(card: &Card) -> Guard {
+        Guard::CardIs {
+            tenant: card.tenant_id.clone(),
+            card: card.id,
+            status: card.status,
+            vault: card.vault.clone(),
+        }
     }
 
     /// Mints a card token for `principal` on `card_id`.
@@ -126,150 +152,159 @@ impl Service {
         let tenant_id = principal.client.tenant_id.clone();
         let actor = principal.actor();
         let subject = format!("card:{card_id}");
-        let card = match self.card_of(&tenant_id, card_id).await {
-            Ok(c) => c,
-            Err(e) => {
+        let mut mfa_session = None;
+        // First on the remembered card; if it changed meanwhile, once more on a fresh read.
+        for fresh in [false, true] {
+            let card = match self.card_of(&tenant_id, card_id, !fresh).await {
+                Ok(c) => c,
+                Err(e) => {
+                    self.audit_refusal(
+                        Some(&tenant_id),
+                        actor,
+                        "card_token.mint",
+                        "card_not_found",
+                        subject,
+                    )
+                    .await;
+                    return Err(e);
+                }
+            };
+            if input
+                .account_hint
+                .as_ref()
+                .is_some_and(|a| a != &card.account_id)
+            {
                 self.audit_refusal(
                     Some(&tenant_id),
                     actor,
                     "card_token.mint",
-                    "card_not_found",
+                    "account_mismatch",
                     subject,
                 )
                 .await;
-                return Err(e);
+                return Err(ServiceError::NotFound("card in this account"));
             }
-        };
-        if input
-            .account_hint
-            .as_ref()
-            .is_some_and(|a| a != &card.account_id)
-        {
-            self.audit_refusal(
-                Some(&tenant_id),
-                actor,
-                "card_token.mint",
-                "account_mismatch",
-                subject,
-            )
-            .await;
-            return Err(ServiceError::NotFound("card in this account"));
-        }
-        if input.person_hint.is_some_and(|p| p != card.person_id) {
-            self.audit_refusal(
-                Some(&tenant_id),
-                actor,
-                "card_token.mint",
-                "person_mismatch",
-                subject,
-            )
-            .await;
-            return Err(ServiceError::Forbidden(
-                "personId is not the card's cardholder".into(),
-            ));
-        }
-        let snap = self.snapshot();
-        let tenant = snap.tenant(&tenant_id)?.clone();
-        let mut guards = Vec::new();
-        let mut mfa_verified = false;
-        if let Some((session_id, code)) = &input.mfa {
-            let session = self
-                .verify_mfa(principal, &card.person_id, session_id, code)
-                .await?;
-            guards.push(Guard::ConsumeMfaSession {
-                id: session,
-                now_ms: self.now_ms(),
+            if input.person_hint.is_some_and(|p| p != card.person_id) {
+                self.audit_refusal(
+                    Some(&tenant_id),
+                    actor,
+                    "card_token.mint",
+                    "person_mismatch",
+                    subject,
+                )
+                .await;
+                return Err(ServiceError::Forbidden(
+                    "personId is not the card's cardholder".into(),
+                ));
+            }
+            let snap = self.snapshot();
+            let tenant = snap.tenant(&tenant_id)?.clone();
+            if let (None, Some((session_id, code))) = (&mfa_session, &input.mfa) {
+                mfa_session = Some(
+                    self.verify_mfa(principal, &card.person_id, session_id, code)
+                        .await?,
+                );
+            }
+            let mfa_verified = mfa_session.is_some();
+            let scopes = match input.scope_filter {
+                Some(filter) => cardgate_core::scope::ScopeSet::of(
+                    principal.scopes.iter().filter(|s| filter.contains(s)),
+                ),
+                None => principal.scopes.clone(),
+            };
+            let minter = Minter {
+                client_id: principal.client.id.clone(),
+                scopes,
+                person_id: principal.client.settings.person_id,
+            };
+            let request = MintRequest {
+                operations: input.operations.clone(),
+                use_limit: input.use_limit,
+                ttl_seconds: input.ttl_seconds,
+                mfa_verified,
+            };
+            let (ttl, use_limit) = match decide_mint(&tenant, &minter, &card, &request) {
+                Ok(v) => v,
+                Err(refusal) => {
+                    self.audit_refusal(
+                        Some(&tenant_id),
+                        actor,
+                        "card_token.mint",
+                        refusal_code(&refusal),
+                        subject,
+                    )
+                    .await;
+                    return Err(refusal.into());
+                }
+            };
+            let now = self.now_ms();
+            let minted = mint_token(CARD_TOKEN_PREFIX, now).map_err(ServiceError::crypto)?;
+            let record = CardTokenRecord {
+                id: minted.id,
+                hash: minted.hash,
+                kind: input.kind,
+                tenant_id: tenant_id.clone(),
+                client_id: principal.client.id.clone(),
+                environment: self.env(),
+                card_id: Some(card.id),
+                person_id: Some(card.person_id),
+                operations: input.operations.clone(),
+                issued_at_ms: now,
+                expires_at_ms: now + i64::from(ttl) * 1000,
+                use_limit,
+                uses_made: 0,
+                revoked: false,
+            };
+            let ops: Vec<&str> = record.operations.iter().map(|o| o.as_str()).collect();
+            let details = json!({
+                "kind": input.kind.as_str(), "operations": ops, "token_ref": token_ref(&record.id),
+                "ttl_seconds": ttl, "max_uses": use_limit.max_uses(), "mfa": mfa_verified,
             });
-            mfa_verified = true;
-        }
-        let scopes = match input.scope_filter {
-            Some(filter) => cardgate_core::scope::ScopeSet::of(
-                principal.scopes.iter().filter(|s| filter.contains(s)),
-            ),
-            None => principal.scopes.clone(),
-        };
-        let minter = Minter {
-            client_id: principal.client.id.clone(),
-            scopes,
-            person_id: principal.client.settings.person_id,
-        };
-        let request = MintRequest {
-            operations: input.operations.clone(),
-            use_limit: input.use_limit,
-            ttl_seconds: input.ttl_seconds,
-            mfa_verified,
-        };
-        let (ttl, use_limit) = match decide_mint(&tenant, &minter, &card, &request) {
-            Ok(v) => v,
-            Err(refusal) => {
-                self.audit_refusal(
-                    Some(&tenant_id),
-                    actor,
-                    "card_token.mint",
-                    refusal_code(&refusal),
-                    subject,
-                )
-                .await;
-                return Err(refusal.into());
-            }
-        };
-        let now = self.now_ms();
-        let minted = mint_token(CARD_TOKEN_PREFIX, now).map_err(ServiceError::crypto)?;
-        let token = minted.token;
-        let record = CardTokenRecord {
-            id: minted.id,
-            hash: minted.hash,
-            kind: input.kind,
-            tenant_id: tenant_id.clone(),
-            client_id: principal.client.id.clone(),
-            environment: self.env(),
-            card_id: Some(card.id),
-            person_id: Some(card.person_id),
-            operations: input.operations.clone(),
-            issued_at_ms: now,
-            expires_at_ms: now + i64::from(ttl) * 1000,
-            use_limit,
-            uses_made: 0,
-            revoked: false,
-        };
-        let ops: Vec<&str> = record.operations.iter().map(|o| o.as_str()).collect();
-        let details = json!({
-            "kind": input.kind.as_str(), "operations": ops, "token_ref": token_ref(&record.id),
-            "ttl_seconds": ttl, "max_uses": use_limit.max_uses(), "mfa": mfa_verified,
-        });
-        let set = WriteSet::guarded(
-            guards,
-            vec![
-                Write::InsertCardToken(record.clone()),
-                self.audit(
+            let guards = mfa_session
+                .map(|id| Guard::ConsumeMfaSession { id, now_ms: now })
+                .into_iter()
+                .collect();
+            let set = WriteSet::guarded(
+                guards,
+                vec![
+                    Write::InsertCardToken(record.clone()),
+                    self.audit(
+                        Some(&tenant_id),
+                        actor.clone(),
+                        "card_token.minted",
+                        "ok",
+                        subject.clone(),
+                        details,
+                    ),
+                ],
+                vec![self.audit(
                     Some(&tenant_id),
                     actor.clone(),
-                    "card_token.minted",
-                    "ok",
+                    "card_token.mint",
+                    "mfa_session_used",
                     subject.clone(),
-                    details,
-                ),
-            ],
-            vec![self.audit(
-                Some(&tenant_id),
-                actor,
-                "card_token.mint",
-                "mfa_session_used",
-                subject,
-                json!({}),
-            )],
-        );
-        match self.commit(set).await? {
-            WriteOutcome::Applied => {
-                self.metrics.token_issued(input.kind.as_str());
-                Ok(MintedCardToken {
-                    token,
-                    expires_at_ms: record.expires_at_ms,
-                    record,
-                })
+                    json!({}),
+                )],
+            )
+            .with_preconditions(vec![Self::card_is(&card)]);
+            match self.commit(set).await? {
+                WriteOutcome::Applied => {
+                    self.metrics.token_issued(input.kind.as_str());
+                    self.hot.put_token(record.clone());
+                    return Ok(MintedCardToken {
+                        token: minted.token,
+                        expires_at_ms: record.expires_at_ms,
+                        record,
+                    });
+                }
+                // The card changed since it was read: decide again on a fresh read.
+                WriteOutcome::Refused(0) => self.hot.forget_card(&tenant_id, card_id),
+                WriteOutcome::Refused(_) => return Err(ServiceError::Mfa(MfaCheck::AlreadyUsed)),
             }
-            WriteOutcome::Refused(_) => Err(ServiceError::Mfa(MfaCheck::AlreadyUsed)),
         }
+        Err(ServiceError::Conflict(
+            "the card changed concurrently; try again".into(),
+        ))
     }
 
     /// Checks an MFA code against a session of `person`; a wrong code counts an attempt.
@@ -512,6 +547,49 @@ impl Service {
             .ok_or(ServiceError::Auth(super::AuthFailure::InvalidToken))
     }
 
+    /// What a redemption needs: the token, its card and the cardholder's name — remembered
+    /// ones unless `fresh`, else read in one query (and remembered). `None`: no such token here.
+    #[allow(clippy::type_complexity)]
+    async fn redemption_context(
+        &self,
+        presented: &PresentedToken,
+        fresh: bool,
+    ) -> Result<Option<(Arc<CardTokenRecord>, Option<Arc<Card>>, Option<Arc<str>>)>, ServiceError>
+    {
+        let usable =
+            |t: &CardTokenRecord| t.environment == self.env() && presented.matches(&t.hash);
+        if !fresh {
+            if let Some(t) = self.hot.token(&presented.id) {
+                if !usable(&t) {
+                    return Ok(None);
+                }
+                let card = t.card_id.and_then(|c| self.hot.card(&t.tenant_id, &c));
+                if let Some(card) = card {
+                    if let Some(name) = self.hot.name(&t.tenant_id, &card.person_id) {
+                        return Ok(Some((t, Some(card), name)));
+                    }
+                }
+            }
+        }
+        let Some(ctx) = self.store.get_redemption(&presented.id).await? else {
+            return Ok(None);
+        };
+        if !usable(&ctx.token) {
+            return Ok(None);
+        }
+        let card = ctx.card.map(|c| {
+            self.hot
+                .put_name(&c.tenant_id, &c.person_id, ctx.cardholder_name.as_deref());
+            self.hot.put_card(c)
+        });
+        self.hot.put_token(ctx.token.clone());
+        Ok(Some((
+            Arc::new(ctx.token),
+            card,
+            ctx.cardholder_name.map(Arc::from),
+        )))
+    }
+
     /// Redeems a card token for `op` on `card_id`, doing the operation in the same commit.
     pub async fn redeem(
         &self,
@@ -520,134 +598,154 @@ impl Service {
         op: Operation,
         new_pin: Option<Pin>,
     ) -> Result<(CardTokenRecord, Redeemed), ServiceError> {
-        let presented = PresentedToken::parse(token, CARD_TOKEN_PREFIX);
-        let ctx = match &presented {
-            Some(p) => self.store.get_redemption(&p.id).await?,
-            None => None,
-        };
-        let Some(ctx) = ctx.filter(|c| {
-            c.token.environment == self.env() && presented.is_some_and(|p| p.matches(&c.token.hash))
-        }) else {
+        let unknown = || {
             tracing::info!(card = %card_id, operation = %op, "unknown card token presented");
-            return Err(ServiceError::Auth(super::AuthFailure::InvalidToken));
+            ServiceError::Auth(super::AuthFailure::InvalidToken)
         };
-        let record = ctx.token;
-        let id = record.id;
-        let actor = format!("token:{}", token_ref(&id));
-        let subject = format!("card:{card_id}");
-        let tenant_id = record.tenant_id.clone();
-        let now = self.now_ms();
-        let outcome = decide_redemption(&record, card_id, op, self.env(), now);
-        if outcome != Redemption::Granted {
-            self.audit_refusal(
-                Some(&tenant_id),
-                actor,
-                &format!("card_token.redeem.{}", op.as_str()),
-                redemption_code(&outcome),
-                subject,
+        let presented = PresentedToken::parse(token, CARD_TOKEN_PREFIX).ok_or_else(unknown)?;
+        // First on what is remembered; if the card changed meanwhile, once more on a fresh read.
+        for fresh in [false, true] {
+            let Some((record, card, cardholder_name)) =
+                self.redemption_context(&presented, fresh).await?
+            else {
+                return Err(unknown());
+            };
+            let id = record.id;
+            let actor = format!("token:{}", token_ref(&id));
+            let subject = format!("card:{card_id}");
+            let tenant_id = record.tenant_id.clone();
+            let now = self.now_ms();
+            let outcome = decide_redemption(&record, card_id, op, self.env(), now);
+            if outcome != Redemption::Granted {
+                self.audit_refusal(
+                    Some(&tenant_id),
+                    actor,
+                    &format!("card_token.redeem.{}", op.as_str()),
+                    redemption_code(&outcome),
+                    subject,
+                )
+                .await;
+                return Err(ServiceError::Redemption(outcome));
+            }
+            // The token covers `card_id` (checked above), so the joined card is the one asked for.
+            let card = card.ok_or(ServiceError::NotFound("card"))?;
+            self.ensure_data_key(&tenant_id, card.key_version).await?;
+            if let Err(refusal) = check_card_state(&card, &[op]) {
+                self.audit_refusal(
+                    Some(&tenant_id),
+                    actor,
+                    &format!("card_token.redeem.{}", op.as_str()),
+                    refusal_code(&refusal),
+                    subject,
+                )
+                .await;
+                return Err(refusal.into());
+            }
+            let mut guards = vec![Guard::RedeemCardToken { id, now_ms: now }];
+            let result = match op {
+                Operation::ViewCard => Redeemed::Details {
+                    secrets: self.open_card(&card)?,
+                    cardholder_name: cardholder_name.as_deref().unwrap_or_default().to_string(),
+                },
+                Operation::GetPin => match self.open_card(&card)?.pin.clone() {
+                    Some(pin) => Redeemed::Pin(pin),
+                    None => return Err(ServiceError::NotFound("PIN")),
+                },
+                Operation::SetPin => {
+                    let pin = new_pin
+                        .clone()
+                        .ok_or_else(|| ServiceError::BadRequest("pin is required".into()))?;
+                    let mut secrets = self.open_card(&card)?;
+                    secrets.pin = Some(pin);
+                    let (version, vault) = self.seal_card(&tenant_id, card_id, &secrets)?;
+                    guards.push(Guard::CardVault {
+                        tenant: tenant_id.clone(),
+                        card: *card_id,
+                        expect_vault: card.vault.clone(),
+                        vault,
+                        key_version: version,
+                        now_ms: now,
+                    });
+                    Redeemed::PinSet
+                }
+                Operation::Activate => {
+                    guards.push(Guard::CardStatus {
+                        tenant: tenant_id.clone(),
+                        card: *card_id,
+                        from: CardStatus::Inactive,
+                        to: CardStatus::Active,
+                        now_ms: now,
+                    });
+                    Redeemed::Activated
+                }
+                Operation::AddCardToWallet => Redeemed::Wallet {
+                    eligible: card.wallet_eligible,
+                    last4: card.last4.clone(),
+                    status: card.status,
+                },
+            };
+            let action = format!("card_token.redeemed.{}", op.as_str());
+            let set = WriteSet::guarded(
+                guards,
+                vec![self.audit(
+                    Some(&tenant_id),
+                    actor.clone(),
+                    &action,
+                    "ok",
+                    subject.clone(),
+                    json!({"token_ref": token_ref(&id)}),
+                )],
+                vec![self.audit(
+                    Some(&tenant_id),
+                    actor,
+                    &action,
+                    "refused_concurrently",
+                    subject,
+                    json!({"token_ref": token_ref(&id)}),
+                )],
             )
-            .await;
-            return Err(ServiceError::Redemption(outcome));
-        }
-        // The token covers `card_id` (checked above), so the joined card is the one asked for.
-        let card = ctx.card.ok_or(ServiceError::NotFound("card"))?;
-        self.ensure_data_key(&tenant_id, card.key_version).await?;
-        if let Err(refusal) = check_card_state(&card, &[op]) {
-            self.audit_refusal(
-                Some(&tenant_id),
-                actor,
-                &format!("card_token.redeem.{}", op.as_str()),
-                refusal_code(&refusal),
-                subject,
-            )
-            .await;
-            return Err(refusal.into());
-        }
-        let mut guards = vec![Guard::RedeemCardToken { id, now_ms: now }];
-        let result = match op {
-            Operation::ViewCard => {
-                let secrets = self.open_card(&card)?;
-                Redeemed::Details {
-                    secrets,
-                    cardholder_name: ctx.cardholder_name.unwrap_or_default(),
+            .with_preconditions(vec![Self::card_is(&card)]);
+            match self.commit(set).await? {
+                WriteOutcome::Applied => {
+                    let mut used = (*record).clone();
+                    used.uses_made += 1;
+                    self.hot.put_token(used.clone());
+                    if matches!(op, Operation::SetPin | Operation::Activate) {
+                        self.hot.forget_card(&tenant_id, card_id);
+                    }
+                    return Ok((used, result));
+                }
+                // The card changed since it was read: decide again on a fresh read.
+                WriteOutcome::Refused(0) => self.hot.forget_card(&tenant_id, card_id),
+                WriteOutcome::Refused(1) => {
+                    // Lost a race: classify from the current state (another use, or a revocation).
+                    self.hot.forget_token(&id);
+                    let now_record = match self.store.get_card_token(&id).await? {
+                        Some(r) => r,
+                        None => (*record).clone(),
+                    };
+                    let outcome =
+                        decide_redemption(&now_record, card_id, op, self.env(), self.now_ms());
+                    return Err(ServiceError::Redemption(
+                        if outcome == Redemption::Granted {
+                            Redemption::AlreadyUsed
+                        } else {
+                            outcome
+                        },
+                    ));
+                }
+                WriteOutcome::Refused(_) => {
+                    self.hot.forget_card(&tenant_id, card_id);
+                    return Err(ServiceError::Conflict(match op {
+                        Operation::Activate => "the card is no longer inactive".into(),
+                        _ => "the card changed concurrently; try again".into(),
+                    }));
                 }
             }
-            Operation::GetPin => match self.open_card(&card)?.pin.clone() {
-                Some(pin) => Redeemed::Pin(pin),
-                None => return Err(ServiceError::NotFound("PIN")),
-            },
-            Operation::SetPin => {
-                let pin =
-                    new_pin.ok_or_else(|| ServiceError::BadRequest("pin is required".into()))?;
-                let mut secrets = self.open_card(&card)?;
-                secrets.pin = Some(pin);
-                let (version, vault) = self.seal_card(&tenant_id, card_id, &secrets)?;
-                guards.push(Guard::CardVault {
-                    tenant: tenant_id.clone(),
-                    card: *card_id,
-                    expect_vault: card.vault.clone(),
-                    vault,
-                    key_version: version,
-                    now_ms: now,
-                });
-                Redeemed::PinSet
-            }
-            Operation::Activate => {
-                guards.push(Guard::CardStatus {
-                    tenant: tenant_id.clone(),
-                    card: *card_id,
-                    from: CardStatus::Inactive,
-                    to: CardStatus::Active,
-                    now_ms: now,
-                });
-                Redeemed::Activated
-            }
-            Operation::AddCardToWallet => Redeemed::Wallet {
-                eligible: card.wallet_eligible,
-                last4: card.last4.clone(),
-                status: card.status,
-            },
-        };
-        let action = format!("card_token.redeemed.{}", op.as_str());
-        let set = WriteSet::guarded(
-            guards,
-            vec![self.audit(
-                Some(&tenant_id),
-                actor.clone(),
-                &action,
-                "ok",
-                subject.clone(),
-                json!({"token_ref": token_ref(&id)}),
-            )],
-            vec![self.audit(
-                Some(&tenant_id),
-                actor,
-                &action,
-                "refused_concurrently",
-                subject,
-                json!({"token_ref": token_ref(&id)}),
-            )],
-        );
-        match self.commit(set).await? {
-            WriteOutcome::Applied => Ok((record, result)),
-            WriteOutcome::Refused(0) => {
-                // Lost a race: classify from the current state (another use, or a revocation).
-                let now_record = self.store.get_card_token(&id).await?.unwrap_or(record);
-                let outcome =
-                    decide_redemption(&now_record, card_id, op, self.env(), self.now_ms());
-                Err(ServiceError::Redemption(
-                    if outcome == Redemption::Granted {
-                        Redemption::AlreadyUsed
-                    } else {
-                        outcome
-                    },
-                ))
-            }
-            WriteOutcome::Refused(_) => Err(ServiceError::Conflict(match op {
-                Operation::Activate => "the card is no longer inactive".into(),
-                _ => "the card changed concurrently; try again".into(),
-            })),
         }
+        Err(ServiceError::Conflict(
+            "the card changed concurrently; try again".into(),
+        ))
     }
 }
 

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod cards;
 pub mod directory;
+mod hot;
 pub mod keys;
 pub mod oauth;
 pub mod webhook;
@@ -144,6 +145,7 @@ pub struct Service {
     revocations_polled_ms: AtomicI64,
     rate: RateLimiter,
     cache: TokenCache,
+    hot: hot::HotCache,
     code_key: [u8; 32],
     http: reqwest::Client,
 }
@@ -179,6 +181,7 @@ impl Service {
             revocations_polled_ms: AtomicI64::new(0),
             rate: RateLimiter::default(),
             cache: TokenCache::default(),
+            hot: hot::HotCache::default(),
             settings,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
@@ -216,6 +219,8 @@ impl Service {
         let snap =
             Snapshot::load(self.store.as_ref(), &self.master, self.env(), self.now_ms()).await?;
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
+        // Whatever changed elsewhere, remembered cards, names and tokens are read afresh.
+        self.hot.clear();
         Ok(())
     }
 

@@ -336,6 +336,7 @@ impl Service {
                         audit,
                     ]))
                     .await?;
+                    self.hot.forget_token(&t.id);
                 }
             }
             return Ok(());
