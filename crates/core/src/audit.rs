@@ -18,8 +18,9 @@ pub struct AuditEvent {
     pub outcome: String,
     /// What it happened to, e.g. `card:<uuid>`.
     pub subject: String,
-    /// Extra facts; canonical JSON (keys sorted).
-    pub details: Value,
+    /// Extra facts, as canonical JSON (keys sorted): rendered when the event is made, on the
+    /// request's own thread, not by the single writer that appends it.
+    pub details: String,
 }
 
 /// An event as stored, with its place in the chain.
@@ -75,10 +76,14 @@ pub fn chain_hash(
 }
 
 impl AuditEvent {
-    /// Places the event after `prev_hash` as number `seq`.
-    pub fn seal(&self, seq: i64, prev_hash: &str) -> StoredAuditEvent {
-        let details = self.details.to_string();
-        let hash = chain_hash(
+    /// Details rendered canonically (serde_json's maps keep their keys sorted).
+    pub fn render_details(details: &Value) -> String {
+        details.to_string()
+    }
+
+    /// The hash of this event as number `seq` after `prev_hash`.
+    pub fn hash_after(&self, seq: i64, prev_hash: &str) -> String {
+        chain_hash(
             prev_hash,
             seq,
             self.ts_ms,
@@ -88,8 +93,14 @@ impl AuditEvent {
             &self.action,
             &self.outcome,
             &self.subject,
-            &details,
-        );
+            &self.details,
+        )
+    }
+
+    /// Places the event after `prev_hash` as number `seq`.
+    pub fn seal(&self, seq: i64, prev_hash: &str) -> StoredAuditEvent {
+        let details = self.details.clone();
+        let hash = self.hash_after(seq, prev_hash);
         StoredAuditEvent {
             seq,
             ts_ms: self.ts_ms,
@@ -191,7 +202,7 @@ mod tests {
             action: action.into(),
             outcome: "ok".into(),
             subject: "s".into(),
-            details: serde_json::json!({"b": 1, "a": 2}),
+            details: AuditEvent::render_details(&serde_json::json!({"b": 1, "a": 2})),
         }
     }
 

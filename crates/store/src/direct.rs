@@ -112,14 +112,22 @@ impl rusqlite::ToSql for Arg<'_> {
     }
 }
 
-/// Binds `$n` to `args[n - 1]`, whatever order the parameters appear in.
+/// Binds `$n` to `args[n - 1]`, whatever order the parameters appear in (SQLite numbers named
+/// parameters by first appearance, so `$n` is usually parameter `n`: checked cheaply first).
 fn bind(st: &mut rusqlite::Statement<'_>, args: &[Arg<'_>]) -> Result<()> {
+    const IN_ORDER: [&str; 16] = [
+        "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", "$13", "$14",
+        "$15", "$16",
+    ];
     for i in 1..=st.parameter_count() {
-        let n = st
-            .parameter_name(i)
-            .and_then(|name| name.strip_prefix('$'))
-            .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| StoreError::Database(format!("parameter {i} is not $n")))?;
+        let name = st.parameter_name(i);
+        let n = match (name, IN_ORDER.get(i - 1)) {
+            (Some(name), Some(expected)) if name == *expected => i,
+            _ => name
+                .and_then(|name| name.strip_prefix('$'))
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(|| StoreError::Database(format!("parameter {i} is not $n")))?,
+        };
         let arg = args
             .get(n.wrapping_sub(1))
             .ok_or_else(|| StoreError::Database(format!("no argument for ${n}")))?;

@@ -5,7 +5,7 @@
 use crate::write::{Guard, Write, WriteOutcome, WriteSet};
 use crate::{Result, StoreError};
 use async_trait::async_trait;
-use cardgate_core::audit::{AuditEvent, StoredAuditEvent};
+use cardgate_core::audit::AuditEvent;
 use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord};
 use cardgate_core::Operation;
 use std::borrow::Cow;
@@ -119,9 +119,10 @@ fn access_token_row(t: &AccessTokenRecord) -> Vec<Arg<'_>> {
     ]
 }
 
-fn audit_row(e: &StoredAuditEvent) -> Vec<Arg<'_>> {
+/// An event's row, as number `seq` between `prev_hash` and its own `hash`.
+fn audit_row<'a>(e: &'a AuditEvent, seq: i64, prev_hash: &'a str, hash: &'a str) -> Vec<Arg<'a>> {
     vec![
-        Arg::int(e.seq),
+        Arg::int(seq),
         Arg::int(e.ts_ms),
         Arg::Text(e.tenant_id.as_deref().map(Cow::Borrowed)),
         Arg::text(&e.environment),
@@ -130,8 +131,8 @@ fn audit_row(e: &StoredAuditEvent) -> Vec<Arg<'_>> {
         Arg::text(&e.outcome),
         Arg::text(&e.subject),
         Arg::text(&e.details),
-        Arg::text(&e.prev_hash),
-        Arg::text(&e.hash),
+        Arg::text(prev_hash),
+        Arg::text(hash),
     ]
 }
 
@@ -221,15 +222,19 @@ pub(crate) async fn apply_sets<T: WriteTx>(
     pending.flush(tx).await?;
     if !audits.is_empty() {
         let (mut seq, mut head) = tx.chain_head().await?;
-        let mut sealed = Vec::with_capacity(audits.len());
-        for ev in audits {
+        let mut links = Vec::with_capacity(audits.len());
+        for ev in &audits {
             seq += 1;
-            let s = ev.seal(seq, &head);
-            head.clone_from(&s.hash);
-            sealed.push(s);
+            let hash = ev.hash_after(seq, &head);
+            let prev = std::mem::replace(&mut head, hash.clone());
+            links.push((seq, prev, hash));
         }
-        tx.insert_rows(&AUDIT_EVENTS, sealed.iter().map(audit_row).collect())
-            .await?;
+        let rows = audits
+            .iter()
+            .zip(&links)
+            .map(|(ev, (seq, prev, hash))| audit_row(ev, *seq, prev, hash))
+            .collect();
+        tx.insert_rows(&AUDIT_EVENTS, rows).await?;
         tx.exec(
             "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
             vec![Arg::int(seq), Arg::text(&head)],

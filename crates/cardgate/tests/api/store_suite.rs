@@ -44,7 +44,7 @@ fn audit(action: &str) -> Write {
         action: action.into(),
         outcome: "ok".into(),
         subject: "s".into(),
-        details: serde_json::json!({"n": 1}),
+        details: AuditEvent::render_details(&serde_json::json!({"n": 1})),
     })
 }
 

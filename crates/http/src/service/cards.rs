@@ -298,7 +298,7 @@ impl Service {
                     });
                 }
                 // The card changed since it was read: decide again on a fresh read.
-                WriteOutcome::Refused(0) => self.hot.forget_card(&tenant_id, card_id),
+                WriteOutcome::Refused(0) => self.hot.forget_card(card_id),
                 WriteOutcome::Refused(_) => return Err(ServiceError::Mfa(MfaCheck::AlreadyUsed)),
             }
         }
@@ -711,12 +711,12 @@ impl Service {
                     used.uses_made += 1;
                     self.hot.put_token(used.clone());
                     if matches!(op, Operation::SetPin | Operation::Activate) {
-                        self.hot.forget_card(&tenant_id, card_id);
+                        self.hot.forget_card(card_id);
                     }
                     return Ok((used, result));
                 }
                 // The card changed since it was read: decide again on a fresh read.
-                WriteOutcome::Refused(0) => self.hot.forget_card(&tenant_id, card_id),
+                WriteOutcome::Refused(0) => self.hot.forget_card(card_id),
                 WriteOutcome::Refused(1) => {
                     // Lost a race: classify from the current state (another use, or a revocation).
                     self.hot.forget_token(&id);
@@ -735,7 +735,7 @@ impl Service {
                     ));
                 }
                 WriteOutcome::Refused(_) => {
-                    self.hot.forget_card(&tenant_id, card_id);
+                    self.hot.forget_card(card_id);
                     return Err(ServiceError::Conflict(match op {
                         Operation::Activate => "the card is no longer inactive".into(),
                         _ => "the card changed concurrently; try again".into(),

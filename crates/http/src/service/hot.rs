@@ -47,9 +47,11 @@ impl<K: Eq + Hash, V: Clone> Bounded<K, V> {
     }
 }
 
+/// Keyed by id alone (ids are UUIDs); an entry counts only for the tenant it belongs to.
+/// Keyed by id alone (ids are UUIDs); an entry counts only for the tenant it belongs to.
 pub(crate) struct HotCache {
-    cards: Bounded<(TenantId, CardId), Arc<Card>>,
-    names: Bounded<(TenantId, PersonId), Option<Arc<str>>>,
+    cards: Bounded<CardId, Arc<Card>>,
+    names: Bounded<PersonId, (TenantId, Option<Arc<str>>)>,
     tokens: Bounded<TokenId, Arc<CardTokenRecord>>,
 }
 
@@ -65,28 +67,30 @@ impl Default for HotCache {
 
 impl HotCache {
     pub fn card(&self, tenant: &TenantId, card: &CardId) -> Option<Arc<Card>> {
-        self.cards.get(&(tenant.clone(), *card))
+        self.cards.get(card).filter(|c| &c.tenant_id == tenant)
     }
 
     pub fn put_card(&self, card: Card) -> Arc<Card> {
         let card = Arc::new(card);
-        self.cards
-            .put((card.tenant_id.clone(), card.id), card.clone());
+        self.cards.put(card.id, card.clone());
         card
     }
 
-    pub fn forget_card(&self, tenant: &TenantId, card: &CardId) {
-        self.cards.remove(&(tenant.clone(), *card));
+    pub fn forget_card(&self, card: &CardId) {
+        self.cards.remove(card);
     }
 
     /// The display name of a cardholder: `Some(None)` when known to have none.
     pub fn name(&self, tenant: &TenantId, person: &PersonId) -> Option<Option<Arc<str>>> {
-        self.names.get(&(tenant.clone(), *person))
+        self.names
+            .get(person)
+            .filter(|(t, _)| t == tenant)
+            .map(|(_, n)| n)
     }
 
     pub fn put_name(&self, tenant: &TenantId, person: &PersonId, name: Option<&str>) {
         self.names
-            .put((tenant.clone(), *person), name.map(Arc::from));
+            .put(*person, (tenant.clone(), name.map(Arc::from)));
     }
 
     pub fn token(&self, id: &TokenId) -> Option<Arc<CardTokenRecord>> {

@@ -315,7 +315,7 @@ impl Service {
             action: action.to_string(),
             outcome: outcome.to_string(),
             subject: subject.into(),
-            details,
+            details: AuditEvent::render_details(&details),
         })
     }
 
