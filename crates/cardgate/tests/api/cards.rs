@@ -757,3 +757,21 @@ async fn a_card_changed_by_another_replica_is_read_afresh_before_anything_is_rev
     let intro = a.introspect(BACKEND, &activate_a).await;
     assert_eq!(intro["active"], true, "{intro}");
 }
+
+#[tokio::test]
+async fn a_remembered_card_is_never_a_reason_to_refuse() {
+    let a = TestApp::spawn().await;
+    let b = a.replica(cardgate_core::Environment::Sandbox).await;
+    // Replica a remembers the inactive card while it has no PIN yet.
+    let read_pin = a
+        .card_token(BACKEND, CARD_INACTIVE, json!({"operations": ["GET_PIN"]}))
+        .await;
+    let set = b
+        .card_token(BACKEND, CARD_INACTIVE, json!({"operations": ["SET_PIN"]}))
+        .await;
+    assert_eq!(b.put_pin(&set, CARD_INACTIVE, "2468").await.status(), 204);
+    // Replica a finds the PIN set on b instead of answering that there is none.
+    let res = a.get_pin(&read_pin, CARD_INACTIVE).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({"pin": "2468"}));
+}

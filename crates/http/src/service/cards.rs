@@ -49,6 +49,15 @@ pub struct MintedCardToken {
     pub record: CardTokenRecord,
 }
 
+/// What a redemption decides on.
+struct RedemptionView {
+    token: Arc<CardTokenRecord>,
+    card: Option<Arc<Card>>,
+    cardholder_name: Option<Arc<str>>,
+    /// Whether it all came from the hot cache (then a refusal is re-checked on a fresh read).
+    remembered: bool,
+}
+
 /// What a successful redemption yields.
 pub enum Redeemed {
     Details {
@@ -110,17 +119,18 @@ impl Service {
     }
 
     /// Loads a card of the principal's tenant; another tenant's card is simply not found.
-    /// `remembered` allows the hot cache's copy, which a decision may use only together with
-    /// [`Service::card_is`] as a precondition of its commit.
+    /// `remembered` allows the hot cache's copy (then the answer says it came from there),
+    /// which a decision may use only together with [`Service::card_is`] as a precondition of
+    /// its commit, and which is never a reason to refuse: read it afresh first.
     pub async fn card_of(
         &self,
         tenant: &TenantId,
         card_id: &CardId,
         remembered: bool,
-    ) -> Result<Arc<Card>, ServiceError> {
+    ) -> Result<(Arc<Card>, bool), ServiceError> {
         if remembered {
             if let Some(c) = self.hot.card(tenant, card_id) {
-                return Ok(c);
+                return Ok((c, true));
             }
         }
         let card = self
@@ -128,7 +138,7 @@ impl Service {
             .get_card(tenant, card_id)
             .await?
             .ok_or(ServiceError::NotFound("card"))?;
-        Ok(self.hot.put_card(card))
+        Ok((self.hot.put_card(card), false))
     }
 
     /// The precondition that `card` is still as it was read: a decision made on it commits
@@ -155,7 +165,7 @@ impl Service {
         let mut mfa_session = None;
         // First on the remembered card; if it changed meanwhile, once more on a fresh read.
         for fresh in [false, true] {
-            let card = match self.card_of(&tenant_id, card_id, !fresh).await {
+            let (card, remembered) = match self.card_of(&tenant_id, card_id, !fresh).await {
                 Ok(c) => c,
                 Err(e) => {
                     self.audit_refusal(
@@ -169,6 +179,15 @@ impl Service {
                     return Err(e);
                 }
             };
+            let mismatch = input
+                .account_hint
+                .as_ref()
+                .is_some_and(|a| a != &card.account_id)
+                || input.person_hint.is_some_and(|p| p != card.person_id);
+            if mismatch && remembered {
+                // Never refuse on a remembered card: it may have changed since.
+                continue;
+            }
             if input
                 .account_hint
                 .as_ref()
@@ -225,6 +244,8 @@ impl Service {
             };
             let (ttl, use_limit) = match decide_mint(&tenant, &minter, &card, &request) {
                 Ok(v) => v,
+                // Decided on a remembered card: decide again on a fresh read.
+                Err(_) if remembered => continue,
                 Err(refusal) => {
                     self.audit_refusal(
                         Some(&tenant_id),
@@ -549,13 +570,11 @@ impl Service {
 
     /// What a redemption needs: the token, its card and the cardholder's name — remembered
     /// ones unless `fresh`, else read in one query (and remembered). `None`: no such token here.
-    #[allow(clippy::type_complexity)]
     async fn redemption_context(
         &self,
         presented: &PresentedToken,
         fresh: bool,
-    ) -> Result<Option<(Arc<CardTokenRecord>, Option<Arc<Card>>, Option<Arc<str>>)>, ServiceError>
-    {
+    ) -> Result<Option<RedemptionView>, ServiceError> {
         let usable =
             |t: &CardTokenRecord| t.environment == self.env() && presented.matches(&t.hash);
         if !fresh {
@@ -566,7 +585,12 @@ impl Service {
                 let card = t.card_id.and_then(|c| self.hot.card(&t.tenant_id, &c));
                 if let Some(card) = card {
                     if let Some(name) = self.hot.name(&t.tenant_id, &card.person_id) {
-                        return Ok(Some((t, Some(card), name)));
+                        return Ok(Some(RedemptionView {
+                            token: t,
+                            card: Some(card),
+                            cardholder_name: name,
+                            remembered: true,
+                        }));
                     }
                 }
             }
@@ -583,11 +607,12 @@ impl Service {
             self.hot.put_card(c)
         });
         self.hot.put_token(ctx.token.clone());
-        Ok(Some((
-            Arc::new(ctx.token),
+        Ok(Some(RedemptionView {
+            token: Arc::new(ctx.token),
             card,
-            ctx.cardholder_name.map(Arc::from),
-        )))
+            cardholder_name: ctx.cardholder_name.map(Arc::from),
+            remembered: false,
+        }))
     }
 
     /// Redeems a card token for `op` on `card_id`, doing the operation in the same commit.
@@ -605,8 +630,12 @@ impl Service {
         let presented = PresentedToken::parse(token, CARD_TOKEN_PREFIX).ok_or_else(unknown)?;
         // First on what is remembered; if the card changed meanwhile, once more on a fresh read.
         for fresh in [false, true] {
-            let Some((record, card, cardholder_name)) =
-                self.redemption_context(&presented, fresh).await?
+            let Some(RedemptionView {
+                token: record,
+                card,
+                cardholder_name,
+                remembered,
+            }) = self.redemption_context(&presented, fresh).await?
             else {
                 return Err(unknown());
             };
@@ -631,6 +660,10 @@ impl Service {
             let card = card.ok_or(ServiceError::NotFound("card"))?;
             self.ensure_data_key(&tenant_id, card.key_version).await?;
             if let Err(refusal) = check_card_state(&card, &[op]) {
+                if remembered {
+                    // Never refuse on a remembered card: it may have changed since.
+                    continue;
+                }
                 self.audit_refusal(
                     Some(&tenant_id),
                     actor,
@@ -649,6 +682,8 @@ impl Service {
                 },
                 Operation::GetPin => match self.open_card(&card)?.pin.clone() {
                     Some(pin) => Redeemed::Pin(pin),
+                    // A remembered card may have had its PIN set since.
+                    None if remembered => continue,
                     None => return Err(ServiceError::NotFound("PIN")),
                 },
                 Operation::SetPin => {
