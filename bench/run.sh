@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # cardgate benchmark: build, import a bench tenant, start the server, run every
-# load scenario against it (healthz first), print a summary with ratios to the
-# healthz req/s of the same run, stop the server and clean up.
+# load scenario against it (each right after a GET /healthz run), print a summary
+# with ratios to the adjacent healthz of the same run, stop the server and clean up.
 #
 #   bench/run.sh                                   # SQLite in a temp dir
 #   bench/run.sh --postgres postgres://postgres@127.0.0.1:5432/postgres
@@ -12,7 +12,10 @@
 #   BENCH_CONNECTIONS=64     keep-alive connections
 #   BENCH_LOADGEN_THREADS=1  loadgen runtime threads
 #   BENCH_PORT=18080         listen port (127.0.0.1 only)
-#   BENCH_SCENARIOS="healthz token-jwt ..."   subset / order (healthz is always run first)
+#   BENCH_SCENARIOS="token-jwt ..."  subset / order of the scenarios
+#   BENCH_REPEAT=1           run the whole list this many times; the summary gives medians
+#   BENCH_HEALTHZ_DURATION=5 seconds of GET /healthz measured right before every scenario:
+#                            each ratio is to that adjacent healthz (this VM's speed drifts)
 #   BENCH_OUT=bench/target/results            where results-*.jsonl / summary-*.txt are kept
 #   BENCH_KEEP_TMP=1         keep the temp dir (database, server log) for inspection
 #   BENCH_SKIP_BUILD=1       do not run cargo build (binaries must exist)
@@ -170,12 +173,16 @@ creds_for() {
     esac
 }
 
-ordered="healthz"
-for s in $SCENARIOS; do [[ "$s" == healthz ]] || ordered="$ordered $s"; done
+REPEAT="${BENCH_REPEAT:-1}"
+HZ_DURATION="${BENCH_HEALTHZ_DURATION:-5}"
+ordered=""
+for _ in $(seq 1 "$REPEAT"); do
+    for s in $SCENARIOS; do [[ "$s" == healthz ]] || ordered="$ordered healthz $s"; done
+done
 
 {
     echo "cardgate benchmark $STAMP  git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
-    echo "database: ${DB_DESC%% (*}  connections: $CONNECTIONS  duration: ${DURATION}s (+${WARMUP}s warm-up)  loadgen threads: $THREADS  cores: $(nproc)"
+    echo "database: ${DB_DESC%% (*}  connections: $CONNECTIONS  duration: ${DURATION}s (+${WARMUP}s warm-up), healthz ${HZ_DURATION}s before each  repeats: $REPEAT  loadgen threads: $THREADS  cores: $(nproc)"
 } | tee "$SUMMARY" >&2
 
 failed=()
@@ -187,8 +194,10 @@ for s in $ordered; do
     log "scenario $s"
     # shellcheck disable=SC2046  # creds_for output is deliberately word-split
     # Run in the background and `wait`, so a signal to this script is handled at once.
+    dur="$DURATION"; wu="$WARMUP"
+    if [[ "$s" == healthz ]]; then dur="$HZ_DURATION"; wu=1; fi
     timeout "$limit" "$LOADGEN" --url "$BASE_URL" --scenario "$s" \
-        --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" \
+        --connections "$CONNECTIONS" --duration "$dur" --warmup "$wu" \
         --threads "$THREADS" --server-pid "$SERVER_PID" --json-out "$RESULTS" \
         $(creds_for "$s") &
     LOADGEN_PID=$!

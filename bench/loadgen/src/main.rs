@@ -84,7 +84,12 @@ struct Histogram {
 
 impl Histogram {
     fn new() -> Self {
-        Histogram { counts: vec![0; NBUCKETS], total: 0, sum_ns: 0, max_ns: 0 }
+        Histogram {
+            counts: vec![0; NBUCKETS],
+            total: 0,
+            sum_ns: 0,
+            max_ns: 0,
+        }
     }
 
     fn index(v: u64) -> usize {
@@ -195,7 +200,9 @@ struct Config {
 
 fn parse_secs(flag: &str, v: &str) -> Result<Duration, String> {
     let t = v.trim().trim_end_matches('s');
-    let f: f64 = t.parse().map_err(|_| format!("{flag}: not a number of seconds: {v}"))?;
+    let f: f64 = t
+        .parse()
+        .map_err(|_| format!("{flag}: not a number of seconds: {v}"))?;
     if !(f > 0.0 && f < 86_400.0) {
         return Err(format!("{flag}: out of range: {v}"));
     }
@@ -237,17 +244,26 @@ fn parse_args(args: Vec<String>) -> Result<Config, String> {
             "--scenario" => scenario_name = Some(val()?),
             "--url" => url = val()?,
             "--connections" | "-c" => {
-                connections = val()?.parse().map_err(|_| "--connections: not a number".to_string())?
+                connections = val()?
+                    .parse()
+                    .map_err(|_| "--connections: not a number".to_string())?
             }
             "--duration" => duration = parse_secs("--duration", &val()?)?,
             "--warmup" => {
                 let v = val()?;
-                warmup = if v.trim_end_matches('s') == "0" { Duration::ZERO } else { parse_secs("--warmup", &v)? }
+                warmup = if v.trim_end_matches('s') == "0" {
+                    Duration::ZERO
+                } else {
+                    parse_secs("--warmup", &v)?
+                }
             }
             "--server-pid" => {
                 let v = val()?;
                 if !v.is_empty() {
-                    server_pid = Some(v.parse().map_err(|_| "--server-pid: not a pid".to_string())?)
+                    server_pid = Some(
+                        v.parse()
+                            .map_err(|_| "--server-pid: not a pid".to_string())?,
+                    )
                 }
             }
             "--client-id" => client_id = Some(val()?),
@@ -261,7 +277,11 @@ fn parse_args(args: Vec<String>) -> Result<Config, String> {
                 }
             }
             "--mint-body" => mint_body = val()?,
-            "--threads" => threads = val()?.parse().map_err(|_| "--threads: not a number".to_string())?,
+            "--threads" => {
+                threads = val()?
+                    .parse()
+                    .map_err(|_| "--threads: not a number".to_string())?
+            }
             "--timeout" => req_timeout = parse_secs("--timeout", &val()?)?,
             "--json-out" => json_out = Some(val()?),
             o => return Err(format!("unknown argument: {o}")),
@@ -277,7 +297,9 @@ fn parse_args(args: Vec<String>) -> Result<Config, String> {
         o => return Err(format!("unknown scenario: {o}")),
     };
     if scenario != Scenario::Healthz && (client_id.is_none() || client_secret.is_none()) {
-        return Err(format!("scenario {scenario_name} needs --client-id and --client-secret"));
+        return Err(format!(
+            "scenario {scenario_name} needs --client-id and --client-secret"
+        ));
     }
     if scenario == Scenario::CardPair && card_id.is_none() {
         return Err("scenario card-pair needs --card-id".into());
@@ -334,12 +356,24 @@ fn base64(input: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         out.push(T[(n >> 18) as usize & 63] as char);
         out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if chunk.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }
@@ -349,7 +383,9 @@ fn form_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                out.push(b as char)
+            }
             b' ' => out.push('+'),
             _ => {
                 let _ = write!(out, "%{b:02X}");
@@ -364,7 +400,9 @@ fn path_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             _ => {
                 let _ = write!(out, "%{b:02X}");
             }
@@ -471,12 +509,26 @@ struct ReqSpec {
 }
 
 impl ReqSpec {
-    fn new(method: Method, path: &str, headers: Vec<(HeaderName, HeaderValue)>, body: Bytes) -> Result<Self, String> {
+    fn new(
+        method: Method,
+        path: &str,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        body: Bytes,
+    ) -> Result<Self, String> {
         let uri: Uri = path.parse().map_err(|e| format!("bad path {path}: {e}"))?;
-        Ok(ReqSpec { method, uri, headers, body })
+        Ok(ReqSpec {
+            method,
+            uri,
+            headers,
+            body,
+        })
     }
 
-    fn build(&self, host: &HeaderValue, extra: Option<(HeaderName, HeaderValue)>) -> Result<Request<Full<Bytes>>, Fail> {
+    fn build(
+        &self,
+        host: &HeaderValue,
+        extra: Option<(HeaderName, HeaderValue)>,
+    ) -> Result<Request<Full<Bytes>>, Fail> {
         let mut b = Request::builder()
             .method(self.method.clone())
             .uri(self.uri.clone())
@@ -487,13 +539,20 @@ impl ReqSpec {
         if let Some((k, v)) = extra {
             b = b.header(k, v);
         }
-        b.body(Full::new(self.body.clone())).map_err(|e| Fail::Invalid(format!("building request: {e}")))
+        b.body(Full::new(self.body.clone()))
+            .map_err(|e| Fail::Invalid(format!("building request: {e}")))
     }
 }
 
-async fn connect(authority: &str, deadline: tokio::time::Instant, at_end: bool) -> Result<Sender, Fail> {
+async fn connect(
+    authority: &str,
+    deadline: tokio::time::Instant,
+    at_end: bool,
+) -> Result<Sender, Fail> {
     let fut = async {
-        let stream = TcpStream::connect(authority).await.map_err(|e| Fail::Transport(format!("connect {authority}: {e}")))?;
+        let stream = TcpStream::connect(authority)
+            .await
+            .map_err(|e| Fail::Transport(format!("connect {authority}: {e}")))?;
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
@@ -521,7 +580,10 @@ async fn exchange(
         if sender.ready().await.is_err() {
             return Err(Fail::Closed);
         }
-        let resp = sender.send_request(req).await.map_err(|e| Fail::Transport(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| Fail::Transport(e.to_string()))?;
         let status = resp.status();
         let body = resp
             .into_body()
@@ -547,13 +609,17 @@ fn expect_2xx(status: StatusCode, body: &[u8]) -> Result<(), Fail> {
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, Fail> {
-    serde_json::from_slice(body).map_err(|e| Fail::Invalid(format!("not JSON ({e}): {}", snippet(body))))
+    serde_json::from_slice(body)
+        .map_err(|e| Fail::Invalid(format!("not JSON ({e}): {}", snippet(body))))
 }
 
 fn json_str_field(v: &Value, key: &str, body: &[u8]) -> Result<String, Fail> {
     match v.get(key).and_then(Value::as_str) {
         Some(s) if !s.is_empty() => Ok(s.to_string()),
-        _ => Err(Fail::Invalid(format!("no string field {key:?} in {}", snippet(body)))),
+        _ => Err(Fail::Invalid(format!(
+            "no string field {key:?} in {}",
+            snippet(body)
+        ))),
     }
 }
 
@@ -568,7 +634,10 @@ fn check_introspect_response(status: StatusCode, body: &[u8]) -> Result<(), Fail
     let v = parse_json(body)?;
     match v.get("active") {
         Some(Value::Bool(true)) => Ok(()),
-        _ => Err(Fail::Invalid(format!("token not active: {}", snippet(body)))),
+        _ => Err(Fail::Invalid(format!(
+            "token not active: {}",
+            snippet(body)
+        ))),
     }
 }
 
@@ -587,7 +656,10 @@ fn check_details_response(status: StatusCode, body: &[u8]) -> Result<(), Fail> {
     let v = parse_json(body)?;
     match v.get("pan") {
         Some(Value::String(s)) if !s.is_empty() => Ok(()),
-        _ => Err(Fail::Invalid(format!("no pan in details: {}", snippet(body)))),
+        _ => Err(Fail::Invalid(format!(
+            "no pan in details: {}",
+            snippet(body)
+        ))),
     }
 }
 
@@ -632,14 +704,30 @@ struct Stats {
 
 impl Stats {
     fn new(pair: bool) -> Self {
-        let empty = || if pair { Histogram::new() } else { Histogram { counts: Vec::new(), total: 0, sum_ns: 0, max_ns: 0 } };
+        let empty = || {
+            if pair {
+                Histogram::new()
+            } else {
+                Histogram {
+                    counts: Vec::new(),
+                    total: 0,
+                    sum_ns: 0,
+                    max_ns: 0,
+                }
+            }
+        };
         Stats {
             hist: Histogram::new(),
             mint: empty(),
             redeem: empty(),
             errors: 0,
             warmup_errors: 0,
-            by_kind: [("status", 0), ("invalid", 0), ("transport", 0), ("timeout", 0)],
+            by_kind: [
+                ("status", 0),
+                ("invalid", 0),
+                ("transport", 0),
+                ("timeout", 0),
+            ],
             mint_errors: 0,
             redeem_errors: 0,
             connects: 0,
@@ -668,7 +756,8 @@ impl Stats {
         }
         if self.samples.len() < 5 {
             let phase = if at < t.start { "warm-up" } else { "measured" };
-            self.samples.push(format!("[{phase}] {what}: {}", f.describe()));
+            self.samples
+                .push(format!("[{phase}] {what}: {}", f.describe()));
         }
     }
 
@@ -774,7 +863,9 @@ async fn worker(ctx: Arc<Ctx>, t: Times) -> Stats {
         }
 
         // card-pair: redeem the fresh card token on the same connection.
-        let (Some(tok), Some(redeem)) = (card_token, ctx.redeem.as_ref()) else { break };
+        let (Some(tok), Some(redeem)) = (card_token, ctx.redeem.as_ref()) else {
+            break;
+        };
         let bearer = match hv(&format!("Bearer {tok}")) {
             Ok(v) => v,
             Err(e) => {
@@ -817,11 +908,20 @@ async fn worker(ctx: Arc<Ctx>, t: Times) -> Stats {
 // Preflight: one sequential run of the scenario on a fresh connection, with
 // diagnostics, before any load. Also fetches the token used by introspect.
 
-async fn one(authority: &str, host: &HeaderValue, spec: &ReqSpec, extra: Option<(HeaderName, HeaderValue)>) -> Result<(StatusCode, Bytes), String> {
+async fn one(
+    authority: &str,
+    host: &HeaderValue,
+    spec: &ReqSpec,
+    extra: Option<(HeaderName, HeaderValue)>,
+) -> Result<(StatusCode, Bytes), String> {
     let dl = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut s = connect(authority, dl, false).await.map_err(|f| f.describe())?;
+    let mut s = connect(authority, dl, false)
+        .await
+        .map_err(|f| f.describe())?;
     let req = spec.build(host, extra).map_err(|f| f.describe())?;
-    exchange(&mut s, req, dl, false).await.map_err(|f| f.describe())
+    exchange(&mut s, req, dl, false)
+        .await
+        .map_err(|f| f.describe())
 }
 
 fn token_request(cfg: &Config, basic: &HeaderValue) -> Result<ReqSpec, String> {
@@ -830,14 +930,21 @@ fn token_request(cfg: &Config, basic: &HeaderValue) -> Result<ReqSpec, String> {
         &format!("{}/oauth2/token", cfg.base_path),
         vec![
             (AUTHORIZATION, basic.clone()),
-            (CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded")),
+            (
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-www-form-urlencoded"),
+            ),
             (ACCEPT, HeaderValue::from_static("application/json")),
         ],
         Bytes::from_static(b"grant_type=client_credentials"),
     )
 }
 
-async fn fetch_access_token(cfg: &Config, host: &HeaderValue, basic: &HeaderValue) -> Result<String, String> {
+async fn fetch_access_token(
+    cfg: &Config,
+    host: &HeaderValue,
+    basic: &HeaderValue,
+) -> Result<String, String> {
     let spec = token_request(cfg, basic)?;
     let (status, body) = one(&cfg.authority, host, &spec, None).await?;
     check_token_response(status, &body).map_err(|f| format!("POST /oauth2/token: {}", f.describe()))
@@ -850,14 +957,26 @@ fn looks_like_jwt(tok: &str) -> bool {
 async fn build_ctx(cfg: &Config) -> Result<Ctx, String> {
     let host = hv(&cfg.authority)?;
     let basic = match (&cfg.client_id, &cfg.client_secret) {
-        (Some(id), Some(secret)) => Some(hv(&format!("Basic {}", base64(format!("{id}:{secret}").as_bytes())))?),
+        (Some(id), Some(secret)) => Some(hv(&format!(
+            "Basic {}",
+            base64(format!("{id}:{secret}").as_bytes())
+        ))?),
         _ => None,
     };
-    let need_basic = || basic.clone().ok_or_else(|| "client credentials required".to_string());
+    let need_basic = || {
+        basic
+            .clone()
+            .ok_or_else(|| "client credentials required".to_string())
+    };
     let mut redeem = None;
     let main = match cfg.scenario {
         Scenario::Healthz => {
-            let spec = ReqSpec::new(Method::GET, &format!("{}/healthz", cfg.base_path), vec![], Bytes::new())?;
+            let spec = ReqSpec::new(
+                Method::GET,
+                &format!("{}/healthz", cfg.base_path),
+                vec![],
+                Bytes::new(),
+            )?;
             let (status, body) = one(&cfg.authority, &host, &spec, None).await?;
             expect_2xx(status, &body).map_err(|f| format!("GET /healthz: {}", f.describe()))?;
             spec
@@ -867,10 +986,17 @@ async fn build_ctx(cfg: &Config) -> Result<Ctx, String> {
             let tok = fetch_access_token(cfg, &host, &b).await?;
             let jwt = looks_like_jwt(&tok);
             if cfg.scenario_name.ends_with("-jwt") && !jwt {
-                eprintln!("WARNING: {}: access_token does not look like a JWT: {}", cfg.scenario_name, snippet(tok.as_bytes()));
+                eprintln!(
+                    "WARNING: {}: access_token does not look like a JWT: {}",
+                    cfg.scenario_name,
+                    snippet(tok.as_bytes())
+                );
             }
             if cfg.scenario_name.ends_with("-opaque") && jwt {
-                eprintln!("WARNING: {}: access_token looks like a JWT, expected opaque", cfg.scenario_name);
+                eprintln!(
+                    "WARNING: {}: access_token looks like a JWT, expected opaque",
+                    cfg.scenario_name
+                );
             }
             token_request(cfg, &b)?
         }
@@ -882,13 +1008,17 @@ async fn build_ctx(cfg: &Config) -> Result<Ctx, String> {
                 &format!("{}/oauth2/introspect", cfg.base_path),
                 vec![
                     (AUTHORIZATION, b.clone()),
-                    (CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded")),
+                    (
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("application/x-www-form-urlencoded"),
+                    ),
                     (ACCEPT, HeaderValue::from_static("application/json")),
                 ],
                 Bytes::from(format!("token={}", form_encode(&tok))),
             )?;
             let (status, body) = one(&cfg.authority, &host, &spec, None).await?;
-            check_introspect_response(status, &body).map_err(|f| format!("POST /oauth2/introspect: {}", f.describe()))?;
+            check_introspect_response(status, &body)
+                .map_err(|f| format!("POST /oauth2/introspect: {}", f.describe()))?;
             spec
         }
         Scenario::CardPair => {
@@ -896,7 +1026,10 @@ async fn build_ctx(cfg: &Config) -> Result<Ctx, String> {
             let card = path_segment(cfg.card_id.as_deref().unwrap_or_default());
             let mint_auth = match cfg.mint_auth {
                 MintAuth::Basic => b,
-                MintAuth::Bearer => hv(&format!("Bearer {}", fetch_access_token(cfg, &host, &b).await?))?,
+                MintAuth::Bearer => hv(&format!(
+                    "Bearer {}",
+                    fetch_access_token(cfg, &host, &b).await?
+                ))?,
             };
             let mint = ReqSpec::new(
                 Method::POST,
@@ -915,9 +1048,17 @@ async fn build_ctx(cfg: &Config) -> Result<Ctx, String> {
                 Bytes::new(),
             )?;
             let (status, body) = one(&cfg.authority, &host, &mint, None).await?;
-            let tok = check_mint_response(status, &body).map_err(|f| format!("POST /v1/cards/{card}/tokens: {}", f.describe()))?;
-            let (status, body) = one(&cfg.authority, &host, &red, Some((AUTHORIZATION, hv(&format!("Bearer {tok}"))?))).await?;
-            check_details_response(status, &body).map_err(|f| format!("GET /v1/cards/{card}/details: {}", f.describe()))?;
+            let tok = check_mint_response(status, &body)
+                .map_err(|f| format!("POST /v1/cards/{card}/tokens: {}", f.describe()))?;
+            let (status, body) = one(
+                &cfg.authority,
+                &host,
+                &red,
+                Some((AUTHORIZATION, hv(&format!("Bearer {tok}"))?)),
+            )
+            .await?;
+            check_details_response(status, &body)
+                .map_err(|f| format!("GET /v1/cards/{card}/details: {}", f.describe()))?;
             redeem = Some(red);
             mint
         }
@@ -946,8 +1087,14 @@ async fn run(cfg: Config) -> u8 {
     let ctx = match build_ctx(&cfg).await {
         Ok(c) => Arc::new(c),
         Err(e) => {
-            eprintln!("!!! PREFLIGHT FAILED for scenario {} against {}: {e}", cfg.scenario_name, cfg.url);
-            outln!("{:<18} PREFLIGHT FAILED: {e}  <<< ERRORS", cfg.scenario_name);
+            eprintln!(
+                "!!! PREFLIGHT FAILED for scenario {} against {}: {e}",
+                cfg.scenario_name, cfg.url
+            );
+            outln!(
+                "{:<18} PREFLIGHT FAILED: {e}  <<< ERRORS",
+                cfg.scenario_name
+            );
             let line = json!({"scenario": cfg.scenario_name, "ok": false, "preflight_error": e});
             emit_json(&cfg, &line);
             return 3;
@@ -955,7 +1102,10 @@ async fn run(cfg: Config) -> u8 {
     };
 
     let now = tokio::time::Instant::now();
-    let t = Times { start: now + cfg.warmup, end: now + cfg.warmup + cfg.duration };
+    let t = Times {
+        start: now + cfg.warmup,
+        end: now + cfg.warmup + cfg.duration,
+    };
     let pid = cfg.server_pid.map(|p| p.to_string());
 
     let mut handles = Vec::with_capacity(cfg.connections);
@@ -998,7 +1148,8 @@ async fn run(cfg: Config) -> u8 {
         _ => None,
     };
     let pair = ctx.scenario == Scenario::CardPair;
-    let ok = total.errors == 0 && total.warmup_errors == 0 && lost_workers == 0 && !server_gone && n > 0;
+    let ok =
+        total.errors == 0 && total.warmup_errors == 0 && lost_workers == 0 && !server_gone && n > 0;
 
     // ---- human-readable line
     let mut line = format!(
@@ -1013,7 +1164,12 @@ async fn run(cfg: Config) -> u8 {
         total.errors + total.warmup_errors,
     );
     if let Some(c) = cpu_per_op_us {
-        let _ = write!(line, "  server {:.1} µs CPU/{}", c, if pair { "pair" } else { "req" });
+        let _ = write!(
+            line,
+            "  server {:.1} µs CPU/{}",
+            c,
+            if pair { "pair" } else { "req" }
+        );
     }
     if let Some(h) = hwm_kb {
         let _ = write!(line, "  peak RSS {:.1} MB", h as f64 / 1024.0);
@@ -1022,7 +1178,11 @@ async fn run(cfg: Config) -> u8 {
         let _ = write!(line, "  loadgen CPU {:.0}%", l);
     }
     if total.connects as usize > cfg.connections {
-        let _ = write!(line, "  reconnects {}", total.connects as usize - cfg.connections);
+        let _ = write!(
+            line,
+            "  reconnects {}",
+            total.connects as usize - cfg.connections
+        );
     }
     if !ok {
         line.push_str("  <<< ERRORS");
@@ -1043,18 +1203,30 @@ async fn run(cfg: Config) -> u8 {
     // ---- loud error report
     if !ok {
         let mut e = String::new();
-        let _ = writeln!(e, "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+        let _ = writeln!(
+            e,
+            "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+        );
         let _ = writeln!(
             e,
             "!!! SCENARIO {} HAD ERRORS: {} in the measured window, {} during warm-up",
             cfg.scenario_name, total.errors, total.warmup_errors
         );
-        let kinds: Vec<String> = total.by_kind.iter().filter(|k| k.1 > 0).map(|k| format!("{}={}", k.0, k.1)).collect();
+        let kinds: Vec<String> = total
+            .by_kind
+            .iter()
+            .filter(|k| k.1 > 0)
+            .map(|k| format!("{}={}", k.0, k.1))
+            .collect();
         if !kinds.is_empty() {
             let _ = writeln!(e, "!!! by kind: {}", kinds.join(" "));
         }
         if server_gone {
-            let _ = writeln!(e, "!!! server process {} is gone", pid.as_deref().unwrap_or("?"));
+            let _ = writeln!(
+                e,
+                "!!! server process {} is gone",
+                pid.as_deref().unwrap_or("?")
+            );
         }
         if lost_workers > 0 {
             let _ = writeln!(e, "!!! {lost_workers} workers did not finish");
@@ -1065,7 +1237,10 @@ async fn run(cfg: Config) -> u8 {
         for s in &total.samples {
             let _ = writeln!(e, "!!!   {s}");
         }
-        let _ = write!(e, "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+        let _ = write!(
+            e,
+            "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+        );
         eprintln!("{e}");
     }
     if total.connects as usize > cfg.connections {
@@ -1117,7 +1292,10 @@ async fn run(cfg: Config) -> u8 {
             o.insert("redeem_p99_ms".into(), json!(r3(total.redeem.pct_ms(0.99))));
             o.insert("mint_errors".into(), json!(total.mint_errors));
             o.insert("redeem_errors".into(), json!(total.redeem_errors));
-            o.insert("server_cpu_us_per_http_req".into(), json!(cpu_per_op_us.map(|c| r1(c / 2.0))));
+            o.insert(
+                "server_cpu_us_per_http_req".into(),
+                json!(cpu_per_op_us.map(|c| r1(c / 2.0))),
+            );
         }
     }
     emit_json(&cfg, &j);
@@ -1162,16 +1340,30 @@ fn summarize(path: &str) -> u8 {
         .collect();
     let f = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64);
     let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
-    let healthz = rows.iter().rev().find(|r| r.get("scenario").and_then(Value::as_str) == Some("healthz"));
-    let h_rps = healthz.and_then(|h| f(h, "rps")).filter(|x| *x > 0.0);
-    let h_cpu = healthz.and_then(|h| f(h, "server_cpu_us_per_req")).filter(|x| *x > 0.0);
-    let opt = |x: Option<f64>, prec: usize| x.map(|v| format!("{v:.prec$}")).unwrap_or_else(|| "-".into());
+    let opt = |x: Option<f64>, prec: usize| {
+        x.map(|v| format!("{v:.prec$}"))
+            .unwrap_or_else(|| "-".into())
+    };
 
     outln!(
         "{:<18} {:>11} {:>9} {:>12} {:>9} {:>9} {:>7} {:>11} {:>9} {:>10}",
-        "scenario", "rps|pairs/s", "x healthz", "healthz/op", "p50_ms", "p99_ms", "errors", "srv_cpu_us", "x cpu", "peak_rss_mb"
+        "scenario",
+        "rps|pairs/s",
+        "x healthz",
+        "healthz/op",
+        "p50_ms",
+        "p99_ms",
+        "errors",
+        "srv_cpu_us",
+        "x cpu",
+        "peak_rss_mb"
     );
     let mut any_err = false;
+    // Each figure is relative to the healthz run just before it (the machine's speed drifts
+    // over a run); per scenario: (ratio, cost, p99, cpu ratio) of every repetition.
+    let mut healthz: Option<&Value> = None;
+    let mut seen_healthz = false;
+    let mut per: Vec<(String, Vec<[Option<f64>; 4]>)> = Vec::new();
     for r in &rows {
         let name = s(r, "scenario");
         if r.get("ok") == Some(&Value::Bool(false)) {
@@ -1181,6 +1373,14 @@ fn summarize(path: &str) -> u8 {
             outln!("{:<18} PREFLIGHT FAILED: {}", name, s(r, "preflight_error"));
             continue;
         }
+        if name == "healthz" {
+            healthz = Some(r);
+            seen_healthz = true;
+        }
+        let h_rps = healthz.and_then(|h| f(h, "rps")).filter(|x| *x > 0.0);
+        let h_cpu = healthz
+            .and_then(|h| f(h, "server_cpu_us_per_req"))
+            .filter(|x| *x > 0.0);
         let rps = f(r, "rps");
         let ratio = match (rps, h_rps) {
             (Some(a), Some(h)) => Some(a / h),
@@ -1195,6 +1395,13 @@ fn summarize(path: &str) -> u8 {
             (Some(a), Some(h)) => Some(a / h),
             _ => None,
         };
+        if name != "healthz" {
+            let entry = [ratio, cost, f(r, "p99_ms"), cpu_x];
+            match per.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, v)) => v.push(entry),
+                None => per.push((name.clone(), vec![entry])),
+            }
+        }
         let errors = f(r, "errors").unwrap_or(0.0) + f(r, "warmup_errors").unwrap_or(0.0);
         outln!(
             "{:<18} {:>11} {:>9} {:>12} {:>9} {:>9} {:>7} {:>11} {:>9} {:>10}{}",
@@ -1208,26 +1415,73 @@ fn summarize(path: &str) -> u8 {
             opt(cpu, 1),
             opt(cpu_x, 2),
             opt(f(r, "server_peak_rss_mb"), 1),
-            if r.get("ok") == Some(&Value::Bool(false)) { "  <<< ERRORS" } else { "" }
+            if r.get("ok") == Some(&Value::Bool(false)) {
+                "  <<< ERRORS"
+            } else {
+                ""
+            }
         );
         if s(r, "unit") == "pair" {
             outln!(
                 "{:<18} {:>11} {:>9} {:>12} {:>9} {:>9}",
-                "  mint", "", "", "", opt(f(r, "mint_p50_ms"), 3), opt(f(r, "mint_p99_ms"), 3)
+                "  mint",
+                "",
+                "",
+                "",
+                opt(f(r, "mint_p50_ms"), 3),
+                opt(f(r, "mint_p99_ms"), 3)
             );
             outln!(
                 "{:<18} {:>11} {:>9} {:>12} {:>9} {:>9}",
-                "  redeem", "", "", "", opt(f(r, "redeem_p50_ms"), 3), opt(f(r, "redeem_p99_ms"), 3)
+                "  redeem",
+                "",
+                "",
+                "",
+                opt(f(r, "redeem_p50_ms"), 3),
+                opt(f(r, "redeem_p99_ms"), 3)
             );
             if let Some(c) = cost {
-                outln!("{:<18} cost of one mint+redeem pair = {:.2} healthz requests", "", c);
+                outln!(
+                    "{:<18} cost of one mint+redeem pair = {:.2} healthz requests",
+                    "",
+                    c
+                );
             }
         }
     }
-    if h_rps.is_none() {
+    if per.iter().any(|(_, v)| v.len() > 1) {
+        let median = |v: &[[Option<f64>; 4]], i: usize| {
+            let mut xs: Vec<f64> = v.iter().filter_map(|e| e[i]).collect();
+            xs.sort_by(|a, b| a.total_cmp(b));
+            xs.get(xs.len() / 2).copied()
+        };
+        outln!("");
+        outln!("medians over the repetitions (each against its adjacent healthz):");
+        outln!(
+            "{:<18} {:>5} {:>9} {:>12} {:>9} {:>9}",
+            "scenario",
+            "runs",
+            "x healthz",
+            "healthz/op",
+            "p99_ms",
+            "x cpu"
+        );
+        for (name, v) in &per {
+            outln!(
+                "{:<18} {:>5} {:>9} {:>12} {:>9} {:>9}",
+                name,
+                v.len(),
+                opt(median(v, 0), 3),
+                opt(median(v, 1), 2),
+                opt(median(v, 2), 3),
+                opt(median(v, 3), 2)
+            );
+        }
+    }
+    if !seen_healthz {
         outln!("(no healthz result: ratios unavailable)");
     }
-    outln!("x healthz = rps / healthz rps;  healthz/op = healthz rps / rps (cost in healthz requests per request or pair);");
+    outln!("x healthz = rps / the healthz rps measured just before;  healthz/op = healthz rps / rps (cost in healthz requests per request or pair);");
     outln!("srv_cpu_us = server CPU µs per request (per pair for card-pair);  x cpu = srv_cpu_us / healthz srv_cpu_us");
     if any_err {
         outln!("!!! SOME SCENARIOS HAD ERRORS — their figures are not trustworthy");
@@ -1271,9 +1525,14 @@ fn main() -> ExitCode {
     });
 
     let rt = if cfg.threads == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(cfg.threads).enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cfg.threads)
+            .enable_all()
+            .build()
     };
     let rt = match rt {
         Ok(rt) => rt,
@@ -1315,7 +1574,10 @@ mod tests {
             assert!(i < NBUCKETS);
             let back = Histogram::value_of(i);
             if v > 0 {
-                assert!((back as f64 - v as f64).abs() / (v as f64) < 0.016, "{v} -> {back}");
+                assert!(
+                    (back as f64 - v as f64).abs() / (v as f64) < 0.016,
+                    "{v} -> {back}"
+                );
             }
         }
     }
