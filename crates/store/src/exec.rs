@@ -66,7 +66,7 @@ pub(crate) const CARD_TOKENS: Table = Table {
 
 /// One open write transaction of a backend.
 #[async_trait]
-pub(crate) trait WriteTx: Send {
+pub(crate) trait WriteTx: Send + Sized {
     /// Runs one statement and returns how many rows it changed.
     async fn exec(&mut self, sql: &'static str, args: Vec<Arg<'_>>) -> Result<u64>;
     /// Runs a query and returns how many rows it found.
@@ -75,6 +75,120 @@ pub(crate) trait WriteTx: Send {
     async fn insert_rows(&mut self, table: &'static Table, rows: Vec<Vec<Arg<'_>>>) -> Result<()>;
     /// The audit chain head, locked for the rest of the transaction where the engine needs it.
     async fn chain_head(&mut self) -> Result<(i64, String)>;
+
+    /// Which of `checks` (each a [`Guard::CardIs`]) hold. Engines where a statement costs a
+    /// network round trip answer them all with one.
+    async fn cards_are(&mut self, checks: &[&Guard]) -> Result<Vec<bool>> {
+        let mut held = Vec::with_capacity(checks.len());
+        for g in checks {
+            held.push(guard(self, g).await? == 1);
+        }
+        Ok(held)
+    }
+
+    /// Counts one use of each of `redeems` (each a [`Guard::RedeemCardToken`], all of different
+    /// tokens) and says which were counted. Engines where a statement costs a network round
+    /// trip count them all with one.
+    async fn redeem_all(&mut self, redeems: &[&Guard]) -> Result<Vec<bool>> {
+        let mut held = Vec::with_capacity(redeems.len());
+        for g in redeems {
+            held.push(guard(self, g).await? == 1);
+        }
+        Ok(held)
+    }
+}
+
+/// Whether a set is decided by its guards alone, without writing anything before the last
+/// one: card checks, then at most one token redemption, and writes that are all appended at the
+/// end of the batch (tokens, audit events).
+fn decided_in_bulk(set: &WriteSet) -> bool {
+    let deferred = |w: &Write| {
+        matches!(
+            w,
+            Write::Audit(_) | Write::InsertAccessToken(_) | Write::InsertCardToken(_)
+        )
+    };
+    let guards_ok = match set.guards.split_last() {
+        None => true,
+        Some((last, before)) => {
+            before.iter().all(|g| matches!(g, Guard::CardIs { .. }))
+                && matches!(last, Guard::CardIs { .. } | Guard::RedeemCardToken { .. })
+        }
+    };
+    guards_ok && set.writes.iter().all(deferred) && set.on_refused.iter().all(deferred)
+}
+
+/// For a batch where every set is [`decided_in_bulk`] and no token is redeemed twice or
+/// redeemed in the batch that mints it, the outcome of every set, found with one statement for
+/// all card checks and one for all redemptions. Such sets do not change anything another
+/// set's guards read before the end of the batch, so deciding them together is the same as
+/// deciding them one after another. `None` when the batch is not like that.
+async fn decide_in_bulk<T: WriteTx>(
+    tx: &mut T,
+    sets: &[WriteSet],
+) -> Result<Option<Vec<Option<usize>>>> {
+    if sets.len() < 2 || !sets.iter().all(decided_in_bulk) {
+        return Ok(None);
+    }
+    let mut redeemed = std::collections::HashSet::new();
+    for set in sets {
+        for g in &set.guards {
+            if let Guard::RedeemCardToken { id, .. } = g {
+                if !redeemed.insert(id) {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+    let minted_here = sets
+        .iter()
+        .flat_map(|s| s.writes.iter())
+        .any(|w| matches!(w, Write::InsertCardToken(t) if redeemed.contains(&t.id)));
+    if minted_here {
+        return Ok(None);
+    }
+    let checks: Vec<&Guard> = sets
+        .iter()
+        .flat_map(|s| s.guards.iter())
+        .filter(|g| matches!(g, Guard::CardIs { .. }))
+        .collect();
+    let mut checked = tx.cards_are(&checks).await?.into_iter();
+    // The first failing check of each set, and the redemptions of the sets whose checks held.
+    let mut refused: Vec<Option<usize>> = Vec::with_capacity(sets.len());
+    let mut redeems: Vec<(usize, &Guard)> = Vec::new();
+    for (k, set) in sets.iter().enumerate() {
+        let mut first_failed = None;
+        for (i, g) in set.guards.iter().enumerate() {
+            match g {
+                Guard::CardIs { .. } => {
+                    let held = checked.next().ok_or_else(|| corrupt_bulk("card checks"))?;
+                    if !held && first_failed.is_none() {
+                        first_failed = Some(i);
+                    }
+                }
+                _ if first_failed.is_none() => redeems.push((k, g)),
+                _ => {}
+            }
+        }
+        refused.push(first_failed);
+    }
+    if !redeems.is_empty() {
+        let guards: Vec<&Guard> = redeems.iter().map(|(_, g)| *g).collect();
+        let counted = tx.redeem_all(&guards).await?;
+        if counted.len() != redeems.len() {
+            return Err(corrupt_bulk("redemptions"));
+        }
+        for ((k, _), ok) in redeems.iter().zip(counted) {
+            if !ok {
+                refused[*k] = Some(sets[*k].guards.len() - 1);
+            }
+        }
+    }
+    Ok(Some(refused))
+}
+
+fn corrupt_bulk(what: &str) -> StoreError {
+    StoreError::Database(format!("the engine answered a different number of {what}"))
 }
 
 pub(crate) fn ops_to_text(ops: &[Operation]) -> String {
@@ -164,7 +278,7 @@ impl Pending<'_> {
 }
 
 /// Applies `sets` in order inside the open transaction `tx` (the caller begins and commits).
-/// A set whose guard fails is refused whole (savepoints when it has several guards) and its
+/// A set whose guard fails is refused whole (a savepoint when a guard that wrote precedes another) and its
 /// `on_refused` writes apply instead (none when a precondition failed); the other sets still apply. The audit events of the
 /// whole batch are appended to the chain last, so concurrent writers (PostgreSQL) overlap
 /// everything but the append.
@@ -175,31 +289,12 @@ pub(crate) async fn apply_sets<T: WriteTx>(
     let mut audits: Vec<&AuditEvent> = Vec::new();
     let mut pending = Pending::default();
     let mut outcomes = Vec::with_capacity(sets.len());
-    for set in sets {
-        // A guard on a card token inserted earlier in this batch must see it.
-        let touches_pending = set.guards.iter().any(|g| {
-            matches!(g, Guard::RedeemCardToken { id, .. } if pending.card_tokens.iter().any(|t| &t.id == id))
-        });
-        if touches_pending {
-            pending.flush(tx).await?;
-        }
-        let savepoint = set.guards.len() > 1;
-        if savepoint {
-            tx.exec("SAVEPOINT ws", vec![]).await?;
-        }
-        let mut refused = None;
-        for (i, g) in set.guards.iter().enumerate() {
-            if guard(tx, g).await? != 1 {
-                refused = Some(i);
-                break;
-            }
-        }
-        if savepoint {
-            if refused.is_some() {
-                tx.exec("ROLLBACK TO SAVEPOINT ws", vec![]).await?;
-            }
-            tx.exec("RELEASE SAVEPOINT ws", vec![]).await?;
-        }
+    let decided = decide_in_bulk(tx, sets).await?;
+    for (k, set) in sets.iter().enumerate() {
+        let refused = match &decided {
+            Some(outcomes) => outcomes[k],
+            None => decide(tx, set, &mut pending).await?,
+        };
         let writes: &[Write] = match refused {
             None => &set.writes,
             Some(i) if i < set.preconditions => &[],
@@ -242,6 +337,44 @@ pub(crate) async fn apply_sets<T: WriteTx>(
         .await?;
     }
     Ok(outcomes)
+}
+
+/// Runs the guards of one set in order; the first that fails refuses it, undoing what the
+/// guards before it changed.
+async fn decide<T: WriteTx>(
+    tx: &mut T,
+    set: &WriteSet,
+    pending: &mut Pending<'_>,
+) -> Result<Option<usize>> {
+    // A guard on a card token inserted earlier in this batch must see it.
+    let touches_pending = set.guards.iter().any(|g| {
+        matches!(g, Guard::RedeemCardToken { id, .. } if pending.card_tokens.iter().any(|t| &t.id == id))
+    });
+    if touches_pending {
+        pending.flush(tx).await?;
+    }
+    // Only a guard that changed something before a later guard failed needs undoing.
+    let savepoint = set
+        .guards
+        .split_last()
+        .is_some_and(|(_, before)| before.iter().any(Guard::writes));
+    if savepoint {
+        tx.exec("SAVEPOINT ws", vec![]).await?;
+    }
+    let mut refused = None;
+    for (i, g) in set.guards.iter().enumerate() {
+        if guard(tx, g).await? != 1 {
+            refused = Some(i);
+            break;
+        }
+    }
+    if savepoint {
+        if refused.is_some() {
+            tx.exec("ROLLBACK TO SAVEPOINT ws", vec![]).await?;
+        }
+        tx.exec("RELEASE SAVEPOINT ws", vec![]).await?;
+    }
+    Ok(refused)
 }
 
 /// Runs a guard (a conditional UPDATE, or a check); it holds when exactly one row matched.

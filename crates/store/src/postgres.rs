@@ -2,7 +2,7 @@
 
 use crate::exec::{self, Arg, Table, WriteTx};
 use crate::sql::{migrator, Engine, Map, SqlStore};
-use crate::write::{WriteOutcome, WriteSet};
+use crate::write::{Guard, WriteOutcome, WriteSet};
 use crate::{Result, StoreError};
 use async_trait::async_trait;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions};
@@ -145,6 +145,82 @@ impl WriteTx for PgTx {
             q.build().execute(&mut *self.0).await?;
         }
         Ok(())
+    }
+
+    async fn cards_are(&mut self, checks: &[&Guard]) -> Result<Vec<bool>> {
+        let (mut tenants, mut cards, mut statuses, mut vaults) = (vec![], vec![], vec![], vec![]);
+        for g in checks {
+            let Guard::CardIs {
+                tenant,
+                card,
+                status,
+                vault,
+            } = g
+            else {
+                return Err(StoreError::Database(
+                    "cards_are takes card checks only".into(),
+                ));
+            };
+            tenants.push(tenant.as_str());
+            cards.push(card.to_string());
+            statuses.push(status.as_str());
+            vaults.push(vault.as_slice());
+        }
+        let held: Vec<i64> = sqlx::query_scalar(
+            "SELECT u.i FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) \
+             WITH ORDINALITY AS u(tenant_id, id, status, vault, i) \
+             JOIN cards c ON c.tenant_id = u.tenant_id AND c.id = u.id AND c.status = u.status AND c.vault = u.vault \
+             WHERE c.id = ANY($2)",
+        )
+        .bind(&tenants)
+        .bind(&cards)
+        .bind(&statuses)
+        .bind(&vaults)
+        .persistent(false)
+        .fetch_all(&mut *self.0)
+        .await?;
+        let mut out = vec![false; checks.len()];
+        for i in held {
+            if let Some(slot) = usize::try_from(i - 1).ok().and_then(|i| out.get_mut(i)) {
+                *slot = true;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn redeem_all(&mut self, redeems: &[&Guard]) -> Result<Vec<bool>> {
+        let mut rows: Vec<(&[u8], i64, usize)> = Vec::with_capacity(redeems.len());
+        for (i, g) in redeems.iter().enumerate() {
+            let Guard::RedeemCardToken { id, now_ms } = g else {
+                return Err(StoreError::Database(
+                    "redeem_all takes redemptions only".into(),
+                ));
+            };
+            rows.push((&id.0[..], *now_ms, i));
+        }
+        // In id order, so that concurrent writers lock the rows in the same order. Both bulk
+        // statements are planned afresh each time (not persistent): a cached plan made while
+        // the table was small scans the whole table once it has grown.
+        rows.sort_unstable();
+        let ids: Vec<&[u8]> = rows.iter().map(|r| r.0).collect();
+        let nows: Vec<i64> = rows.iter().map(|r| r.1).collect();
+        let counted: Vec<Vec<u8>> = sqlx::query_scalar(
+            "UPDATE card_tokens t SET uses_made = t.uses_made + 1 \
+             FROM unnest($1::bytea[], $2::int8[]) AS u(id, now_ms) \
+             WHERE t.id = ANY($1) AND t.id = u.id AND t.revoked = FALSE AND t.expires_at > u.now_ms \
+             AND (t.max_uses IS NULL OR t.uses_made < t.max_uses) RETURNING t.id",
+        )
+        .bind(&ids)
+        .bind(&nows)
+        .persistent(false)
+        .fetch_all(&mut *self.0)
+        .await?;
+        let counted: std::collections::HashSet<&[u8]> = counted.iter().map(|v| &v[..]).collect();
+        let mut out = vec![false; redeems.len()];
+        for (id, _, i) in rows {
+            out[i] = counted.contains(id);
+        }
+        Ok(out)
     }
 
     async fn chain_head(&mut self) -> Result<(i64, String)> {

@@ -45,6 +45,13 @@ pub enum Guard {
     },
 }
 
+impl Guard {
+    /// Whether the guard changes a row when it holds (every guard but a pure check).
+    pub fn writes(&self) -> bool {
+        !matches!(self, Guard::CardIs { .. })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Write {
     Audit(AuditEvent),

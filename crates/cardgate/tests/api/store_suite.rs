@@ -376,6 +376,105 @@ async fn contract(store: Arc<dyn Store>) {
         "{backend}: a failed precondition writes nothing, not even the refusal"
     );
 
+    // The hot path's batch: mints and redemptions on remembered cards, each behind a card
+    // check. However the engine decides them (PostgreSQL: one statement for all checks and
+    // one for all redemptions), each set gets what it would get alone.
+    let (head_before, _) = store.audit_head().await.unwrap();
+    let hot = [
+        tid(b"h-1"),
+        tid(b"h-2"),
+        tid(b"h-3"),
+        tid(b"h-4"),
+        tid(b"h-5"),
+    ];
+    let mut seed: Vec<Write> = hot
+        .iter()
+        .map(|h| Write::InsertCardToken(card_token(*h, card_id, UseLimit::Once)))
+        .collect();
+    seed.push(Write::RevokeCardToken { id: hot[2] });
+    store.apply(&[WriteSet::of(seed)]).await.unwrap();
+    let redeem_on = |c: &Card, h: TokenId, now_ms: i64| {
+        WriteSet::guarded(
+            vec![Guard::RedeemCardToken { id: h, now_ms }],
+            vec![audit("hot redeemed")],
+            vec![audit("hot refused")],
+        )
+        .with_preconditions(vec![is(c)])
+    };
+    let minted = tid(b"h-minted");
+    let mint_on = |c: &Card, h: TokenId| {
+        WriteSet::of(vec![
+            Write::InsertCardToken(card_token(h, card_id, UseLimit::Once)),
+            audit("hot minted"),
+        ])
+        .with_preconditions(vec![is(c)])
+    };
+    let out = store
+        .apply(&[
+            redeem_on(&now_card, hot[0], 2_000),  // holds
+            redeem_on(&stale, hot[1], 2_000),     // the card changed: nothing at all
+            redeem_on(&now_card, hot[2], 2_000),  // revoked: refused, refusal audited
+            redeem_on(&now_card, hot[3], 10_000), // expired at its own clock
+            mint_on(&now_card, minted),           // holds
+            mint_on(&stale_status, tid(b"h-never")),
+            redeem_on(&now_card, tid(b"h-unknown"), 2_000),
+            redeem_on(&now_card, hot[4], 9_999), // holds, the last millisecond
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![A, R(0), R(1), R(1), A, R(0), R(1), A],
+        "{backend}: a mixed batch of checked mints and redemptions"
+    );
+    let uses = |h: TokenId| {
+        let store = store.clone();
+        async move { store.get_card_token(&h).await.unwrap().map(|t| t.uses_made) }
+    };
+    assert_eq!(
+        (
+            uses(hot[0]).await,
+            uses(hot[1]).await,
+            uses(hot[3]).await,
+            uses(hot[4]).await
+        ),
+        (Some(1), Some(0), Some(0), Some(1)),
+        "{backend}: only the redemptions that held were counted"
+    );
+    assert_eq!(uses(minted).await, Some(0), "{backend}: the mint that held");
+    assert_eq!(
+        uses(tid(b"h-never")).await,
+        None,
+        "{backend}: the refused mint wrote no token"
+    );
+    assert_eq!(
+        store.audit_head().await.unwrap().0,
+        head_before + 6,
+        "{backend}: three successes and three refusals audited; the two failed checks wrote nothing"
+    );
+    // A token minted and redeemed in the same batch, and the same token twice: decided in
+    // order (the redemption sees the mint; the second use of a single-use token is refused).
+    let minted_twice = tid(b"h-minted-2");
+    let out = store
+        .apply(&[
+            mint_on(&now_card, minted_twice),
+            redeem_on(&now_card, minted_twice, 2_000),
+            redeem_on(&now_card, minted, 2_000),
+            redeem_on(&now_card, minted, 2_000),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![A, A, A, R(1)],
+        "{backend}: batch decided in order"
+    );
+    assert_eq!(
+        (uses(minted_twice).await, uses(minted).await),
+        (Some(1), Some(1)),
+        "{backend}"
+    );
+
     // MFA sessions: wrong attempts count, consumption happens once.
     let sid = MfaSessionId::new_random();
     let session = MfaSession {
@@ -485,8 +584,9 @@ async fn contract(store: Arc<dyn Store>) {
     }
     assert_eq!(v.finish(head_seq, &head_hash), Ok(head_seq), "{backend}");
     assert_eq!(
-        head_seq, 10,
-        "{backend}: setup, one redemption and two refusals, four batched redemptions, one activation, one check"
+        head_seq, 20,
+        "{backend}: setup, one redemption and two refusals, four batched redemptions, one activation, one check, \
+         six hot-path events, four in-order events"
     );
 }
 
