@@ -1,9 +1,11 @@
 //! Group commit (PERF-NOTES): writer tasks drain a queue of write sets into one transaction
 //! each and then answer every waiter, so concurrent requests share a commit while each still
 //! gets its answer only after its changes are durable. SQLite gets one writer; PostgreSQL
-//! several (`Store::writers`), which overlap everything but the audit chain append.
+//! several (`Store::writers`), each appending to an audit chain of its own, so they overlap
+//! entirely.
 
 use crate::{Result, Store, StoreError, WriteOutcome, WriteSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
@@ -37,11 +39,11 @@ async fn next_batch(queue: &Queue, sets: &mut Vec<WriteSet>, replies: &mut Vec<R
     true
 }
 
-async fn writer(store: Arc<dyn Store>, queue: Queue) {
+async fn writer(store: Arc<dyn Store>, queue: Queue, index: usize) {
     let mut sets = Vec::with_capacity(MAX_BATCH);
     let mut replies = Vec::with_capacity(MAX_BATCH);
     while next_batch(&queue, &mut sets, &mut replies).await {
-        match store.apply(&sets).await {
+        match store.apply_as(index, &sets).await {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.drain(..).zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
@@ -52,7 +54,7 @@ async fn writer(store: Arc<dyn Store>, queue: Queue) {
                 // only the faulty one fails.
                 tracing::debug!(error = %batch_err, size = sets.len(), "batch failed; applying one by one");
                 for (set, reply) in sets.iter().zip(replies.drain(..)) {
-                    let res = store.apply(std::slice::from_ref(set)).await;
+                    let res = store.apply_as(index, std::slice::from_ref(set)).await;
                     let _ = reply.send(res.and_then(|mut o| o.pop().ok_or(StoreError::WriterGone)));
                 }
             }
@@ -74,9 +76,18 @@ impl Committer {
         let (tx, rx) = mpsc::channel::<(WriteSet, Reply)>(MAX_BATCH * 4);
         let queue: Queue = Arc::new(Mutex::new(rx));
         let writers = store.writers().max(1);
+        // Writer numbers pick audit chains. Where there are several writers (PostgreSQL),
+        // replicas sharing a database start from different numbers, so their writers rarely
+        // append to the same chain; a single writer (SQLite) keeps to chain 1.
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let first = if writers > 1 {
+            std::process::id() as usize + STARTED.fetch_add(writers, Ordering::Relaxed)
+        } else {
+            0
+        };
         let run = async move {
-            let tasks: Vec<_> = (0..writers)
-                .map(|_| tokio::spawn(writer(store.clone(), queue.clone())))
+            let tasks: Vec<_> = (first..first + writers)
+                .map(|i| tokio::spawn(writer(store.clone(), queue.clone(), i)))
                 .collect();
             for t in tasks {
                 let _ = t.await;

@@ -201,13 +201,15 @@ impl WriteTx for SqliteTx<'_> {
         Ok(())
     }
 
-    async fn chain_head(&mut self) -> Result<(i64, String)> {
+    async fn chain_head(&mut self, chain: i64) -> Result<(i64, String)> {
         // The write transaction (BEGIN IMMEDIATE) already excludes every other writer.
         let mut st = self
             .conn
-            .prepare_cached("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .prepare_cached("SELECT seq, hash FROM audit_head WHERE id = ?1")
             .map_err(db_err)?;
-        st.query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
-            .map_err(db_err)
+        st.query_row([chain], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })
+        .map_err(db_err)
     }
 }

@@ -45,9 +45,9 @@ pub(crate) struct Table {
 
 pub(crate) const AUDIT_EVENTS: Table = Table {
     name: "audit_events",
-    columns: "seq, ts_ms, tenant_id, environment, actor, action, outcome, subject, details, prev_hash, hash",
-    insert_one: "INSERT INTO audit_events (seq, ts_ms, tenant_id, environment, actor, action, outcome, subject, details, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    columns: "chain, seq, ts_ms, tenant_id, environment, actor, action, outcome, subject, details, prev_hash, hash",
+    insert_one: "INSERT INTO audit_events (chain, seq, ts_ms, tenant_id, environment, actor, action, outcome, subject, details, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
 };
 
 pub(crate) const ACCESS_TOKENS: Table = Table {
@@ -73,8 +73,9 @@ pub(crate) trait WriteTx: Send + Sized {
     async fn count(&mut self, sql: &'static str, args: Vec<Arg<'_>>) -> Result<u64>;
     /// Appends rows to `table` (one statement per row or per chunk, as the engine prefers).
     async fn insert_rows(&mut self, table: &'static Table, rows: Vec<Vec<Arg<'_>>>) -> Result<()>;
-    /// The audit chain head, locked for the rest of the transaction where the engine needs it.
-    async fn chain_head(&mut self) -> Result<(i64, String)>;
+    /// The head of audit chain `chain`, locked for the rest of the transaction where the
+    /// engine needs it.
+    async fn chain_head(&mut self, chain: i64) -> Result<(i64, String)>;
 
     /// Which of `checks` (each a [`Guard::CardIs`]) hold. Engines where a statement costs a
     /// network round trip answer them all with one.
@@ -233,9 +234,16 @@ fn access_token_row(t: &AccessTokenRecord) -> Vec<Arg<'_>> {
     ]
 }
 
-/// An event's row, as number `seq` between `prev_hash` and its own `hash`.
-fn audit_row<'a>(e: &'a AuditEvent, seq: i64, prev_hash: &'a str, hash: &'a str) -> Vec<Arg<'a>> {
+/// An event's row, as number `seq` of `chain` between `prev_hash` and its own `hash`.
+fn audit_row<'a>(
+    e: &'a AuditEvent,
+    chain: i64,
+    seq: i64,
+    prev_hash: &'a str,
+    hash: &'a str,
+) -> Vec<Arg<'a>> {
     vec![
+        Arg::int(chain),
         Arg::int(seq),
         Arg::int(e.ts_ms),
         Arg::Text(e.tenant_id.as_deref().map(Cow::Borrowed)),
@@ -279,12 +287,13 @@ impl Pending<'_> {
 
 /// Applies `sets` in order inside the open transaction `tx` (the caller begins and commits).
 /// A set whose guard fails is refused whole (a savepoint when a guard that wrote precedes another) and its
-/// `on_refused` writes apply instead (none when a precondition failed); the other sets still apply. The audit events of the
-/// whole batch are appended to the chain last, so concurrent writers (PostgreSQL) overlap
-/// everything but the append.
+/// `on_refused` writes apply instead (none when a precondition failed); the other sets still
+/// apply. The audit events of the whole batch are appended last, to `chain`, whose head stays
+/// locked until commit (PostgreSQL); writers on other chains go on meanwhile.
 pub(crate) async fn apply_sets<T: WriteTx>(
     tx: &mut T,
     sets: &[WriteSet],
+    chain: i64,
 ) -> Result<Vec<WriteOutcome>> {
     let mut audits: Vec<&AuditEvent> = Vec::new();
     let mut pending = Pending::default();
@@ -316,7 +325,7 @@ pub(crate) async fn apply_sets<T: WriteTx>(
     }
     pending.flush(tx).await?;
     if !audits.is_empty() {
-        let (mut seq, mut head) = tx.chain_head().await?;
+        let (mut seq, mut head) = tx.chain_head(chain).await?;
         let mut links = Vec::with_capacity(audits.len());
         for ev in &audits {
             seq += 1;
@@ -327,12 +336,12 @@ pub(crate) async fn apply_sets<T: WriteTx>(
         let rows = audits
             .iter()
             .zip(&links)
-            .map(|(ev, (seq, prev, hash))| audit_row(ev, *seq, prev, hash))
+            .map(|(ev, (seq, prev, hash))| audit_row(ev, chain, *seq, prev, hash))
             .collect();
         tx.insert_rows(&AUDIT_EVENTS, rows).await?;
         tx.exec(
-            "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1",
-            vec![Arg::int(seq), Arg::text(&head)],
+            "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = $3",
+            vec![Arg::int(seq), Arg::text(&head), Arg::int(chain)],
         )
         .await?;
     }

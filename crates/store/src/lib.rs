@@ -12,7 +12,7 @@ mod sqlite;
 mod write;
 
 use async_trait::async_trait;
-use cardgate_core::audit::StoredAuditEvent;
+use cardgate_core::audit::{ChainHead, StoredAuditEvent};
 use cardgate_core::ids::MfaSessionId;
 use cardgate_core::mfa::MfaSession;
 use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord, TokenId};
@@ -79,8 +79,8 @@ pub struct DataKeyRow {
 pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
-    /// How many write transactions may run at once: 1 for SQLite (one writer), several for
-    /// PostgreSQL (they overlap everything but the audit chain append).
+    /// How many write transactions may run at once: 1 for SQLite (one writer), 2 for
+    /// PostgreSQL (each appends to its own audit chain, so they overlap entirely).
     fn writers(&self) -> usize;
     async fn meta_get(&self, key: &str) -> Result<Option<String>>;
     /// Sets `key` to `value` unless it already has a value; returns the value it has now.
@@ -110,13 +110,29 @@ pub trait Store: Send + Sync + 'static {
     /// Revocations recorded at or after `since_ms`: `(token id, expires at)`.
     async fn revocations_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>>;
 
-    /// Audit events with `seq > after`, in order, at most `limit`.
-    async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<StoredAuditEvent>>;
-    async fn audit_head(&self) -> Result<(i64, String)>;
+    /// Audit events after `after` = `(chain, seq)`, in `(chain, seq)` order, at most `limit`.
+    async fn audit_page(&self, after: (i64, i64), limit: i64) -> Result<Vec<StoredAuditEvent>>;
+    /// The head of every audit chain.
+    async fn audit_heads(&self) -> Result<Vec<ChainHead>>;
 
-    /// Applies write sets in one transaction, in order. A set whose guard fails is refused
-    /// as a whole (its `on_refused` writes are applied instead); the others still apply.
-    async fn apply(&self, sets: &[WriteSet]) -> Result<Vec<WriteOutcome>>;
+    /// Applies write sets in one transaction, in order, as writer number `writer`, whose audit
+    /// events go to chain `writer % AUDIT_CHAINS + 1`. A set whose guard
+    /// fails is refused as a whole (its `on_refused` writes are applied instead); the others
+    /// still apply.
+    async fn apply_as(&self, writer: usize, sets: &[WriteSet]) -> Result<Vec<WriteOutcome>>;
+
+    /// [`Store::apply_as`] the first writer.
+    async fn apply(&self, sets: &[WriteSet]) -> Result<Vec<WriteOutcome>> {
+        self.apply_as(0, sets).await
+    }
+}
+
+/// How many audit chains the schema has (migration 0003); writer `w` appends to chain
+/// `w % AUDIT_CHAINS + 1`.
+pub const AUDIT_CHAINS: usize = 4;
+
+pub(crate) fn chain_of(writer: usize) -> i64 {
+    (writer % AUDIT_CHAINS) as i64 + 1
 }
 
 /// Opens the backend the URL names and runs its migrations.

@@ -174,6 +174,7 @@ pub(crate) fn card(r: &dyn Cols) -> Result<Card> {
 
 pub(crate) fn audit_event(r: &dyn Cols) -> Result<StoredAuditEvent> {
     Ok(StoredAuditEvent {
+        chain: r.int("chain")?,
         seq: r.int("seq")?,
         ts_ms: r.int("ts_ms")?,
         tenant_id: r.opt_text("tenant_id")?,

@@ -7,7 +7,7 @@ use crate::rows::{self, corrupt, Cols};
 use crate::write::{WriteOutcome, WriteSet};
 use crate::{DataKeyRow, RedemptionContext, Result, SigningKeyRow, Store};
 use async_trait::async_trait;
-use cardgate_core::audit::StoredAuditEvent;
+use cardgate_core::audit::{ChainHead, StoredAuditEvent};
 use cardgate_core::ids::MfaSessionId;
 use cardgate_core::mfa::MfaSession;
 use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord, TokenId};
@@ -33,7 +33,8 @@ pub(crate) trait Engine: Send + Sync + 'static {
         args: Vec<Arg<'_>>,
         map: Map<T>,
     ) -> Result<Vec<T>>;
-    async fn apply(&self, sets: &[WriteSet]) -> Result<Vec<WriteOutcome>>;
+    /// Applies `sets` in one transaction, appending their audit events to `chain`.
+    async fn apply(&self, sets: &[WriteSet], chain: i64) -> Result<Vec<WriteOutcome>>;
     /// Sets `key` unless set; returns its value (one transaction).
     async fn meta_init(&self, key: &str, value: &str) -> Result<String>;
 
@@ -88,8 +89,12 @@ fn revocation(r: &dyn Cols) -> Result<(String, i64)> {
     Ok((r.text("token_id")?, r.int("expires_at")?))
 }
 
-fn head(r: &dyn Cols) -> Result<(i64, String)> {
-    Ok((r.int("seq")?, r.text("hash")?))
+fn head(r: &dyn Cols) -> Result<ChainHead> {
+    Ok(ChainHead {
+        chain: r.int("id")?,
+        seq: r.int("seq")?,
+        hash: r.text("hash")?,
+    })
 }
 
 #[async_trait]
@@ -264,28 +269,33 @@ impl<E: Engine> Store for SqlStore<E> {
             .await
     }
 
-    async fn audit_page(&self, after: i64, limit: i64) -> Result<Vec<StoredAuditEvent>> {
+    async fn audit_page(&self, after: (i64, i64), limit: i64) -> Result<Vec<StoredAuditEvent>> {
         self.engine
             .fetch_all(
-                "SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
-                vec![Arg::int(after), Arg::int(limit)],
+                "SELECT * FROM audit_events WHERE chain > $1 OR (chain = $1 AND seq > $2) \
+                 ORDER BY chain, seq LIMIT $3",
+                vec![Arg::int(after.0), Arg::int(after.1), Arg::int(limit)],
                 rows::audit_event,
             )
             .await
     }
 
-    async fn audit_head(&self) -> Result<(i64, String)> {
-        self.engine
-            .fetch_opt(
-                "SELECT seq, hash FROM audit_head WHERE id = 1",
+    async fn audit_heads(&self) -> Result<Vec<ChainHead>> {
+        let heads = self
+            .engine
+            .fetch_all(
+                "SELECT id, seq, hash FROM audit_head ORDER BY id",
                 vec![],
                 head,
             )
-            .await?
-            .ok_or_else(|| corrupt("audit head"))
+            .await?;
+        if heads.is_empty() {
+            return Err(corrupt("audit head"));
+        }
+        Ok(heads)
     }
 
-    async fn apply(&self, sets: &[WriteSet]) -> Result<Vec<WriteOutcome>> {
-        self.engine.apply(sets).await
+    async fn apply_as(&self, writer: usize, sets: &[WriteSet]) -> Result<Vec<WriteOutcome>> {
+        self.engine.apply(sets, crate::chain_of(writer)).await
     }
 }

@@ -26,6 +26,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "split tokens",
         include_str!("../migrations/sqlite/0002_split_tokens.sql"),
     ),
+    (
+        3,
+        "audit chains",
+        include_str!("../migrations/sqlite/0003_audit_chains.sql"),
+    ),
 ];
 
 /// Read connections. Reads run on the calling thread and take microseconds, so a few serve
@@ -113,10 +118,10 @@ impl Engine for SqliteEngine {
         self.reader().fetch_all(sql, &args, map)
     }
 
-    async fn apply(&self, sets: &[WriteSet]) -> Result<Vec<WriteOutcome>> {
+    async fn apply(&self, sets: &[WriteSet], chain: i64) -> Result<Vec<WriteOutcome>> {
         let mut writer = self.writer.lock().await;
         let mut tx = writer.begin()?;
-        let outcomes = exec::apply_sets(&mut tx, sets).await?;
+        let outcomes = exec::apply_sets(&mut tx, sets, chain).await?;
         tx.commit()?;
         Ok(outcomes)
     }

@@ -448,7 +448,7 @@ impl TestApp {
 
     /// The audit log as stored, for checks.
     pub async fn audit_events(&self) -> Vec<cardgate_core::audit::StoredAuditEvent> {
-        self.svc.store.audit_page(0, 100_000).await.unwrap()
+        self.svc.store.audit_page((0, 0), 100_000).await.unwrap()
     }
 }
 

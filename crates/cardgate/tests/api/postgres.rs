@@ -3,6 +3,7 @@
 
 use crate::cli::ServeChild;
 use crate::helpers::*;
+use cardgate_core::audit::ChainBreak;
 use cardgate_core::Environment;
 use futures::future::join_all;
 use serde_json::{json, Value};
@@ -280,10 +281,38 @@ async fn the_audit_chain_stays_intact_under_concurrent_writers_on_several_replic
     let count = verified.expect("the chain verifies");
     assert!(count >= 90, "every issuance was audited: {count}");
     let events = app.audit_events().await;
-    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(events.len() as i64, count, "every event is in a chain");
+    // Each chain numbers its events 1, 2, 3 … with no gap and no duplicate, and the writers
+    // of the three replicas shared the chains between them.
+    let mut chains: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+    for e in &events {
+        chains.entry(e.chain).or_default().push(e.seq);
+    }
+    for (chain, seqs) in &chains {
+        let expected: Vec<i64> = (1..=seqs.len() as i64).collect();
+        assert_eq!(seqs, &expected, "chain {chain}: no gaps, no duplicates");
+    }
+    assert!(
+        chains.keys().all(|c| (1..=4).contains(c)),
+        "{:?}",
+        chains.keys()
+    );
+    // An edit in any chain, not only the first, breaks verification there.
+    let last = *chains.keys().last().unwrap();
+    let pool = sqlx::PgPool::connect(&app.database_url).await.unwrap();
+    let edited =
+        sqlx::query("UPDATE audit_events SET outcome = 'edited' WHERE chain = $1 AND seq = 1")
+            .bind(last)
+            .execute(&pool)
+            .await
+            .unwrap();
+    assert_eq!(edited.rows_affected(), 1);
+    pool.close().await;
     assert_eq!(
-        seqs,
-        (1..=count).collect::<Vec<_>>(),
-        "no gaps, no duplicates"
+        app.svc.verify_audit().await.unwrap(),
+        Err(ChainBreak::Content {
+            chain: last,
+            seq: 1
+        })
     );
 }

@@ -2,7 +2,7 @@
 //! `CARDGATE_TEST_POSTGRES_URL` is set (required in CI).
 
 use crate::helpers::{fresh_postgres_db, postgres_admin_url};
-use cardgate_core::audit::{AuditEvent, ChainVerifier};
+use cardgate_core::audit::{AuditEvent, LogVerifier};
 use cardgate_core::ids::MfaSessionId;
 use cardgate_core::mfa::{Channel, MfaSession};
 use cardgate_core::model::{
@@ -14,7 +14,7 @@ use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord, TokenId, TokenKi
 use cardgate_core::{
     Account, Card, CardId, CardStatus, ClientId, Environment, Operation, PersonId, Tenant, TenantId,
 };
-use cardgate_store::{Guard, Store, Write, WriteOutcome, WriteSet};
+use cardgate_store::{Guard, Store, Write, WriteOutcome, WriteSet, AUDIT_CHAINS};
 use std::sync::Arc;
 
 fn tenant() -> Tenant {
@@ -348,7 +348,7 @@ async fn contract(store: Arc<dyn Store>) {
         status: c.status,
         vault: c.vault.clone(),
     };
-    let (head_before, _) = store.audit_head().await.unwrap();
+    let head_before = logged(&store).await;
     let checked = |c: &Card| {
         WriteSet::guarded(vec![], vec![audit("checked")], vec![audit("refused")])
             .with_preconditions(vec![is(c)])
@@ -371,7 +371,7 @@ async fn contract(store: Arc<dyn Store>) {
         "{backend}"
     );
     assert_eq!(
-        store.audit_head().await.unwrap().0,
+        logged(&store).await,
         head_before + 1,
         "{backend}: a failed precondition writes nothing, not even the refusal"
     );
@@ -379,7 +379,7 @@ async fn contract(store: Arc<dyn Store>) {
     // The hot path's batch: mints and redemptions on remembered cards, each behind a card
     // check. However the engine decides them (PostgreSQL: one statement for all checks and
     // one for all redemptions), each set gets what it would get alone.
-    let (head_before, _) = store.audit_head().await.unwrap();
+    let head_before = logged(&store).await;
     let hot = [
         tid(b"h-1"),
         tid(b"h-2"),
@@ -448,7 +448,7 @@ async fn contract(store: Arc<dyn Store>) {
         "{backend}: the refused mint wrote no token"
     );
     assert_eq!(
-        store.audit_head().await.unwrap().0,
+        logged(&store).await,
         head_before + 6,
         "{backend}: three successes and three refusals audited; the two failed checks wrote nothing"
     );
@@ -565,29 +565,63 @@ async fn contract(store: Arc<dyn Store>) {
         audit("dup"),
         Write::InsertAccessToken(store.get_access_token(&ah).await.unwrap().unwrap()),
     ]);
-    let (head_before, _) = store.audit_head().await.unwrap();
+    let head_before = logged(&store).await;
     assert!(
         store.apply(&[dup]).await.is_err(),
         "{backend}: a duplicate primary key fails"
     );
     assert_eq!(
-        store.audit_head().await.unwrap().0,
+        logged(&store).await,
         head_before,
         "{backend}: the failed batch left no audit event"
     );
 
-    // The audit chain written across all of this verifies.
-    let (head_seq, head_hash) = store.audit_head().await.unwrap();
-    let mut v = ChainVerifier::default();
-    for ev in store.audit_page(0, 1000).await.unwrap() {
-        v.push(&ev).unwrap();
+    // Writer w appends to chain w % 4 + 1; each chain verifies on its own, and together they
+    // hold every event.
+    for w in 0..AUDIT_CHAINS + 1 {
+        store
+            .apply_as(w, &[WriteSet::of(vec![audit("by writer")])])
+            .await
+            .unwrap();
     }
-    assert_eq!(v.finish(head_seq, &head_hash), Ok(head_seq), "{backend}");
+    let heads = store.audit_heads().await.unwrap();
     assert_eq!(
-        head_seq, 20,
-        "{backend}: setup, one redemption and two refusals, four batched redemptions, one activation, one check, \
-         six hot-path events, four in-order events"
+        heads.iter().map(|h| h.chain).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4],
+        "{backend}"
     );
+    assert_eq!(
+        heads.iter().map(|h| h.seq).skip(1).collect::<Vec<_>>(),
+        vec![1, 1, 1],
+        "{backend}: writers 1, 2, 3 have chains of their own"
+    );
+    let mut v = LogVerifier::new(heads.clone());
+    let mut after = (0, 0);
+    loop {
+        let page = store.audit_page(after, 7).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = (last.chain, last.seq);
+        for ev in &page {
+            v.push(ev).unwrap();
+        }
+    }
+    assert_eq!(
+        v.finish(&heads),
+        Ok(25),
+        "{backend}: setup, one redemption and two refusals, four batched redemptions, one activation, one check, \
+         six hot-path events, four in-order events, five by writer"
+    );
+}
+
+/// How many audit events the store holds, over all chains.
+async fn logged(store: &Arc<dyn Store>) -> i64 {
+    store
+        .audit_heads()
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| h.seq)
+        .sum()
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use super::cards::{totp_aad, vault_aad};
 use super::keys::{new_data_key_row, new_signing_key_row};
 use super::webhook::webhook_secret_aad;
 use super::{Service, ServiceError};
-use cardgate_core::audit::{ChainBreak, ChainVerifier};
+use cardgate_core::audit::{ChainBreak, LogVerifier};
 use cardgate_core::cards::CardSecrets;
 use cardgate_core::import::{ImportError, ImportPlan};
 use cardgate_core::model::ClientSettings;
@@ -530,22 +530,22 @@ impl Service {
         Ok((version, resealed))
     }
 
-    /// Walks the whole audit chain. Returns the number of events, or where it breaks.
+    /// Walks every audit chain. Returns the number of events, or where a chain breaks.
     pub async fn verify_audit(&self) -> Result<Result<i64, ChainBreak>, ServiceError> {
-        let (head_seq, head_hash) = self.store.audit_head().await?;
-        let mut verifier = ChainVerifier::default();
-        let mut after = 0;
+        let mut verifier = LogVerifier::new(self.store.audit_heads().await?);
+        let mut after = (0, 0);
         loop {
             let page = self.store.audit_page(after, 1000).await?;
             let Some(last) = page.last() else { break };
-            after = last.seq;
+            after = (last.chain, last.seq);
             for ev in &page {
                 if let Err(b) = verifier.push(ev) {
                     return Ok(Err(b));
                 }
             }
         }
-        Ok(verifier.finish(head_seq, &head_hash))
+        // What was appended during the walk must be covered by the heads now.
+        Ok(verifier.finish(&self.store.audit_heads().await?))
     }
 }
 
