@@ -80,23 +80,24 @@ pub(crate) trait WriteTx: Send + Sized {
     /// Which of `checks` (each a [`Guard::CardIs`]) hold. Engines where a statement costs a
     /// network round trip answer them all with one.
     async fn cards_are(&mut self, checks: &[&Guard]) -> Result<Vec<bool>> {
-        let mut held = Vec::with_capacity(checks.len());
-        for g in checks {
-            held.push(guard(self, g).await? == 1);
-        }
-        Ok(held)
+        each_guard(self, checks).await
     }
 
     /// Counts one use of each of `redeems` (each a [`Guard::RedeemCardToken`], all of different
     /// tokens) and says which were counted. Engines where a statement costs a network round
     /// trip count them all with one.
     async fn redeem_all(&mut self, redeems: &[&Guard]) -> Result<Vec<bool>> {
-        let mut held = Vec::with_capacity(redeems.len());
-        for g in redeems {
-            held.push(guard(self, g).await? == 1);
-        }
-        Ok(held)
+        each_guard(self, redeems).await
     }
+}
+
+/// Runs `guards` one statement each, in order: which held.
+async fn each_guard<T: WriteTx>(tx: &mut T, guards: &[&Guard]) -> Result<Vec<bool>> {
+    let mut held = Vec::with_capacity(guards.len());
+    for g in guards {
+        held.push(guard(tx, g).await? == 1);
+    }
+    Ok(held)
 }
 
 /// Whether a set is decided by its guards alone, without writing anything before the last
