@@ -162,7 +162,7 @@ pub enum KeysCommand {
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// Check the whole hash chain; fails on any edited, removed or reordered event.
+    /// Check every audit hash chain; fails on any edited, removed, reordered or truncated event.
     Verify,
 }
 
