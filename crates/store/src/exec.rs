@@ -77,6 +77,11 @@ pub(crate) trait WriteTx: Send + Sized {
     /// engine needs it.
     async fn chain_head(&mut self, chain: i64) -> Result<(i64, String)>;
 
+    /// Appends a batch's audit events to `chain` and moves its head there.
+    async fn append_audit(&mut self, chain: i64, events: &[&AuditEvent]) -> Result<()> {
+        append_after_head(self, chain, events).await.map(|_| ())
+    }
+
     /// Which of `checks` (each a [`Guard::CardIs`]) hold. Engines where a statement costs a
     /// network round trip answer them all with one.
     async fn cards_are(&mut self, checks: &[&Guard]) -> Result<Vec<bool>> {
@@ -326,27 +331,46 @@ pub(crate) async fn apply_sets<T: WriteTx>(
     }
     pending.flush(tx).await?;
     if !audits.is_empty() {
-        let (mut seq, mut head) = tx.chain_head(chain).await?;
-        let mut links = Vec::with_capacity(audits.len());
-        for ev in &audits {
-            seq += 1;
-            let hash = ev.hash_after(seq, &head);
-            let prev = std::mem::replace(&mut head, hash.clone());
-            links.push((seq, prev, hash));
-        }
-        let rows = audits
-            .iter()
-            .zip(&links)
-            .map(|(ev, (seq, prev, hash))| audit_row(ev, chain, *seq, prev, hash))
-            .collect();
-        tx.insert_rows(&AUDIT_EVENTS, rows).await?;
-        tx.exec(
-            "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = $3",
-            vec![Arg::int(seq), Arg::text(&head), Arg::int(chain)],
-        )
-        .await?;
+        tx.append_audit(chain, &audits).await?;
     }
     Ok(outcomes)
+}
+
+/// Links `events` after `(seq, head)`: each one's `(seq, prev_hash, hash)`.
+pub(crate) fn link(events: &[&AuditEvent], seq: i64, head: &str) -> Vec<(i64, String, String)> {
+    let mut prev = head.to_owned();
+    events
+        .iter()
+        .zip(seq + 1..)
+        .map(|(ev, seq)| {
+            let hash = ev.hash_after(seq, &prev);
+            (seq, std::mem::replace(&mut prev, hash.clone()), hash)
+        })
+        .collect()
+}
+
+/// Appends `events` to `chain` after its head, read (and locked, where the engine needs it)
+/// now, and moves the head: the default [`WriteTx::append_audit`].
+pub(crate) async fn append_after_head<T: WriteTx>(
+    tx: &mut T,
+    chain: i64,
+    events: &[&AuditEvent],
+) -> Result<(i64, String)> {
+    let (seq, head) = tx.chain_head(chain).await?;
+    let links = link(events, seq, &head);
+    let rows = events
+        .iter()
+        .zip(&links)
+        .map(|(ev, (seq, prev, hash))| audit_row(ev, chain, *seq, prev, hash))
+        .collect();
+    tx.insert_rows(&AUDIT_EVENTS, rows).await?;
+    let (seq, _, head) = links.last().cloned().unwrap_or((seq, String::new(), head));
+    tx.exec(
+        "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = $3",
+        vec![Arg::int(seq), Arg::text(&head), Arg::int(chain)],
+    )
+    .await?;
+    Ok((seq, head))
 }
 
 /// Runs the guards of one set in order; the first that fails refuses it, undoing what the

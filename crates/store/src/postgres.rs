@@ -5,9 +5,11 @@ use crate::sql::{migrator, Engine, Map, SqlStore};
 use crate::write::{Guard, WriteOutcome, WriteSet};
 use crate::{Result, StoreError};
 use async_trait::async_trait;
+use cardgate_core::audit::AuditEvent;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions};
 use sqlx::query::Query;
 use sqlx::{Postgres, Row};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -35,6 +37,10 @@ const ROWS_PER_INSERT: usize = 64;
 
 pub struct PgEngine {
     pool: sqlx::Pool<Postgres>,
+    /// Each audit chain's head as this process's last commit on it left it: the guess that
+    /// lets a writer append without first reading (and locking) the head. Taken out while a
+    /// transaction uses it, put back only once that transaction has committed.
+    heads: std::sync::Mutex<HashMap<i64, (i64, String)>>,
 }
 
 /// The store on PostgreSQL (several replicas may share the database).
@@ -56,7 +62,10 @@ impl SqlStore<PgEngine> {
             .await
             .map_err(|e| StoreError::Database(e.to_string()))?;
         Ok(Self {
-            engine: PgEngine { pool },
+            engine: PgEngine {
+                pool,
+                heads: std::sync::Mutex::default(),
+            },
         })
     }
 }
@@ -97,9 +106,17 @@ impl Engine for PgEngine {
     }
 
     async fn apply(&self, sets: &[WriteSet], chain: i64) -> Result<Vec<WriteOutcome>> {
-        let mut tx = PgTx(self.pool.begin().await?);
+        let head = self.known_heads().remove(&chain);
+        let mut tx = PgTx {
+            tx: self.pool.begin().await?,
+            head,
+        };
         let outcomes = exec::apply_sets(&mut tx, sets, chain).await?;
-        tx.0.commit().await?;
+        let PgTx { tx, head } = tx;
+        tx.commit().await?;
+        if let Some(head) = head {
+            self.known_heads().insert(chain, head);
+        }
         Ok(outcomes)
     }
 
@@ -119,19 +136,44 @@ impl Engine for PgEngine {
     }
 }
 
-/// An open PostgreSQL write transaction.
-struct PgTx(sqlx::Transaction<'static, Postgres>);
+impl PgEngine {
+    fn known_heads(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (i64, String)>> {
+        self.heads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// An open PostgreSQL write transaction, with what it believes its audit chain's head is.
+struct PgTx {
+    tx: sqlx::Transaction<'static, Postgres>,
+    head: Option<(i64, String)>,
+}
+
+/// A batch's audit events, column by column (for `unnest`).
+#[derive(Default)]
+struct AuditColumns<'a> {
+    seq: Vec<i64>,
+    ts: Vec<i64>,
+    tenant: Vec<Option<&'a str>>,
+    env: Vec<&'a str>,
+    actor: Vec<&'a str>,
+    action: Vec<&'a str>,
+    outcome: Vec<&'a str>,
+    subject: Vec<&'a str>,
+    details: Vec<&'a str>,
+    prev: Vec<&'a str>,
+    hash: Vec<&'a str>,
+}
 
 #[async_trait]
 impl WriteTx for PgTx {
     async fn exec(&mut self, sql: &'static str, args: Vec<Arg<'_>>) -> Result<u64> {
         let q = args.iter().fold(sqlx::query(sql), bind);
-        Ok(q.execute(&mut *self.0).await?.rows_affected())
+        Ok(q.execute(&mut *self.tx).await?.rows_affected())
     }
 
     async fn count(&mut self, sql: &'static str, args: Vec<Arg<'_>>) -> Result<u64> {
         let q = args.iter().fold(sqlx::query(sql), bind);
-        Ok(q.fetch_all(&mut *self.0).await?.len() as u64)
+        Ok(q.fetch_all(&mut *self.tx).await?.len() as u64)
     }
 
     async fn insert_rows(&mut self, table: &'static Table, rows: Vec<Vec<Arg<'_>>>) -> Result<()> {
@@ -150,7 +192,7 @@ impl WriteTx for PgTx {
                     };
                 }
             });
-            q.build().execute(&mut *self.0).await?;
+            q.build().execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -185,7 +227,7 @@ impl WriteTx for PgTx {
         .bind(&statuses)
         .bind(&vaults)
         .persistent(false)
-        .fetch_all(&mut *self.0)
+        .fetch_all(&mut *self.tx)
         .await?;
         let mut out = vec![false; checks.len()];
         for i in held {
@@ -221,7 +263,7 @@ impl WriteTx for PgTx {
         .bind(&ids)
         .bind(&nows)
         .persistent(false)
-        .fetch_all(&mut *self.0)
+        .fetch_all(&mut *self.tx)
         .await?;
         let counted: std::collections::HashSet<&[u8]> = counted.iter().map(|v| &v[..]).collect();
         let mut out = vec![false; redeems.len()];
@@ -231,12 +273,78 @@ impl WriteTx for PgTx {
         Ok(out)
     }
 
+    /// One statement on the usual path: the events are linked after the head this process
+    /// last left, and the head moves only if it is still there (its row lock then held
+    /// until commit), the insert only if the head moved. If another replica appended to the
+    /// chain meanwhile, nothing was written: read and lock the head, and link again.
+    async fn append_audit(&mut self, chain: i64, events: &[&AuditEvent]) -> Result<()> {
+        if let Some((seq, head)) = self.head.take() {
+            let links = exec::link(events, seq, &head);
+            if let Some((last_seq, _, last_hash)) = links.last() {
+                let mut cols: AuditColumns = Default::default();
+                for (ev, (seq, prev, hash)) in events.iter().zip(&links) {
+                    cols.seq.push(*seq);
+                    cols.ts.push(ev.ts_ms);
+                    cols.tenant.push(ev.tenant_id.as_deref());
+                    cols.env.push(&ev.environment);
+                    cols.actor.push(&ev.actor);
+                    cols.action.push(&ev.action);
+                    cols.outcome.push(&ev.outcome);
+                    cols.subject.push(&ev.subject);
+                    cols.details.push(&ev.details);
+                    cols.prev.push(prev);
+                    cols.hash.push(hash);
+                }
+                let inserted = sqlx::query(
+                    "WITH head AS (UPDATE audit_head SET seq = $1, hash = $2 \
+                       WHERE id = $3 AND seq = $4 AND hash = $5 RETURNING id) \
+                     INSERT INTO audit_events (chain, seq, ts_ms, tenant_id, environment, actor, action, \
+                       outcome, subject, details, prev_hash, hash) \
+                     SELECT $3, u.* FROM unnest($6::int8[], $7::int8[], $8::text[], $9::text[], $10::text[], \
+                       $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[]) AS u \
+                     WHERE EXISTS (SELECT 1 FROM head)",
+                )
+                .bind(last_seq)
+                .bind(last_hash)
+                .bind(chain)
+                .bind(seq)
+                .bind(&head)
+                .bind(&cols.seq)
+                .bind(&cols.ts)
+                .bind(&cols.tenant)
+                .bind(&cols.env)
+                .bind(&cols.actor)
+                .bind(&cols.action)
+                .bind(&cols.outcome)
+                .bind(&cols.subject)
+                .bind(&cols.details)
+                .bind(&cols.prev)
+                .bind(&cols.hash)
+                .execute(&mut *self.tx)
+                .await?
+                .rows_affected();
+                if inserted == events.len() as u64 {
+                    self.head = Some((*last_seq, last_hash.clone()));
+                    return Ok(());
+                }
+                if inserted != 0 {
+                    return Err(StoreError::Database(format!(
+                        "audit append wrote {inserted} of {} events",
+                        events.len()
+                    )));
+                }
+            }
+        }
+        self.head = Some(exec::append_after_head(self, chain, events).await?);
+        Ok(())
+    }
+
     async fn chain_head(&mut self, chain: i64) -> Result<(i64, String)> {
         // Serialises this chain's appends (the same writer number of every replica) until
         // commit; the other chains' writers go on in parallel.
         let r = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = $1 FOR UPDATE")
             .bind(chain)
-            .fetch_one(&mut *self.0)
+            .fetch_one(&mut *self.tx)
             .await?;
         Ok((r.try_get("seq")?, r.try_get("hash")?))
     }
