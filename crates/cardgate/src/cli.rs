@@ -375,29 +375,43 @@ async fn serve(common: &Common, args: ServeArgs) -> Result<(), String> {
         .clone()
         .unwrap_or_else(|| format!("http://{}", args.listen));
     let public_url = public_url.trim_end_matches('/').to_string();
+    let scheme_ok = ["http://", "https://"].iter().any(|p| {
+        public_url
+            .strip_prefix(p)
+            .is_some_and(|rest| !rest.is_empty())
+    });
+    if !scheme_ok
+        || public_url
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "--public-url must be an http:// or https:// URL, not {public_url:?}"
+        ));
+    }
     if args.demo && matches!(common.environment, EnvArg::Production) {
         return Err("--demo is for sandbox only".into());
     }
+    // Listen first: a bad address must not leave a new database or master key behind.
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let svc = open(common, public_url.clone()).await?;
     if args.demo {
         import(&svc, DEMO.as_bytes()).await?;
         print_demo(&public_url);
     }
     svc.spawn_pollers(Duration::from_secs(1));
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, environment = %svc.env(), backend = svc.store.backend(), "cardgate is listening");
     let app = cardgate_http::router(svc.clone());
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())?;
+    cardgate_http::serve(
+        listener,
+        app,
+        cardgate_http::Timeouts::default(),
+        shutdown_signal(),
+    )
+    .await;
     tracing::info!("cardgate stopped");
     Ok(())
 }
@@ -427,6 +441,8 @@ async fn shutdown_signal() {
 fn print_demo(base: &str) {
     let card = "e9293471-5eb3-4dbc-916c-dbaf9e2deefd";
     let inactive = "0b3f1c9e-55c4-4a8e-9d3e-8c1f2a7b6d10";
+    let person = "775596ae-2624-40af-a9dc-9756110a4a04";
+    let totp = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
     let id = "demo-backend";
     let secret = "demo-backend-secret-change-me-0123456789";
     let api_key = "demo-backend-api-key-change-me-0123456789";
@@ -445,6 +461,8 @@ card:          {card} (ACTIVE, account F50091)   inactive card: {inactive}
 curl -s -u {id}:{secret} -d grant_type=client_credentials {base}/oauth2/token
 AT=$(curl -s -u {id}:{secret} -d grant_type=client_credentials {base}/oauth2/token | {json} access_token)
 curl -s -u {id}:{secret} --data-urlencode "token=$AT" {base}/oauth2/introspect
+curl -s -u {id}:{secret} --data-urlencode "token=$AT" {base}/oauth2/revoke
+curl -s {base}/.well-known/oauth-authorization-server
 
 # Fiserv dialect
 curl -s -X POST '{base}/fiserv/cs/oauth2/v1/token?scope=cards:read:any' -u {id}:{secret} \
@@ -459,9 +477,16 @@ CT=$(curl -s -u {id}:{secret} -H 'Content-Type: application/json' -d '{{"operati
 curl -s -H "Authorization: Bearer $CT" {base}/v1/cards/{card}/pin
 CT=$(curl -s -u {id}:{secret} -H 'Content-Type: application/json' -d '{{"operations":["ACTIVATE"]}}' {base}/v1/cards/{inactive}/tokens | {json} token)
 curl -s -X POST -H "Authorization: Bearer $CT" {base}/v1/cards/{inactive}/activate
+CT=$(curl -s -u {id}:{secret} -H 'Content-Type: application/json' -d '{{"operations":["SET_PIN"]}}' {base}/v1/cards/{card}/tokens | {json} token)
+curl -s -X PUT -H "Authorization: Bearer $CT" -H 'Content-Type: application/json' -d '{{"pin":"1357"}}' {base}/v1/cards/{card}/pin
+CT=$(curl -s -u {id}:{secret} -H 'Content-Type: application/json' -d '{{"operations":["ADD_CARD_TO_WALLET"]}}' {base}/v1/cards/{card}/tokens | {json} token)
+curl -s -H "Authorization: Bearer $CT" {base}/v1/cards/{card}/wallet-eligibility
+
+# MFA step-up: a TOTP session for the cardholder (authenticator secret {totp})
+curl -s -u {id}:{secret} -H 'Content-Type: application/json' -d '{{"channel":"totp"}}' {base}/v1/persons/{person}/mfa/sessions
 
 # Operations
-curl -s {base}/healthz; curl -s {base}/.well-known/jwks.json; curl -s {base}/metrics | head
+curl -s {base}/healthz; curl -s {base}/.well-known/jwks.json; curl -s {base}/metrics | head; curl -s {base}/openapi.json | head -c 300
 "#
     );
 }

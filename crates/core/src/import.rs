@@ -219,8 +219,20 @@ fn date_ok(s: &str) -> bool {
         && s.bytes()
             .enumerate()
             .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
-        && (1..=12).contains(&s[5..7].parse::<u8>().unwrap_or(0))
-        && (1..=31).contains(&s[8..10].parse::<u8>().unwrap_or(0))
+        && {
+            let year: u32 = s[0..4].parse().unwrap_or(0);
+            let day: u32 = s[8..10].parse().unwrap_or(0);
+            let leap =
+                year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
+            let days = match s[5..7].parse::<u32>().unwrap_or(0) {
+                1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+                4 | 6 | 9 | 11 => 30,
+                2 if leap => 29,
+                2 => 28,
+                _ => 0,
+            };
+            (1..=days).contains(&day)
+        }
 }
 
 /// Parses and validates an import file. `now_ms` decides which expiries are in the past.
@@ -235,7 +247,7 @@ pub fn parse(json: &[u8], now_ms: i64) -> Result<ImportPlan, ImportError> {
             } else {
                 path
             },
-            message: inner.to_string(),
+            message: crate::json_error_message(&inner),
         }
     })?;
     let mut tenant_ids = HashSet::new();
@@ -583,6 +595,25 @@ mod tests {
     fn year_month_of_known_dates() {
         assert_eq!(year_month(0), (1970, 1));
         assert_eq!(year_month(1_795_000_000_000), (2026, 11));
+    }
+
+    #[test]
+    fn dates_must_exist() {
+        for ok in ["1988-05-15", "2000-02-29", "2024-02-29", "1999-12-31"] {
+            assert!(date_ok(ok), "{ok}");
+        }
+        for bad in [
+            "1988-02-30",
+            "1900-02-29",
+            "2023-02-29",
+            "2024-04-31",
+            "2024-13-01",
+            "2024-00-10",
+            "2024-01-00",
+            "24-01-01",
+        ] {
+            assert!(!date_ok(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod dialects;
 pub mod metrics;
 pub mod native;
+pub mod server;
 pub mod service;
 pub mod wire;
 
@@ -16,6 +17,8 @@ use axum::{Json, Router};
 use service::Service;
 use std::sync::Arc;
 use std::time::Instant;
+
+pub use server::{serve, Timeouts};
 
 /// The OpenAPI 3.1 document of every route, dialects included.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -57,13 +60,23 @@ pub fn router(svc: Arc<Service>) -> Router {
         )
         .route("/.well-known/jwks.json", get(oauth::jwks))
         .route("/v1/cards/{card_id}/tokens", post(cards::mint))
-        .route("/v1/cards/{card_id}/details", get(cards::details))
+        // A HEAD would spend a use (or mint a token) and drop the answer: refused, not
+        // treated as a GET, wherever a GET redeems or mints.
+        .route(
+            "/v1/cards/{card_id}/details",
+            get(cards::details).head(method_not_allowed),
+        )
         .route(
             "/v1/cards/{card_id}/pin",
-            get(cards::get_pin).put(cards::set_pin),
+            get(cards::get_pin)
+                .put(cards::set_pin)
+                .head(method_not_allowed),
         )
         .route("/v1/cards/{card_id}/activate", post(cards::activate))
-        .route("/v1/cards/{card_id}/wallet-eligibility", get(cards::wallet))
+        .route(
+            "/v1/cards/{card_id}/wallet-eligibility",
+            get(cards::wallet).head(method_not_allowed),
+        )
         .route(
             "/v1/persons/{person_id}/mfa/sessions",
             post(cards::start_mfa),
@@ -75,7 +88,9 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/fiserv/{*rest}", any(dialects::fiserv::no_route))
         .route(
             "/equals/v2/cards/{cardId}/access-token",
-            get(dialects::equals::access_token).fallback(dialects::equals::no_route),
+            get(dialects::equals::access_token)
+                .head(dialects::equals::no_route)
+                .fallback(dialects::equals::no_route),
         )
         .route("/equals/{*rest}", any(dialects::equals::no_route))
         .fallback(not_found)

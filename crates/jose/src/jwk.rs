@@ -45,7 +45,7 @@ impl EcPublicJwk {
         if jwk.kty != "EC" || jwk.crv != "P-256" {
             return Err(JoseError::Unsupported(format!("{} {}", jwk.kty, jwk.crv)));
         }
-        jwk.point()?;
+        on_curve(&jwk.point()?)?;
         Ok(jwk)
     }
 
@@ -73,6 +73,16 @@ impl EcPublicJwk {
     }
 }
 
+/// Refuses a point that is not on P-256 (ring checks it when agreeing on a secret with it), so
+/// a bad key is refused when it is presented, not later when something is encrypted to it.
+fn on_curve(point: &[u8]) -> Result<()> {
+    use ring::agreement::{agree_ephemeral, EphemeralPrivateKey, UnparsedPublicKey, ECDH_P256};
+    let rng = ring::rand::SystemRandom::new();
+    let probe = EphemeralPrivateKey::generate(&ECDH_P256, &rng).map_err(|_| JoseError::Crypto)?;
+    agree_ephemeral(probe, &UnparsedPublicKey::new(&ECDH_P256, point), |_| ())
+        .map_err(|_| JoseError::Malformed("not a point on the P-256 curve"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +95,14 @@ mod tests {
             "x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4",
             "y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}))?;
         assert_eq!(jwk.thumbprint().len(), 43);
+        // The same key with one bit of x flipped is no longer on the curve.
+        assert_eq!(
+            EcPublicJwk::from_json(&serde_json::json!({
+                "kty":"EC","crv":"P-256",
+                "x":"MaBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4",
+                "y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"})),
+            Err(JoseError::Malformed("not a point on the P-256 curve"))
+        );
         assert!(EcPublicJwk::from_json(
             &serde_json::json!({"kty":"EC","crv":"P-256","x":"AA","y":"AA"})
         )

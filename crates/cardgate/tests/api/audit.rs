@@ -68,7 +68,32 @@ async fn some_activity(app: &TestApp) -> Activity {
     assert_eq!(app.get_details(&equals, CARD).await.status(), 200);
 
     assert_eq!(app.revoke(BACKEND, &jwt).await.status(), 200);
-    tokens.extend([jwt, opaque, view, get_pin, set_pin, equals]);
+
+    // Refusals before any token is used: wrong credentials on the card API, a token that is
+    // not one, a malformed new PIN with a good token, a malformed Equals request.
+    let res = app
+        .post_card_token(
+            (BACKEND.0, WRONG_SECRET),
+            CARD,
+            json!({"operations": ["VIEW_CARD"]}),
+        )
+        .await;
+    assert_eq!(res.status(), 401);
+    let res = app
+        .post_mfa_session((BACKEND.0, WRONG_SECRET), ADA, "totp")
+        .await;
+    assert_eq!(res.status(), 401);
+    let forged = format!("{}x", &view[..view.len() - 1]);
+    assert_eq!(app.get_details(&forged, CARD).await.status(), 401);
+    let bad_pin = app
+        .card_token(BACKEND, CARD_BOB, json!({"operations": ["SET_PIN"]}))
+        .await;
+    assert_eq!(app.put_pin(&bad_pin, CARD_BOB, "12ab").await.status(), 400);
+    let res = app
+        .get_equals_token(Some(&format!("ApiKey {BACKEND_KEY}")), CARD, "")
+        .await;
+    assert_eq!(res.status(), 400);
+    tokens.extend([jwt, opaque, view, get_pin, set_pin, equals, forged, bad_pin]);
     Activity { tokens }
 }
 
@@ -98,6 +123,10 @@ async fn the_audit_log_records_issuance_redemption_and_refusals_and_verifies_int
         ("card_token.redeemed.GET_PIN", "ok"),
         ("card_token.redeemed.SET_PIN", "ok"),
         ("access_token.revoked", "ok"),
+        ("client.authenticate", "invalid_client"),
+        ("card_token.redeem.VIEW_CARD", "unknown_token"),
+        ("card_token.redeem.SET_PIN", "invalid_pin"),
+        ("equals.access_token", "missing_account_id"),
     ] {
         assert!(
             has(&events, action, outcome),

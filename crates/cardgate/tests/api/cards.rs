@@ -62,6 +62,25 @@ async fn pins_are_read_and_set_through_their_own_tokens() {
         (status, body["error"].as_str()),
         (400, Some("invalid_request"))
     );
+    // A PIN sent as a number is refused without the error repeating it.
+    let res = app
+        .http
+        .put(app.url(&format!("/v1/cards/{CARD}/pin")))
+        .bearer_auth(&set)
+        .json(&json!({"pin": 97531}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_and_json(res).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    let said = body.to_string();
+    assert!(
+        said.contains("expected a string") && !said.contains("97531"),
+        "{said}"
+    );
     assert_eq!(app.put_pin(&set, CARD, "1234").await.status(), 204);
 }
 
@@ -553,6 +572,26 @@ async fn card_details_can_come_back_as_a_jwe_only_the_device_can_read() {
         .await
         .unwrap();
     assert_eq!(res.status(), 400);
+    // Well-formed, but one bit of x flipped: not a point on the curve.
+    let mut x = data_encoding::BASE64URL_NOPAD
+        .decode(private["x"].as_str().unwrap().as_bytes())
+        .unwrap();
+    x[0] ^= 1;
+    let off_curve = json!({"kty": "EC", "crv": "P-256",
+        "x": data_encoding::BASE64URL_NOPAD.encode(&x), "y": private["y"]});
+    let res = app
+        .http
+        .get(app.url(&format!("/v1/cards/{CARD}/details")))
+        .bearer_auth(&token)
+        .header("Accept", "application/jose")
+        .header(
+            "Cardgate-Encryption-Jwk",
+            data_encoding::BASE64URL_NOPAD.encode(off_curve.to_string().as_bytes()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400, "a key off the curve is refused");
     let res = app
         .http
         .get(app.url(&format!("/v1/cards/{CARD}/details")))
@@ -774,4 +813,33 @@ async fn a_remembered_card_is_never_a_reason_to_refuse() {
     let res = a.get_pin(&read_pin, CARD_INACTIVE).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.json::<Value>().await.unwrap(), json!({"pin": "2468"}));
+}
+
+#[tokio::test]
+async fn a_head_request_spends_no_use_of_a_card_token() {
+    let app = TestApp::spawn().await;
+    for (path, op) in [
+        ("details", "VIEW_CARD"),
+        ("pin", "GET_PIN"),
+        ("wallet-eligibility", "ADD_CARD_TO_WALLET"),
+    ] {
+        let token = app
+            .card_token(BACKEND, CARD, json!({"operations": [op]}))
+            .await;
+        let url = app.url(&format!("/v1/cards/{CARD}/{path}"));
+        let res = app
+            .http
+            .head(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 405, "HEAD {path}");
+        let res = app.http.get(&url).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(
+            res.status(),
+            200,
+            "GET {path} after the HEAD: the use is still there"
+        );
+    }
 }

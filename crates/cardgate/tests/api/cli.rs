@@ -363,6 +363,21 @@ async fn a_bad_import_file_is_refused_as_a_whole_naming_the_field() {
             |t| t["clients"][0]["api_key"] = json!("alpha-backend-apikey-0123456789abcdefghijklm"),
             "tenants[1].clients[0].api_key",
         ),
+        (
+            "a PAN given as a number",
+            |t| t["cards"][0]["pan"] = json!(4012888888881881_u64),
+            "tenants[1].cards[0].pan",
+        ),
+        (
+            "a PIN given as a number",
+            |t| t["cards"][0]["pin"] = json!(9753),
+            "tenants[1].cards[0].pin",
+        ),
+        (
+            "a date of birth that does not exist",
+            |t| t["persons"][0]["dob"] = json!("1988-02-30"),
+            "tenants[1].persons[0].dob",
+        ),
         // serde reports unknown fields by line and column, naming the field itself.
         (
             "an unknown JSON field",
@@ -387,6 +402,10 @@ async fn a_bad_import_file_is_refused_as_a_whole_naming_the_field() {
         assert!(
             out.stderr.contains("error:") && out.stderr.contains(field),
             "{what}: stderr does not name {field}\n{out:?}"
+        );
+        assert!(
+            !out.stderr.contains("4012888888881881") && !out.stderr.contains("9753"),
+            "{what}: the refusal repeats card data\n{out:?}"
         );
         let tenants = cardgate_store::connect(&db)
             .await
@@ -642,6 +661,17 @@ async fn serve_answers_healthz_and_shuts_down_gracefully_on_sigterm() {
             .status(),
         StatusCode::OK
     );
+    // Nor may a client that stops halfway through its request: the server waits for it at
+    // most its shutdown grace (10 s), not for as long as the client stays connected.
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut stalled,
+        b"POST /oauth2/token HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\ngrant",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
 
     let pid = server.child.id().unwrap().to_string();
     let kill = std::process::Command::new("kill")
@@ -649,11 +679,11 @@ async fn serve_answers_healthz_and_shuts_down_gracefully_on_sigterm() {
         .status()
         .unwrap();
     assert!(kill.success());
-    let status = tokio::time::timeout(Duration::from_secs(10), server.child.wait())
+    let status = tokio::time::timeout(Duration::from_secs(20), server.child.wait())
         .await
         .unwrap_or_else(|_| {
             panic!(
-                "cardgate serve did not stop within 10 s of SIGTERM; stderr:\n{}",
+                "cardgate serve did not stop within 20 s of SIGTERM; stderr:\n{}",
                 server.stderr()
             )
         })
@@ -663,6 +693,7 @@ async fn serve_answers_healthz_and_shuts_down_gracefully_on_sigterm() {
         "exit status {status}; stderr:\n{}",
         server.stderr()
     );
+    drop(stalled);
 }
 
 #[tokio::test]
@@ -775,4 +806,37 @@ async fn log_format_json_writes_json_log_lines_to_stderr() {
             .any(|l| l.contains("\"WARN\"") && l.contains("master key")),
         "{out:?}"
     );
+}
+
+#[tokio::test]
+async fn serve_refuses_a_bad_address_or_public_url_before_creating_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(dir.path());
+    for (args, says) in [
+        (
+            vec!["serve", "--listen", "nonsense"],
+            "cannot listen on nonsense",
+        ),
+        (
+            vec![
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--public-url",
+                "not a url",
+            ],
+            "--public-url must be an http:// or https:// URL",
+        ),
+    ] {
+        let mut all = vec!["--database-url", db.as_str()];
+        all.extend(args);
+        let out = cardgate(&all).await;
+        assert!(!out.success, "{out:?}");
+        assert!(out.stderr.contains(says), "{out:?}");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "nothing was created: {out:?}"
+        );
+    }
 }

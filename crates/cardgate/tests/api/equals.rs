@@ -376,3 +376,24 @@ async fn five_wrong_codes_lock_the_session() {
         "even the right code is refused now"
     );
 }
+
+#[tokio::test]
+async fn a_head_request_mints_nothing() {
+    let app = TestApp::spawn().await;
+    let before = app.audit_events().await.len();
+    let res = app
+        .http
+        .head(app.url(&format!(
+            "/equals/v2/cards/{CARD}/access-token?accountId=F50091"
+        )))
+        .header("Authorization", api_key(BACKEND_KEY))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 405);
+    assert_eq!(
+        app.audit_events().await.len(),
+        before,
+        "no token was minted or audited"
+    );
+}

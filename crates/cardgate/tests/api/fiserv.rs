@@ -122,6 +122,33 @@ async fn bad_fiserv_requests_get_their_status_and_always_the_interaction_id() {
             "BAD_REQUEST",
         ),
         (
+            "financial id sent twice",
+            "cards:read:any",
+            vec![
+                ("Authorization", &good),
+                ("Content-Type", FORM),
+                ("x-fapi-financial-id", ACME_FI),
+                ("x-fapi-financial-id", other_fi),
+            ],
+            "grant_type=client_credentials",
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            "interaction id sent twice",
+            "cards:read:any",
+            vec![
+                ("Authorization", &good),
+                ("Content-Type", FORM),
+                ("x-fapi-financial-id", ACME_FI),
+                ("x-fapi-interaction-id", "one"),
+                ("x-fapi-interaction-id", "two"),
+            ],
+            "grant_type=client_credentials",
+            400,
+            "BAD_REQUEST",
+        ),
+        (
             "financial id of 7 digits",
             "cards:read:any",
             vec![

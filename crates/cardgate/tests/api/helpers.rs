@@ -47,6 +47,13 @@ pub const PIN: &str = "2468";
 pub const TOTP_SECRET: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 pub const TOTP_KEY: &[u8] = b"12345678901234567890";
 
+/// The test server's client timeouts: short, so the slow-client tests end quickly.
+pub const TEST_TIMEOUTS: cardgate_http::Timeouts = cardgate_http::Timeouts {
+    headers: std::time::Duration::from_secs(2),
+    body: std::time::Duration::from_secs(1),
+    shutdown: std::time::Duration::from_secs(1),
+};
+
 /// The fixture: tenants acme (no step-up), other, stepup (VIEW_CARD needs MFA) and slow
 /// (2 token requests a minute).
 pub fn fixture(webhook_url: Option<&str>) -> Value {
@@ -261,9 +268,12 @@ impl TestApp {
             .unwrap();
         svc.spawn_pollers(std::time::Duration::from_millis(200));
         let router = cardgate_http::router(svc.clone());
-        tokio::spawn(async move {
-            axum::serve(listener, router).await.unwrap();
-        });
+        tokio::spawn(cardgate_http::serve(
+            listener,
+            router,
+            TEST_TIMEOUTS,
+            std::future::pending(),
+        ));
         TestApp {
             base,
             svc,

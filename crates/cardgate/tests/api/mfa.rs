@@ -172,6 +172,56 @@ async fn a_session_of_another_cardholder_does_not_step_up_this_card() {
 }
 
 #[tokio::test]
+async fn a_client_that_may_not_have_the_token_cannot_test_codes_or_lock_the_session() {
+    let app = TestApp::spawn().await;
+    let session: Value = app
+        .post_mfa_session(BACKEND, ADA, "totp")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let widgets = (
+        "acme-widgets",
+        "acme-widgets-secret-0123456789abcdefghijklm",
+    );
+    // More wrong codes than lock a session, from a client without the scope for the operation
+    // (widgets cannot add to a wallet), and from an own-key client on another cardholder's
+    // card: each is refused for what it is, before its code is looked at.
+    for (client, card, op, error) in [
+        (widgets, CARD, "ADD_CARD_TO_WALLET", "insufficient_scope"),
+        (OWN, CARD_BOB, "VIEW_CARD", "access_denied"),
+    ] {
+        for code in ["000000", "111111", "222222", "333333", "444444", "555555"] {
+            let res = app
+                .post_card_token(
+                    client,
+                    card,
+                    json!({"operations": [op], "mfa": {"session_id": session["session_id"], "code": code}}),
+                )
+                .await;
+            let (status, body) = status_and_json(res).await;
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (403, Some(error)),
+                "{}: {body}",
+                client.0
+            );
+        }
+    }
+    // The session counted none of them: the right code still steps up the rightful client.
+    let code = totp_now(&app);
+    let res = app
+        .post_card_token(
+            BACKEND,
+            CARD,
+            json!({"operations": ["VIEW_CARD"], "mfa": {"session_id": session["session_id"], "code": code}}),
+        )
+        .await;
+    let (status, body) = status_and_json(res).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test]
 async fn bad_mfa_session_requests_are_refused() {
     let app = TestApp::spawn().await;
     let cases: Vec<((&str, &str), &str, Value, u16, &str)> = vec![

@@ -176,3 +176,66 @@ async fn no_secret_token_or_card_data_reaches_logs_metrics_or_the_database_file(
         "the database file",
     );
 }
+
+/// Sends `head` (and no more) on a fresh connection; what the server answers, if anything,
+/// before it closes the connection, and how long that took.
+async fn stall(app: &TestApp, head: &[u8]) -> (String, std::time::Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tcp.write_all(head).await.unwrap();
+    let start = std::time::Instant::now();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    got.extend_from_slice(&buf[..n]);
+                    if got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"}") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server held a stalled request for 20 s");
+    (String::from_utf8_lossy(&got).into_owned(), start.elapsed())
+}
+
+#[tokio::test]
+async fn a_client_that_stops_sending_is_answered_or_cut_off_not_waited_for() {
+    let app = TestApp::spawn().await;
+    // A body that never completes: refused as unreadable, in each route's own shape.
+    let (said, took) = stall(
+        &app,
+        b"POST /oauth2/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=client",
+    )
+    .await;
+    assert!(said.starts_with("HTTP/1.1 400"), "{said}");
+    assert!(said.contains(r#""error":"invalid_request""#), "{said}");
+    assert!(took >= TEST_TIMEOUTS.body / 2, "answered after {took:?}");
+    let (said, _) = stall(
+        &app,
+        b"POST /fiserv/cs/oauth2/v1/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nx-fapi-interaction-id: slow-1\r\nContent-Length: 999\r\n\r\n{",
+    )
+    .await;
+    assert!(said.starts_with("HTTP/1.1 400"), "{said}");
+    assert!(said.contains("x-fapi-interaction-id: slow-1"), "{said}");
+    // Headers that never complete: the connection is closed.
+    let (said, took) = stall(&app, b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+    assert!(!said.contains("200 OK"), "{said}");
+    assert!(took >= TEST_TIMEOUTS.headers / 2, "closed after {took:?}");
+    // The server still serves everyone else.
+    assert_eq!(
+        app.http
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

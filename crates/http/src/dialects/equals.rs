@@ -3,7 +3,7 @@
 //! five-minute token for one operation on one card. Errors: `{"code", "message"}`.
 
 use crate::service::cards::MintInput;
-use crate::service::{AuthFailure, Service, ServiceError};
+use crate::service::{AuthFailure, Principal, Service, ServiceError};
 use crate::wire::{self, Authorization};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
@@ -168,6 +168,37 @@ pub async fn access_token(
         }
     };
     let principal = Service::principal_of(client);
+    let (card, input) = match mint_input(&svc, &principal, path, query).await {
+        Ok(v) => v,
+        Err(e) => {
+            // Refusals of the mint itself are audited where they are decided.
+            if e.code != "PERSON_MISMATCH" {
+                svc.audit_refusal(
+                    Some(&principal.client.tenant_id),
+                    principal.actor(),
+                    "equals.access_token",
+                    &e.code.to_ascii_lowercase(),
+                    "equals",
+                )
+                .await;
+            }
+            return Err(e);
+        }
+    };
+    let minted = svc.mint_card_token(&principal, &card, input).await?;
+    let mut res = Json(json!({"token": minted.token.expose()})).into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}
+
+/// The card and the mint an authenticated Equals request asks for, or why it is malformed.
+async fn mint_input(
+    svc: &Service,
+    principal: &Principal,
+    path: Result<Path<String>, PathRejection>,
+    query: Option<String>,
+) -> Result<(CardId, MintInput), EqualsError> {
     if !SCOPES.iter().any(|s| principal.scopes.contains(s)) {
         return Err(ServiceError::Mint(MintRefusal::ScopeMissing(Operation::ViewCard)).into());
     }
@@ -255,11 +286,7 @@ pub async fn access_token(
         person_hint: person,
         account_hint: Some(account),
     };
-    let minted = svc.mint_card_token(&principal, &card, input).await?;
-    let mut res = Json(json!({"token": minted.token.expose()})).into_response();
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(res)
+    Ok((card, input))
 }
 
 /// Unknown paths and methods under `/equals`, in Equals' shape.

@@ -94,6 +94,16 @@ impl From<ServiceError> for FiservError {
 
 /// The interaction id to echo: the caller's, if it is 1-128 visible ASCII characters.
 fn interaction_id(headers: &HeaderMap) -> (String, Option<FiservError>) {
+    if headers.get_all(INTERACTION_ID).iter().nth(1).is_some() {
+        return (
+            uuid::Uuid::new_v4().to_string(),
+            Some(FiservError::new(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                "x-fapi-interaction-id is repeated",
+            )),
+        );
+    }
     match headers.get(INTERACTION_ID).map(|v| v.to_str()) {
         None => (uuid::Uuid::new_v4().to_string(), None),
         Some(Ok(v))
@@ -173,20 +183,34 @@ async fn issue(
             "the request body could not be read",
         ),
     })?;
-    let fi = match wire::header(headers, FINANCIAL_ID) {
+    if headers.get_all(FINANCIAL_ID).iter().nth(1).is_some() {
+        return Err(FiservError::new(
+            S::BAD_REQUEST,
+            "BAD_REQUEST",
+            "x-fapi-financial-id is repeated",
+        ));
+    }
+    let fi = match headers.get(FINANCIAL_ID).map(|v| v.to_str()) {
+        Some(Err(_)) => {
+            return Err(FiservError::new(
+                S::BAD_REQUEST,
+                "BAD_REQUEST",
+                "x-fapi-financial-id must be 8 digits",
+            ))
+        }
+        Some(Ok(v)) if v.len() == 8 && v.bytes().all(|b| b.is_ascii_digit()) => v.to_string(),
+        Some(Ok(_)) => {
+            return Err(FiservError::new(
+                S::BAD_REQUEST,
+                "BAD_REQUEST",
+                "x-fapi-financial-id must be 8 digits",
+            ))
+        }
         None => {
             return Err(FiservError::new(
                 S::BAD_REQUEST,
                 "BAD_REQUEST",
                 "x-fapi-financial-id is required",
-            ))
-        }
-        Some(v) if v.len() == 8 && v.bytes().all(|b| b.is_ascii_digit()) => v.to_string(),
-        Some(_) => {
-            return Err(FiservError::new(
-                S::BAD_REQUEST,
-                "BAD_REQUEST",
-                "x-fapi-financial-id must be 8 digits",
             ))
         }
     };

@@ -39,8 +39,12 @@ fn json_body<T: serde::de::DeserializeOwned>(
             "Content-Type must be application/json",
         ));
     }
-    serde_json::from_slice(&body)
-        .map_err(|e| OAuthError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&body).map_err(|e| {
+        OAuthError::bad_request(format!(
+            "invalid JSON body: {}",
+            cardgate_core::json_error_message(&e)
+        ))
+    })
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -292,8 +296,16 @@ pub async fn set_pin(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
     let card = card_id(path)?;
-    let req: PinBody = json_body(&headers, body)?;
-    let pin = Pin::parse(&req.pin).map_err(OAuthError::bad_request)?;
+    let pin = match json_body::<PinBody>(&headers, body)
+        .and_then(|req| Pin::parse(&req.pin).map_err(OAuthError::bad_request))
+    {
+        Ok(pin) => pin,
+        Err(e) => {
+            svc.audit_bad_redemption(&token, &card, Operation::SetPin, "invalid_pin")
+                .await;
+            return Err(e);
+        }
+    };
     svc.redeem(&token, &card, Operation::SetPin, Some(pin))
         .await?;
     Ok((

@@ -203,11 +203,18 @@ impl FromRequestParts<Arc<Service>> for ClientAuth {
         svc: &Arc<Service>,
     ) -> Result<Self, Self::Rejection> {
         let principal = match wire::authorization(&parts.headers) {
-            Authorization::Basic { id, secret } => {
-                Service::principal_of(svc.authenticate_secret(&id, &secret)?)
-            }
-            Authorization::ApiKey(key) => Service::principal_of(svc.authenticate_api_key(&key)?),
-            Authorization::Bearer(token) => svc.authenticate_access_token(&token).await?,
+            Authorization::Basic { id, secret } => match svc.authenticate_secret(&id, &secret) {
+                Ok(c) => Service::principal_of(c),
+                Err(e) => return Err(refused(svc, parts, Some(&id), e).await),
+            },
+            Authorization::ApiKey(key) => match svc.authenticate_api_key(&key) {
+                Ok(c) => Service::principal_of(c),
+                Err(e) => return Err(refused(svc, parts, None, e).await),
+            },
+            Authorization::Bearer(token) => match svc.authenticate_access_token(&token).await {
+                Ok(p) => p,
+                Err(e) => return Err(refused(svc, parts, None, e).await),
+            },
             Authorization::None => return Err(ServiceError::Auth(AuthFailure::Missing).into()),
             Authorization::Malformed(m) => return Err(OAuthError::bad_request(m)),
             Authorization::DPoP(_) | Authorization::Raw(_) => {
@@ -218,6 +225,36 @@ impl FromRequestParts<Arc<Service>> for ClientAuth {
         };
         Ok(ClientAuth(principal))
     }
+}
+
+/// Audits a failed client authentication (naming the client only if it exists, never the
+/// credential) and turns it into the error to answer.
+async fn refused(
+    svc: &Service,
+    parts: &Parts,
+    client_id: Option<&str>,
+    failure: AuthFailure,
+) -> OAuthError {
+    let known = client_id.and_then(|id| {
+        svc.snapshot()
+            .clients
+            .get(id)
+            .map(|c| (c.tenant_id.clone(), format!("client:{id}")))
+    });
+    let (tenant, actor) = known.map_or((None, "anonymous".to_string()), |(t, a)| (Some(t), a));
+    let route = parts
+        .extensions
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |m| m.as_str());
+    svc.audit_refusal(
+        tenant.as_ref(),
+        actor,
+        "client.authenticate",
+        "invalid_client",
+        format!("route:{route}"),
+    )
+    .await;
+    ServiceError::Auth(failure).into()
 }
 
 /// A card token presented as `Authorization: Bearer <token>` (RFC 6750 §2.1).

@@ -50,11 +50,9 @@ pub async fn client_from(
         }
         (Authorization::None, _) => return Err(ServiceError::Auth(AuthFailure::Missing).into()),
         (Authorization::Malformed(m), _) => return Err(OAuthError::bad_request(m)),
-        _ => {
-            return Err(OAuthError::bad_request(
-                "use Basic client authentication or client_secret_post",
-            ))
-        }
+        // A scheme this endpoint does not take (Bearer, ApiKey, DPoP…): RFC 6749 §5.2 calls an
+        // unsupported authentication method `invalid_client`.
+        _ => return Err(ServiceError::Auth(AuthFailure::InvalidClient).into()),
     };
     match svc.authenticate_secret(&id, &secret) {
         Ok(c) => Ok(Service::principal_of(c)),
@@ -170,7 +168,8 @@ pub async fn metadata(State(svc): State<Arc<Service>>) -> Response {
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "scopes_supported": cardgate_core::scope::KNOWN,
-        "dpop_signing_alg_values_supported": ["ES256"],
+        // No `dpop_signing_alg_values_supported` until DPoP-bound tokens exist: a DPoP
+        // client must not believe its tokens are bound (RFC 9449 §5.1).
         "service_documentation": format!("{base}/openapi.json"),
     }))
     .into_response()

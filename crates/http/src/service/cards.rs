@@ -218,13 +218,6 @@ impl Service {
             }
             let snap = self.snapshot();
             let tenant = snap.tenant(&tenant_id)?.clone();
-            if let (None, Some((session_id, code))) = (&mfa_session, &input.mfa) {
-                mfa_session = Some(
-                    self.verify_mfa(principal, &card.person_id, session_id, code)
-                        .await?,
-                );
-            }
-            let mfa_verified = mfa_session.is_some();
             let scopes = match input.scope_filter {
                 Some(filter) => cardgate_core::scope::ScopeSet::of(
                     principal.scopes.iter().filter(|s| filter.contains(s)),
@@ -236,11 +229,14 @@ impl Service {
                 scopes,
                 person_id: principal.client.settings.person_id,
             };
+            // Decided as if a code that came with the request were right: a client that may not
+            // have this token at all is refused before its code is looked at, so it can neither
+            // test codes nor spend another cardholder's attempts.
             let request = MintRequest {
                 operations: input.operations.clone(),
                 use_limit: input.use_limit,
                 ttl_seconds: input.ttl_seconds,
-                mfa_verified,
+                mfa_verified: mfa_session.is_some() || input.mfa.is_some(),
             };
             let (ttl, use_limit) = match decide_mint(&tenant, &minter, &card, &request) {
                 Ok(v) => v,
@@ -258,6 +254,13 @@ impl Service {
                     return Err(refusal.into());
                 }
             };
+            if let (None, Some((session_id, code))) = (&mfa_session, &input.mfa) {
+                mfa_session = Some(
+                    self.verify_mfa(principal, &card.person_id, session_id, code)
+                        .await?,
+                );
+            }
+            let mfa_verified = mfa_session.is_some();
             let now = self.now_ms();
             let minted = mint_token(CARD_TOKEN_PREFIX, now).map_err(ServiceError::crypto)?;
             let record = CardTokenRecord {
@@ -615,6 +618,41 @@ impl Service {
         }))
     }
 
+    /// Audits a card token that is not one (malformed, unknown, or of the other environment).
+    async fn unknown_card_token(&self, card_id: &CardId, op: Operation) -> ServiceError {
+        self.audit_refusal(
+            None,
+            "anonymous",
+            &format!("card_token.redeem.{}", op.as_str()),
+            "unknown_token",
+            format!("card:{card_id}"),
+        )
+        .await;
+        ServiceError::Auth(super::AuthFailure::InvalidToken)
+    }
+
+    /// Audits a redemption refused for its input before the token was used (a malformed new
+    /// PIN), under the token's tenant if the token is real.
+    pub async fn audit_bad_redemption(
+        &self,
+        token: &str,
+        card_id: &CardId,
+        op: Operation,
+        outcome: &str,
+    ) {
+        let Ok(record) = self.peek_card_token(token).await else {
+            return;
+        };
+        self.audit_refusal(
+            Some(&record.tenant_id),
+            format!("token:{}", token_ref(&record.id)),
+            &format!("card_token.redeem.{}", op.as_str()),
+            outcome,
+            format!("card:{card_id}"),
+        )
+        .await;
+    }
+
     /// Redeems a card token for `op` on `card_id`, doing the operation in the same commit.
     pub async fn redeem(
         &self,
@@ -623,11 +661,9 @@ impl Service {
         op: Operation,
         new_pin: Option<Pin>,
     ) -> Result<(CardTokenRecord, Redeemed), ServiceError> {
-        let unknown = || {
-            tracing::info!(card = %card_id, operation = %op, "unknown card token presented");
-            ServiceError::Auth(super::AuthFailure::InvalidToken)
+        let Some(presented) = PresentedToken::parse(token, CARD_TOKEN_PREFIX) else {
+            return Err(self.unknown_card_token(card_id, op).await);
         };
-        let presented = PresentedToken::parse(token, CARD_TOKEN_PREFIX).ok_or_else(unknown)?;
         // First on what is remembered; if the card changed meanwhile, once more on a fresh read.
         for fresh in [false, true] {
             let Some(RedemptionView {
@@ -637,7 +673,7 @@ impl Service {
                 remembered,
             }) = self.redemption_context(&presented, fresh).await?
             else {
-                return Err(unknown());
+                return Err(self.unknown_card_token(card_id, op).await);
             };
             let id = record.id;
             let actor = format!("token:{}", token_ref(&id));
