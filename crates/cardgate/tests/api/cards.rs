@@ -262,11 +262,15 @@ async fn a_client_bound_to_a_cardholder_reaches_only_that_cardholders_cards() {
         (status, body["error"].as_str()),
         (403, Some("access_denied"))
     );
-    let (status, body) = status_and_json(
-        app.post_card_token(OWN, CARD, json!({"operations": ["SET_PIN"]}))
-            .await,
-    )
-    .await;
+    let res = app
+        .post_card_token(OWN, CARD, json!({"operations": ["SET_PIN"]}))
+        .await;
+    assert_eq!(
+        res.headers()["www-authenticate"],
+        "Bearer realm=\"cardgate\", error=\"insufficient_scope\"",
+        "RFC 6750 §3.1"
+    );
+    let (status, body) = status_and_json(res).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (403, Some("insufficient_scope"))

@@ -101,6 +101,7 @@ impl From<ServiceError> for OAuthError {
             ServiceError::Mint(r) => match r {
                 MintRefusal::ScopeMissing(_) => {
                     Self::new(S::FORBIDDEN, "insufficient_scope", r.to_string())
+                        .challenge("Bearer realm=\"cardgate\", error=\"insufficient_scope\"".into())
                 }
                 MintRefusal::NotOwnCard => Self::new(S::FORBIDDEN, "access_denied", r.to_string()),
                 MintRefusal::MfaRequired(_) => {
