@@ -96,12 +96,28 @@ pub enum Command {
     /// Manage API clients.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Manage cards.
+    #[command(subcommand)]
+    Card(CardCommand),
     /// Rotate signing keys and tenant data keys.
     #[command(subcommand)]
     Keys(KeysCommand),
     /// Inspect the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+pub enum CardCommand {
+    /// Add one card to a tenant, read as JSON (one object of the import file's `cards`
+    /// schema) from FILE or, with `-`, from standard input: never from the command line,
+    /// where a PAN would land in the shell's history and in `ps`.
+    Add {
+        #[arg(long)]
+        tenant: String,
+        /// The card's JSON, or `-` for standard input.
+        file: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -265,6 +281,26 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             let bytes =
                 std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
             import(&svc, &bytes).await
+        }
+        Command::Card(CardCommand::Add { tenant, file }) => {
+            let tenant = TenantId::parse(&tenant)?;
+            let bytes = zeroize::Zeroizing::new(if file.as_os_str() == "-" {
+                let mut buf = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                    .map_err(|e| format!("cannot read standard input: {e}"))?;
+                buf
+            } else {
+                std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?
+            });
+            let svc = open(&common, "http://127.0.0.1:8080".into()).await?;
+            let card = cardgate_core::import::parse_card(&bytes, svc.now_ms())
+                .map_err(|e| format!("card refused: {e}"))?;
+            let id = card.id;
+            svc.add_card(&tenant, card)
+                .await
+                .map_err(|e| format!("card refused: {e}"))?;
+            println!("card {id} added to tenant {tenant}");
+            Ok(())
         }
         Command::Client(cmd) => {
             let svc = open(&common, "http://127.0.0.1:8080".into()).await?;

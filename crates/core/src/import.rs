@@ -235,6 +235,56 @@ fn date_ok(s: &str) -> bool {
         }
 }
 
+/// One card of an import file, its fields checked on their own (`cp` is its path, for errors;
+/// whether its account and cardholder exist is for the caller to check).
+fn card_plan(c: CardDoc, cp: &str, ym: (u16, u8)) -> Result<CardPlan, ImportError> {
+    let id = CardId::parse(&c.id).or_else(|m| err(format!("{cp}.id"), m))?;
+    let account_id =
+        AccountId::parse(&c.account_id).or_else(|m| err(format!("{cp}.account_id"), m))?;
+    let person_id = PersonId::parse(&c.person_id).or_else(|m| err(format!("{cp}.person_id"), m))?;
+    let secrets = CardSecrets::parse(&c.pan, &c.cvv, &c.expiry, c.pin.as_deref(), ym)
+        .or_else(|e| err(format!("{cp}.{}", e.field()), e.to_string()))?;
+    let status = match c.status.as_deref() {
+        None => CardStatus::Inactive,
+        Some(s) => CardStatus::parse(s).map_or_else(
+            || {
+                err(
+                    format!("{cp}.status"),
+                    "must be INACTIVE, ACTIVE, SUSPENDED or TERMINATED",
+                )
+            },
+            Ok,
+        )?,
+    };
+    Ok(CardPlan {
+        id,
+        account_id,
+        person_id,
+        status,
+        wallet_eligible: c.wallet_eligible,
+        secrets,
+    })
+}
+
+/// Parses and validates one card given on its own (`cardgate card add`): an object of the
+/// import file's `cards` schema. Whether its account and cardholder exist is for the caller.
+pub fn parse_card(json: &[u8], now_ms: i64) -> Result<CardPlan, ImportError> {
+    let de = &mut serde_json::Deserializer::from_slice(json);
+    let doc: CardDoc = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        ImportError {
+            path: if path == "." {
+                format!("line {} column {}", inner.line(), inner.column())
+            } else {
+                format!("card.{path}")
+            },
+            message: crate::json_error_message(&inner),
+        }
+    })?;
+    card_plan(doc, "card", year_month(now_ms))
+}
+
 /// Parses and validates an import file. `now_ms` decides which expiries are in the past.
 pub fn parse(json: &[u8], now_ms: i64) -> Result<ImportPlan, ImportError> {
     let de = &mut serde_json::Deserializer::from_slice(json);
@@ -533,47 +583,23 @@ fn tenant(
     let ym = year_month(now_ms);
     for (i, c) in t.cards.into_iter().enumerate() {
         let cp = format!("{tp}.cards[{i}]");
-        let cid = CardId::parse(&c.id).or_else(|m| err(format!("{cp}.id"), m))?;
-        if !card_ids.insert(cid) {
+        let card = card_plan(c, &cp, ym)?;
+        if !card_ids.insert(card.id) {
             return err(format!("{cp}.id"), "duplicate card id");
         }
-        let aid =
-            AccountId::parse(&c.account_id).or_else(|m| err(format!("{cp}.account_id"), m))?;
-        let Some(account) = accounts.iter().find(|a| a.id == aid) else {
+        let Some(account) = accounts.iter().find(|a| a.id == card.account_id) else {
             return err(format!("{cp}.account_id"), "no such account in this tenant");
         };
-        let pid = PersonId::parse(&c.person_id).or_else(|m| err(format!("{cp}.person_id"), m))?;
-        if !person_ids.contains(&pid) {
+        if !person_ids.contains(&card.person_id) {
             return err(format!("{cp}.person_id"), "no such person in this tenant");
         }
-        if !account.person_ids.contains(&pid) {
+        if !account.person_ids.contains(&card.person_id) {
             return err(
                 format!("{cp}.person_id"),
                 "the cardholder must be a holder of the card's account",
             );
         }
-        let secrets = CardSecrets::parse(&c.pan, &c.cvv, &c.expiry, c.pin.as_deref(), ym)
-            .or_else(|e| err(format!("{cp}.{}", e.field()), e.to_string()))?;
-        let status = match c.status.as_deref() {
-            None => CardStatus::Inactive,
-            Some(s) => CardStatus::parse(s).map_or_else(
-                || {
-                    err(
-                        format!("{cp}.status"),
-                        "must be INACTIVE, ACTIVE, SUSPENDED or TERMINATED",
-                    )
-                },
-                Ok,
-            )?,
-        };
-        cards.push(CardPlan {
-            id: cid,
-            account_id: aid,
-            person_id: pid,
-            status,
-            wallet_eligible: c.wallet_eligible,
-            secrets,
-        });
+        cards.push(card);
     }
 
     Ok(TenantPlan {

@@ -278,7 +278,7 @@ fn printed(text: &str, label: &str) -> String {
 async fn help_lists_every_command() {
     let out = cardgate(&["--help"]).await;
     assert!(out.success, "{out:?}");
-    for command in ["serve", "import", "client", "keys", "audit"] {
+    for command in ["serve", "import", "client", "card", "keys", "audit"] {
         assert!(
             out.stdout
                 .lines()
@@ -839,4 +839,76 @@ async fn serve_refuses_a_bad_address_or_public_url_before_creating_anything() {
             "nothing was created: {out:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn card_add_puts_a_working_card_in_a_running_apps_tenant_and_refuses_bad_ones() {
+    let app = TestApp::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let new_card = "11111111-2222-4333-8444-000000000001";
+    let card = json!({"id": new_card, "account_id": "F50092", "person_id": BOB,
+        "pan": "4000056655665556", "cvv": "321", "expiry": "2031-04", "status": "ACTIVE"});
+    let file = write_json(dir.path(), "card.json", &card);
+    let out = cardgate_on(&app, &["card", "add", "--tenant", "acme", &file]).await;
+    assert!(out.success, "{out:?}");
+    assert!(!out.stdout.contains("4000056655665556") && !out.stderr.contains("4000056655665556"));
+    // The running app reads it: a token for it reveals the new card's data.
+    let token = app
+        .card_token(BACKEND, new_card, json!({"operations": ["VIEW_CARD"]}))
+        .await;
+    let details: Value = app
+        .get_details(&token, new_card)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (details["pan"].as_str(), details["cvv"].as_str()),
+        (Some("4000056655665556"), Some("321"))
+    );
+
+    let events = app.audit_events().await.len();
+    for (what, spoil, says) in [
+        ("the same id again", json!({}), "already exists"),
+        (
+            "a PAN failing Luhn",
+            json!({"id": "11111111-2222-4333-8444-000000000002", "pan": "4000056655665557"}),
+            "card.pan",
+        ),
+        (
+            "a PAN as a number",
+            json!({"id": "11111111-2222-4333-8444-000000000002", "pan": 4012888888881881_u64}),
+            "card.pan",
+        ),
+        (
+            "an unknown account",
+            json!({"id": "11111111-2222-4333-8444-000000000002", "account_id": "NOPE42"}),
+            "card.account_id",
+        ),
+        (
+            "a cardholder who does not hold the account",
+            json!({"id": "11111111-2222-4333-8444-000000000002", "person_id": ADA}),
+            "card.person_id",
+        ),
+    ] {
+        let mut bad = card.clone();
+        for (k, v) in spoil.as_object().unwrap() {
+            bad[k] = v.clone();
+        }
+        let file = write_json(dir.path(), "bad.json", &bad);
+        let out = cardgate_on(&app, &["card", "add", "--tenant", "acme", &file]).await;
+        assert!(!out.success, "{what}: accepted {out:?}");
+        assert!(out.stderr.contains(says), "{what}: {out:?}");
+        assert!(
+            !out.stderr.contains("4000056655665557") && !out.stderr.contains("4012888888881881"),
+            "{what}: {out:?}"
+        );
+    }
+    assert_eq!(
+        app.audit_events().await.len(),
+        events,
+        "the refusals wrote nothing"
+    );
+    let out = cardgate_on(&app, &["card", "add", "--tenant", "nope", &file]).await;
+    assert!(!out.success && out.stderr.contains("tenant"), "{out:?}");
 }

@@ -8,7 +8,7 @@ use super::webhook::webhook_secret_aad;
 use super::{Service, ServiceError};
 use cardgate_core::audit::{ChainBreak, LogVerifier};
 use cardgate_core::cards::CardSecrets;
-use cardgate_core::import::{ImportError, ImportPlan};
+use cardgate_core::import::{CardPlan, ImportError, ImportPlan};
 use cardgate_core::model::ClientSettings;
 use cardgate_core::scope::ScopeSet;
 use cardgate_core::secret::{Secret, SecretHash};
@@ -314,6 +314,68 @@ impl Service {
             .map_err(ServiceError::from)?;
         self.reload().await?;
         Ok(report)
+    }
+
+    /// Adds one card (`cardgate card add`) to an existing tenant: its account must exist and
+    /// its cardholder hold that account; an existing card id is refused (change cards by
+    /// import). The card data is sealed under the tenant's current data key.
+    pub async fn add_card(&self, tenant: &TenantId, card: CardPlan) -> Result<(), ServiceError> {
+        let snap = self.snapshot();
+        if !snap.tenants.contains_key(tenant) {
+            return Err(ServiceError::NotFound("tenant"));
+        }
+        let account = self
+            .store
+            .get_account(tenant, card.account_id.as_str())
+            .await?
+            .ok_or_else(|| {
+                ServiceError::BadRequest("card.account_id: no such account in this tenant".into())
+            })?;
+        if !account.person_ids.contains(&card.person_id) {
+            return Err(ServiceError::BadRequest(
+                "card.person_id: the cardholder must be a holder of the card's account".into(),
+            ));
+        }
+        if self.store.get_card(tenant, &card.id).await?.is_some() {
+            return Err(ServiceError::Conflict(format!(
+                "card {} already exists (change cards with cardgate import)",
+                card.id
+            )));
+        }
+        let (version, key) = snap
+            .keys
+            .current_data_key(tenant)
+            .map_err(|_| ServiceError::Internal("the tenant has no data key".into()))?;
+        let plain = zeroize::Zeroizing::new(
+            serde_json::to_vec(&card.secrets).map_err(|e| ServiceError::Internal(e.to_string()))?,
+        );
+        let vault = seal_with(key, &vault_aad(tenant, &card.id, version), &plain)?;
+        let row = Card {
+            id: card.id,
+            tenant_id: tenant.clone(),
+            account_id: card.account_id,
+            person_id: card.person_id,
+            status: card.status,
+            wallet_eligible: card.wallet_eligible,
+            last4: card.secrets.last4(),
+            vault,
+            key_version: version,
+        };
+        let writes = vec![
+            Write::UpsertCard(row),
+            self.audit(
+                Some(tenant),
+                "admin",
+                "card.added",
+                "ok",
+                format!("card:{}", card.id),
+                json!({"status": card.status.as_str()}),
+            ),
+            Write::BumpConfigVersion,
+        ];
+        self.store.apply(&[WriteSet::of(writes)]).await?;
+        self.reload().await?;
+        Ok(())
     }
 
     /// Creates a client with generated secrets, returned once.
