@@ -269,37 +269,30 @@ fn card_plan(c: CardDoc, cp: &str, ym: (u16, u8)) -> Result<CardPlan, ImportErro
 /// Parses and validates one card given on its own (`cardgate card add`): an object of the
 /// import file's `cards` schema. Whether its account and cardholder exist is for the caller.
 pub fn parse_card(json: &[u8], now_ms: i64) -> Result<CardPlan, ImportError> {
+    let doc: CardDoc = from_json(json, "card.")?;
+    card_plan(doc, "card", year_month(now_ms))
+}
+
+/// Deserializes `json`, naming the field of any error (after `prefix`) or its position.
+fn from_json<T: serde::de::DeserializeOwned>(json: &[u8], prefix: &str) -> Result<T, ImportError> {
     let de = &mut serde_json::Deserializer::from_slice(json);
-    let doc: CardDoc = serde_path_to_error::deserialize(de).map_err(|e| {
+    serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         ImportError {
             path: if path == "." {
                 format!("line {} column {}", inner.line(), inner.column())
             } else {
-                format!("card.{path}")
+                format!("{prefix}{path}")
             },
             message: crate::json_error_message(&inner),
         }
-    })?;
-    card_plan(doc, "card", year_month(now_ms))
+    })
 }
 
 /// Parses and validates an import file. `now_ms` decides which expiries are in the past.
 pub fn parse(json: &[u8], now_ms: i64) -> Result<ImportPlan, ImportError> {
-    let de = &mut serde_json::Deserializer::from_slice(json);
-    let doc: FileDoc = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        ImportError {
-            path: if path == "." {
-                format!("line {} column {}", inner.line(), inner.column())
-            } else {
-                path
-            },
-            message: crate::json_error_message(&inner),
-        }
-    })?;
+    let doc: FileDoc = from_json(json, "")?;
     let mut tenant_ids = HashSet::new();
     let mut client_ids = HashSet::new();
     let mut tenants = Vec::new();
