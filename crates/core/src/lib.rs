@@ -77,8 +77,8 @@ mod tests {
                 "invalid type, expected a string",
             ),
             (
-                r#"{"pin": "1", "n": 4111111111111111}"#,
-                "4111",
+                r#"{"pin": "1", "n": 987654321012345}"#,
+                "98765",
                 "invalid value, expected u8",
             ),
             (
