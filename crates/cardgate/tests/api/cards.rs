@@ -680,12 +680,7 @@ async fn a_data_key_rotation_reseals_the_vault_and_every_card_keeps_working() {
         PIN
     );
     // TOTP still verifies with the re-sealed secret.
-    let session: Value = app
-        .post_mfa_session(BACKEND, ADA, "totp")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let session: Value = app.mfa_session(BACKEND, ADA, "totp").await;
     let res = app.post_card_token(BACKEND, CARD, json!({"operations": ["VIEW_CARD"], "mfa": {"session_id": session["session_id"], "code": totp_now(&app)}})).await;
     assert_eq!(res.status(), 201);
     // Another tenant's data is untouched.

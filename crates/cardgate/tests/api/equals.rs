@@ -281,12 +281,7 @@ async fn step_up_is_required_where_the_tenant_asks_for_it() {
     )
     .await;
 
-    let session: Value = app
-        .post_mfa_session(STEPUP, CAROL, "totp")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let session: Value = app.mfa_session(STEPUP, CAROL, "totp").await;
     let sid = session["session_id"].as_str().unwrap();
     let (status, body) = status_and_json(
         app.get_equals_token(
@@ -330,12 +325,7 @@ async fn step_up_is_required_where_the_tenant_asks_for_it() {
 async fn five_wrong_codes_lock_the_session() {
     let app = TestApp::spawn().await;
     let key = api_key(STEPUP_KEY);
-    let session: Value = app
-        .post_mfa_session(STEPUP, CAROL, "totp")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let session: Value = app.mfa_session(STEPUP, CAROL, "totp").await;
     let sid = session["session_id"].as_str().unwrap();
     let mut codes = Vec::new();
     for _ in 0..5 {

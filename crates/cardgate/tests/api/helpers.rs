@@ -428,6 +428,18 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Starts an MFA session that must be created (201): its JSON (`session_id`, …).
+    pub async fn mfa_session(&self, client: (&str, &str), person: &str, channel: &str) -> Value {
+        let res = self.post_mfa_session(client, person, channel).await;
+        assert_eq!(
+            res.status(),
+            201,
+            "MFA session for {person} by {}",
+            client.0
+        );
+        res.json().await.unwrap()
+    }
+
     // -- dialects -------------------------------------------------------------------------
 
     pub async fn get_equals_token(&self, auth: Option<&str>, card: &str, query: &str) -> Response {

@@ -139,12 +139,7 @@ async fn webhook_delivery_is_retried_until_it_succeeds() {
 #[tokio::test]
 async fn a_session_expires_after_five_minutes() {
     let app = TestApp::spawn().await;
-    let session: Value = app
-        .post_mfa_session(STEPUP, CAROL, "totp")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let session: Value = app.mfa_session(STEPUP, CAROL, "totp").await;
     app.svc.clock.advance(std::time::Duration::from_secs(301));
     let code = totp_now(&app);
     let res = app.post_card_token(STEPUP, CARD_STEPUP, json!({"operations": ["VIEW_CARD"], "mfa": {"session_id": session["session_id"], "code": code}})).await;
@@ -156,12 +151,7 @@ async fn a_session_expires_after_five_minutes() {
 async fn a_session_of_another_cardholder_does_not_step_up_this_card() {
     let app = TestApp::spawn().await;
     // Ada is in tenant acme; a session for her cannot be used by the stepup tenant.
-    let session: Value = app
-        .post_mfa_session(BACKEND, ADA, "totp")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let session: Value = app.mfa_session(BACKEND, ADA, "totp").await;
     let code = totp_now(&app);
     let res = app.post_card_token(STEPUP, CARD_STEPUP, json!({"operations": ["VIEW_CARD"], "mfa": {"session_id": session["session_id"], "code": code}})).await;
     let (status, body) = status_and_json(res).await;
@@ -174,12 +164,7 @@ async fn a_session_of_another_cardholder_does_not_step_up_this_card() {
 #[tokio::test]
 async fn a_client_that_may_not_have_the_token_cannot_test_codes_or_lock_the_session() {
     let app = TestApp::spawn().await;
-    let session: Value = app
-        .post_mfa_session(BACKEND, ADA, "totp")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let session: Value = app.mfa_session(BACKEND, ADA, "totp").await;
     let widgets = (
         "acme-widgets",
         "acme-widgets-secret-0123456789abcdefghijklm",
