@@ -55,6 +55,12 @@ struct TenantDoc {
     #[serde(default)]
     card_token_max_uses: Option<u32>,
     #[serde(default)]
+    mfa_max_failures: Option<u32>,
+    #[serde(default)]
+    mfa_failure_window_seconds: Option<u32>,
+    #[serde(default)]
+    mfa_lockout_seconds: Option<u32>,
+    #[serde(default)]
     clients: Vec<ClientDoc>,
     #[serde(default)]
     persons: Vec<PersonDoc>,
@@ -380,6 +386,25 @@ fn tenant(
     if rate == 0 {
         return err(format!("{tp}.rate_limit_per_minute"), "must be at least 1");
     }
+    let bounded = |field: &str, given: Option<u32>, default: u32| match given {
+        Some(n) if (1..=2_592_000).contains(&n) => Ok(n),
+        Some(_) => err(format!("{tp}.{field}"), "must be 1-2592000"),
+        None => Ok(default),
+    };
+    let d = crate::mfa::Lockout::default();
+    let mfa_lockout = crate::mfa::Lockout {
+        max_failures: bounded("mfa_max_failures", t.mfa_max_failures, d.max_failures)?,
+        window_seconds: bounded(
+            "mfa_failure_window_seconds",
+            t.mfa_failure_window_seconds,
+            d.window_seconds,
+        )?,
+        lockout_seconds: bounded(
+            "mfa_lockout_seconds",
+            t.mfa_lockout_seconds,
+            d.lockout_seconds,
+        )?,
+    };
     let settings = TenantSettings {
         name: t.name,
         financial_institution_id: t.financial_institution_id,
@@ -390,6 +415,7 @@ fn tenant(
         card_token_ttl_seconds: ttl,
         card_token_max_ttl_seconds: max_ttl,
         card_token_max_uses: max_uses,
+        mfa_lockout,
     };
 
     let mut persons = Vec::new();

@@ -103,6 +103,9 @@ pub struct TenantSettings {
     pub card_token_max_ttl_seconds: u32,
     /// Upper bound on a multi-use card token's use count.
     pub card_token_max_uses: u32,
+    /// The per-cardholder step-up lockout (see [`crate::mfa::Lockout`]).
+    #[serde(default)]
+    pub mfa_lockout: crate::mfa::Lockout,
 }
 
 pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u32 = 600;
@@ -145,6 +148,9 @@ pub struct Client {
     /// The BankEzy payload key, encrypted under the master key.
     pub payload_key_enc: Option<Vec<u8>>,
     pub disabled: bool,
+    /// Tokens issued before this moment (ms) are refused: set when the client is disabled, so
+    /// neither the disable nor a later enable lets a token it held before work again.
+    pub tokens_not_before_ms: i64,
     pub settings: ClientSettings,
 }
 

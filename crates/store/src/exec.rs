@@ -122,7 +122,10 @@ fn decided_in_bulk(set: &WriteSet) -> bool {
                 && matches!(last, Guard::CardIs { .. } | Guard::RedeemCardToken { .. })
         }
     };
-    guards_ok && set.writes.iter().all(deferred) && set.on_refused.iter().all(deferred)
+    guards_ok
+        && set.fallback.is_none()
+        && set.writes.iter().all(deferred)
+        && set.on_refused.iter().all(deferred)
 }
 
 /// For a batch where every set is [`decided_in_bulk`] and no token is redeemed twice or
@@ -306,28 +309,53 @@ pub(crate) async fn apply_sets<T: WriteTx>(
     let mut outcomes = Vec::with_capacity(sets.len());
     let decided = decide_in_bulk(tx, sets).await?;
     for (k, set) in sets.iter().enumerate() {
-        let refused = match &decided {
-            Some(outcomes) => outcomes[k],
-            None => decide(tx, set, &mut pending).await?,
-        };
-        let writes: &[Write] = match refused {
-            None => &set.writes,
-            Some(i) if i < set.preconditions => &[],
-            Some(_) => &set.on_refused,
-        };
-        for w in writes {
-            match w {
-                Write::Audit(ev) => audits.push(ev),
-                Write::InsertAccessToken(t) => pending.access_tokens.push(t),
-                Write::InsertCardToken(t) => pending.card_tokens.push(t),
-                other => {
-                    // Immediate writes see every row this batch has inserted so far.
-                    pending.flush(tx).await?;
-                    write(tx, other).await?;
+        let mut bulk = decided.as_ref().map(|d| d[k]);
+        // The set, then its fallback (and the fallback's), until one is decided.
+        let mut current = set;
+        let mut refused_by = Vec::new();
+        let mut outcome = loop {
+            let refused = match bulk.take() {
+                Some(r) => r,
+                None => decide(tx, current, &mut pending).await?,
+            };
+            let (writes, outcome): (&[Write], _) = match refused {
+                None => (&current.writes, WriteOutcome::Applied),
+                Some(i) if i < current.preconditions => {
+                    (&[], WriteOutcome::Stale(current.guards[i].kind()))
+                }
+                Some(i) => match &current.fallback {
+                    Some(fallback) => {
+                        refused_by.push(current.guards[i].kind());
+                        current = fallback;
+                        continue;
+                    }
+                    None => (
+                        &current.on_refused,
+                        WriteOutcome::refused(current.guards[i].kind()),
+                    ),
+                },
+            };
+            for w in writes {
+                match w {
+                    Write::Audit(ev) => audits.push(ev),
+                    Write::InsertAccessToken(t) => pending.access_tokens.push(t),
+                    Write::InsertCardToken(t) => pending.card_tokens.push(t),
+                    other => {
+                        // Immediate writes see every row this batch has inserted so far.
+                        pending.flush(tx).await?;
+                        write(tx, other).await?;
+                    }
                 }
             }
+            break outcome;
+        };
+        while let Some(by) = refused_by.pop() {
+            outcome = WriteOutcome::Refused {
+                by,
+                fallback: Some(Box::new(outcome)),
+            };
         }
-        outcomes.push(refused.map_or(WriteOutcome::Applied, WriteOutcome::Refused));
+        outcomes.push(outcome);
     }
     pending.flush(tx).await?;
     if !audits.is_empty() {
@@ -422,11 +450,58 @@ async fn guard<T: WriteTx>(tx: &mut T, g: &Guard) -> Result<u64> {
             )
             .await
         }
-        Guard::ConsumeMfaSession { id, now_ms } => {
+        Guard::MfaAttempt { id, now_ms, consume } => {
             tx.exec(
-                "UPDATE mfa_sessions SET consumed = TRUE WHERE id = $1 AND consumed = FALSE \
-                 AND attempts < $2 AND expires_at > $3",
-                vec![Arg::string(id.to_string()), Arg::int(cardgate_core::mfa::MAX_ATTEMPTS), Arg::int(*now_ms)],
+                "UPDATE mfa_sessions SET attempts = attempts + 1, consumed = $4 WHERE id = $1 \
+                 AND consumed = FALSE AND attempts < $2 AND expires_at > $3",
+                vec![
+                    Arg::string(id.to_string()),
+                    Arg::int(cardgate_core::mfa::MAX_ATTEMPTS),
+                    Arg::int(*now_ms),
+                    Arg::Bool(*consume),
+                ],
+            )
+            .await
+        }
+        Guard::MfaPersonAttempt { tenant, person, now_ms, lockout } => {
+            // A new window starts when the last one is over or ended in a lockout (which,
+            // since this row is not locked now, has expired).
+            macro_rules! fresh {
+                () => {
+                    "(mfa_persons.window_start + CAST($5 AS BIGINT) <= CAST($3 AS BIGINT) \
+                     OR mfa_persons.failures >= CAST($4 AS BIGINT))"
+                };
+            }
+            tx.exec(
+                concat!(
+                    "INSERT INTO mfa_persons (tenant_id, person_id, failures, window_start, locked_until, totp_step) \
+                     VALUES ($1, $2, 1, CAST($3 AS BIGINT), \
+                       CASE WHEN CAST($4 AS BIGINT) <= 1 THEN CAST($3 AS BIGINT) + CAST($6 AS BIGINT) ELSE 0 END, -1) \
+                     ON CONFLICT (tenant_id, person_id) DO UPDATE SET \
+                       failures = CASE WHEN ", fresh!(), " THEN 1 ELSE mfa_persons.failures + 1 END, \
+                       window_start = CASE WHEN ", fresh!(), " THEN CAST($3 AS BIGINT) ELSE mfa_persons.window_start END, \
+                       locked_until = CASE WHEN (CASE WHEN ", fresh!(), " THEN 1 ELSE mfa_persons.failures + 1 END) \
+                         >= CAST($4 AS BIGINT) THEN CAST($3 AS BIGINT) + CAST($6 AS BIGINT) ELSE mfa_persons.locked_until END \
+                     WHERE mfa_persons.locked_until <= CAST($3 AS BIGINT)"
+                ),
+                vec![
+                    Arg::text(tenant.as_str()),
+                    Arg::string(person.to_string()),
+                    Arg::int(*now_ms),
+                    Arg::int(i64::from(lockout.max_failures)),
+                    Arg::int(i64::from(lockout.window_seconds) * 1000),
+                    Arg::int(i64::from(lockout.lockout_seconds) * 1000),
+                ],
+            )
+            .await
+        }
+        Guard::TotpStep { tenant, person, step } => {
+            tx.exec(
+                "INSERT INTO mfa_persons (tenant_id, person_id, failures, window_start, locked_until, totp_step) \
+                 VALUES ($1, $2, 0, 0, 0, CAST($3 AS BIGINT)) \
+                 ON CONFLICT (tenant_id, person_id) DO UPDATE SET totp_step = excluded.totp_step \
+                 WHERE mfa_persons.totp_step < excluded.totp_step",
+                vec![Arg::text(tenant.as_str()), Arg::string(person.to_string()), Arg::int(*step)],
             )
             .await
         }
@@ -528,10 +603,10 @@ async fn write<T: WriteTx>(tx: &mut T, w: &Write) -> Result<()> {
             )
             .await?;
         }
-        Write::MfaWrongAttempt { id } => {
+        Write::MfaPersonPassed { tenant, person } => {
             tx.exec(
-                "UPDATE mfa_sessions SET attempts = attempts + 1 WHERE id = $1",
-                vec![Arg::string(id.to_string())],
+                "UPDATE mfa_persons SET failures = 0, locked_until = 0 WHERE tenant_id = $1 AND person_id = $2",
+                vec![Arg::text(tenant.as_str()), Arg::string(person.to_string())],
             )
             .await?;
         }
@@ -551,12 +626,12 @@ async fn write<T: WriteTx>(tx: &mut T, w: &Write) -> Result<()> {
         }
         Write::UpsertClient(c) => {
             tx.exec(
-                "INSERT INTO clients (id, tenant_id, environment, secret_hash, api_key_hash, sdk_api_key_hash, payload_key_enc, disabled, settings, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                "INSERT INTO clients (id, tenant_id, environment, secret_hash, api_key_hash, sdk_api_key_hash, payload_key_enc, disabled, settings, updated_at, tokens_not_before) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                  ON CONFLICT (id) DO UPDATE SET environment = excluded.environment, secret_hash = excluded.secret_hash, \
                  api_key_hash = excluded.api_key_hash, sdk_api_key_hash = excluded.sdk_api_key_hash, \
                  payload_key_enc = excluded.payload_key_enc, disabled = excluded.disabled, settings = excluded.settings, \
-                 updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at, tokens_not_before = excluded.tokens_not_before",
                 vec![
                     Arg::text(c.id.as_str()),
                     Arg::text(c.tenant_id.as_str()),
@@ -568,14 +643,20 @@ async fn write<T: WriteTx>(tx: &mut T, w: &Write) -> Result<()> {
                     Arg::Bool(c.disabled),
                     Arg::string(to_json(&c.settings)?),
                     Arg::int(0),
+                    Arg::int(c.tokens_not_before_ms),
                 ],
             )
             .await?;
         }
-        Write::SetClientDisabled { id, disabled } => {
+        Write::SetClientDisabled {
+            id,
+            disabled,
+            now_ms,
+        } => {
             tx.exec(
-                "UPDATE clients SET disabled = $1 WHERE id = $2",
-                vec![Arg::Bool(*disabled), Arg::text(id.as_str())],
+                "UPDATE clients SET disabled = $1, \
+                 tokens_not_before = CASE WHEN $1 THEN CAST($3 AS BIGINT) ELSE tokens_not_before END WHERE id = $2",
+                vec![Arg::Bool(*disabled), Arg::text(id.as_str()), Arg::int(*now_ms)],
             )
             .await?;
         }

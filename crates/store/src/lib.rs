@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
-pub use write::{Guard, Write, WriteOutcome, WriteSet};
+pub use write::{Guard, GuardKind, Write, WriteOutcome, WriteSet};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -51,6 +51,13 @@ pub struct RedemptionContext {
     pub token: CardTokenRecord,
     pub card: Option<Card>,
     pub cardholder_name: Option<String>,
+}
+
+/// A cardholder's step-up failures, as counted by [`Guard::MfaPersonAttempt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MfaPersonState {
+    pub failures: i64,
+    pub locked_until_ms: i64,
 }
 
 /// A signing key as stored: the private half sealed under the master key.
@@ -107,6 +114,11 @@ pub trait Store: Send + Sync + 'static {
     /// redemption needs.
     async fn get_redemption(&self, id: &TokenId) -> Result<Option<RedemptionContext>>;
     async fn get_mfa_session(&self, id: &MfaSessionId) -> Result<Option<MfaSession>>;
+    async fn get_mfa_person(
+        &self,
+        tenant: &TenantId,
+        person: &PersonId,
+    ) -> Result<Option<MfaPersonState>>;
     /// Revocations recorded at or after `since_ms`: `(token id, expires at)`.
     async fn revocations_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>>;
 

@@ -128,6 +128,7 @@ pub(crate) fn client(r: &dyn Cols) -> Result<Client> {
         sdk_api_key_hash: opt_hash("sdk_api_key_hash")?,
         payload_key_enc: r.opt_blob("payload_key_enc")?,
         disabled: r.flag("disabled")?,
+        tokens_not_before_ms: r.int("tokens_not_before")?,
         settings: json_of::<ClientSettings>(&r.text("settings")?, "client settings")?,
     })
 }
@@ -293,5 +294,12 @@ pub(crate) fn data_key(r: &dyn Cols) -> Result<DataKeyRow> {
         version: r.int("version")?,
         key_enc: r.blob("key_enc")?,
         created_at_ms: r.int("created_at")?,
+    })
+}
+
+pub(crate) fn mfa_person(r: &dyn Cols) -> Result<crate::MfaPersonState> {
+    Ok(crate::MfaPersonState {
+        failures: r.int("failures")?,
+        locked_until_ms: r.int("locked_until")?,
     })
 }

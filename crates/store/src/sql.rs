@@ -259,6 +259,20 @@ impl<E: Engine> Store for SqlStore<E> {
             .await
     }
 
+    async fn get_mfa_person(
+        &self,
+        tenant: &TenantId,
+        person: &PersonId,
+    ) -> Result<Option<crate::MfaPersonState>> {
+        self.engine
+            .fetch_opt(
+                "SELECT failures, locked_until FROM mfa_persons WHERE tenant_id = $1 AND person_id = $2",
+                vec![Arg::text(tenant.as_str()), Arg::string(person.to_string())],
+                rows::mfa_person,
+            )
+            .await
+    }
+
     async fn revocations_since(&self, since_ms: i64) -> Result<Vec<(String, i64)>> {
         self.engine
             .fetch_all(

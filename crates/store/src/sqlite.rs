@@ -31,6 +31,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit chains",
         include_str!("../migrations/sqlite/0003_audit_chains.sql"),
     ),
+    (
+        4,
+        "mfa lockout",
+        include_str!("../migrations/sqlite/0004_mfa_lockout.sql"),
+    ),
 ];
 
 /// Read connections. Reads run on the calling thread and take microseconds, so a few serve

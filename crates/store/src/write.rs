@@ -3,10 +3,10 @@
 use crate::{DataKeyRow, SigningKeyRow};
 use cardgate_core::audit::AuditEvent;
 use cardgate_core::ids::MfaSessionId;
-use cardgate_core::mfa::MfaSession;
+use cardgate_core::mfa::{Lockout, MfaSession};
 use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord, TokenId};
 use cardgate_core::{
-    Account, Card, CardId, CardStatus, Client, ClientId, Person, Tenant, TenantId,
+    Account, Card, CardId, CardStatus, Client, ClientId, Person, PersonId, Tenant, TenantId,
 };
 
 /// A condition checked and acted on atomically (a conditional UPDATE).
@@ -14,8 +14,30 @@ use cardgate_core::{
 pub enum Guard {
     /// Counts one use of a card token that is unrevoked, unexpired and has uses left.
     RedeemCardToken { id: TokenId, now_ms: i64 },
-    /// Marks an MFA session used if it is unused, unlocked and unexpired.
-    ConsumeMfaSession { id: MfaSessionId, now_ms: i64 },
+    /// Counts one code checked by an MFA session that is unused, unexpired and has attempts
+    /// left; with `consume` (the code was right) it also marks the session used. At most
+    /// `mfa::MAX_ATTEMPTS` codes are ever checked per session, whatever the concurrency.
+    MfaAttempt {
+        id: MfaSessionId,
+        now_ms: i64,
+        consume: bool,
+    },
+    /// Counts a step-up attempt of a cardholder who is not locked out, as a failure until a
+    /// right code clears it ([`Write::MfaPersonPassed`]); the failure that reaches the
+    /// tenant's threshold within its window starts the lockout.
+    MfaPersonAttempt {
+        tenant: TenantId,
+        person: PersonId,
+        now_ms: i64,
+        lockout: Lockout,
+    },
+    /// Accepts TOTP time step `step` for a cardholder only if it is later than every step
+    /// accepted before: a TOTP code is accepted once per person (RFC 6238 §5.2).
+    TotpStep {
+        tenant: TenantId,
+        person: PersonId,
+        step: i64,
+    },
     /// Moves a card from one status to another.
     CardStatus {
         tenant: TenantId,
@@ -45,10 +67,34 @@ pub enum Guard {
     },
 }
 
+/// Which guard refused a write set (see [`WriteOutcome`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardKind {
+    RedeemCardToken,
+    MfaAttempt,
+    MfaPersonAttempt,
+    TotpStep,
+    CardStatus,
+    CardIs,
+    CardVault,
+}
+
 impl Guard {
     /// Whether the guard changes a row when it holds (every guard but a pure check).
     pub fn writes(&self) -> bool {
         !matches!(self, Guard::CardIs { .. })
+    }
+
+    pub fn kind(&self) -> GuardKind {
+        match self {
+            Guard::RedeemCardToken { .. } => GuardKind::RedeemCardToken,
+            Guard::MfaAttempt { .. } => GuardKind::MfaAttempt,
+            Guard::MfaPersonAttempt { .. } => GuardKind::MfaPersonAttempt,
+            Guard::TotpStep { .. } => GuardKind::TotpStep,
+            Guard::CardStatus { .. } => GuardKind::CardStatus,
+            Guard::CardIs { .. } => GuardKind::CardIs,
+            Guard::CardVault { .. } => GuardKind::CardVault,
+        }
     }
 }
 
@@ -71,14 +117,18 @@ pub enum Write {
         expires_at_ms: i64,
     },
     InsertMfaSession(MfaSession),
-    MfaWrongAttempt {
-        id: MfaSessionId,
+    /// A cardholder stepped up: their failures are forgiven and any lockout ends.
+    MfaPersonPassed {
+        tenant: TenantId,
+        person: PersonId,
     },
     UpsertTenant(Tenant),
     UpsertClient(Client),
+    /// Disabling also refuses every token the client was issued until `now_ms`.
     SetClientDisabled {
         id: ClientId,
         disabled: bool,
+        now_ms: i64,
     },
     UpsertPerson(Person),
     UpsertAccount(Account),
@@ -104,6 +154,11 @@ pub struct WriteSet {
     /// Applied instead of `writes` when a guard after the preconditions fails (typically the
     /// refusal's audit event).
     pub on_refused: Vec<Write>,
+    /// When set, decided (guards and all) instead of `on_refused` when a guard after the
+    /// preconditions fails: what the request does if it cannot do what it asked. A right MFA
+    /// code falls back to exactly what a wrong code does, so losing a race tells it apart
+    /// from nothing.
+    pub fallback: Option<Box<WriteSet>>,
 }
 
 impl WriteSet {
@@ -113,6 +168,7 @@ impl WriteSet {
             preconditions: 0,
             writes,
             on_refused: Vec::new(),
+            fallback: None,
         }
     }
 
@@ -122,6 +178,7 @@ impl WriteSet {
             preconditions: 0,
             writes,
             on_refused,
+            fallback: None,
         }
     }
 
@@ -131,11 +188,33 @@ impl WriteSet {
         self.guards.splice(0..0, checks);
         self
     }
+
+    /// Decides `fallback` instead of `on_refused` when a guard fails (see
+    /// [`WriteSet::fallback`]).
+    pub fn or_else(mut self, fallback: WriteSet) -> Self {
+        self.fallback = Some(Box::new(fallback));
+        self
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What became of a write set.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOutcome {
     Applied,
-    /// Guard number `n` did not hold; nothing of `writes` was applied.
-    Refused(usize),
+    /// A precondition (this one) no longer holds: nothing at all was written; the caller
+    /// decides again on fresh data.
+    Stale(GuardKind),
+    /// Guard `by` did not hold, so nothing of `writes` was applied: `on_refused` was, or —
+    /// when the set has a fallback — the fallback was decided and `fallback` says how.
+    Refused {
+        by: GuardKind,
+        fallback: Option<Box<WriteOutcome>>,
+    },
+}
+
+impl WriteOutcome {
+    /// Refused by `by`, with no fallback.
+    pub fn refused(by: GuardKind) -> Self {
+        Self::Refused { by, fallback: None }
+    }
 }

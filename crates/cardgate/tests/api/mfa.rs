@@ -267,3 +267,267 @@ async fn bad_mfa_session_requests_are_refused() {
         );
     }
 }
+
+// ---- online guessing (issue: MFA step-up cannot be brute-forced) -----------------------
+
+/// Six-digit codes that are not Carol's TOTP code at any step the server accepts now.
+fn wrong_totp_codes(app: &TestApp, n: usize) -> Vec<String> {
+    let now = app.svc.now_ms();
+    let right: Vec<String> = [-30_000, 0, 30_000]
+        .iter()
+        .map(|d| cardgate_core::mfa::totp_at(TOTP_KEY, now + d))
+        .collect();
+    (0..)
+        .map(|i| format!("{:06}", 100_000 + i * 7))
+        .filter(|c| !right.contains(c))
+        .take(n)
+        .collect()
+}
+
+/// Mints on the stepup card with each of `codes` against session `sid`, all at once, spread
+/// over `apps` (replicas of one database): each answer's status and JSON.
+async fn burst(apps: &[&TestApp], sid: &str, codes: &[String]) -> Vec<(u16, Value)> {
+    let calls = codes.iter().enumerate().map(|(i, code)| {
+        let app = apps[i % apps.len()];
+        async move {
+            status_and_json(
+                app.post_card_token(
+                    STEPUP,
+                    CARD_STEPUP,
+                    json!({"operations": ["VIEW_CARD"], "mfa": {"session_id": sid, "code": code}}),
+                )
+                .await,
+            )
+            .await
+        }
+    });
+    futures::future::join_all(calls).await
+}
+
+/// How many codes the session has checked, as the database counts them.
+pub async fn attempts_of(app: &TestApp, sid: &str) -> i64 {
+    let id = cardgate_core::ids::MfaSessionId::parse(sid).unwrap();
+    app.svc
+        .store
+        .get_mfa_session(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .attempts
+}
+
+/// A burst of wrong codes on one session checks at most five of them, whatever the
+/// concurrency: the database counts five attempts and the rest are refused unseen.
+pub async fn a_burst_of_wrong_codes_checks_at_most_five(apps: &[&TestApp]) {
+    let app = apps[0];
+    let session = app.mfa_session(STEPUP, CAROL, "totp").await;
+    let sid = session["session_id"].as_str().unwrap();
+    let codes = wrong_totp_codes(app, 120);
+    let results = burst(apps, sid, &codes).await;
+    assert_eq!(attempts_of(app, sid).await, 5, "attempts counted");
+    let checked = results
+        .iter()
+        .filter(|(_, b)| b["error"] == "mfa_invalid_code")
+        .count();
+    assert!(checked <= 5, "{checked} codes were reported wrong");
+    for (status, body) in &results {
+        assert_eq!(status, &403, "{body}");
+        assert!(
+            ["mfa_invalid_code", "mfa_locked"].contains(&body["error"].as_str().unwrap()),
+            "{body}"
+        );
+    }
+    let verified: usize = app
+        .audit_events()
+        .await
+        .iter()
+        .filter(|e| e.action == "mfa.verify" && e.outcome.starts_with("wrong_code"))
+        .count();
+    assert_eq!(verified, 5, "the audit log records five checked codes");
+}
+
+/// The right code inside a burst of wrong ones either steps up or gets exactly the answer a
+/// wrong code gets in the same state: never one that tells it apart.
+pub async fn the_right_code_in_a_burst_is_not_told_apart(apps: &[&TestApp]) {
+    let app = apps[0];
+    let session = app.mfa_session(STEPUP, CAROL, "totp").await;
+    let sid = session["session_id"].as_str().unwrap();
+    let mut codes = wrong_totp_codes(app, 40);
+    let right = totp_now(app);
+    codes.push(right.clone());
+    let results = burst(apps, sid, &codes).await;
+    let (status, body) = results.last().unwrap().clone();
+    assert!(attempts_of(app, sid).await <= 5);
+    if status != 201 {
+        let others: Vec<&str> = results[..results.len() - 1]
+            .iter()
+            .filter_map(|(_, b)| b["error"].as_str())
+            .collect();
+        // Locked: the session (or, after earlier rounds, the cardholder) checks no more codes.
+        let error = body["error"].as_str().unwrap();
+        assert!(["mfa_locked", "mfa_locked_out"].contains(&error), "{body}");
+        assert!(others.contains(&error), "wrong codes got {others:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_burst_of_wrong_codes_on_one_session_checks_at_most_five() {
+    let app = TestApp::spawn().await;
+    a_burst_of_wrong_codes_checks_at_most_five(&[&app]).await;
+}
+
+#[tokio::test]
+async fn the_right_code_losing_a_race_gets_the_answer_a_wrong_code_gets() {
+    let app = TestApp::spawn().await;
+    for _ in 0..3 {
+        the_right_code_in_a_burst_is_not_told_apart(&[&app]).await;
+        // A new TOTP step for the next round (a code is accepted once per person).
+        app.svc.clock.advance(std::time::Duration::from_secs(30));
+    }
+}
+
+#[tokio::test]
+async fn a_totp_code_is_accepted_once_per_person_whatever_the_session() {
+    let app = TestApp::spawn().await;
+    let mint = |sid: String, code: String| {
+        let app = &app;
+        async move {
+            status_and_json(
+                app.post_card_token(
+                    STEPUP,
+                    CARD_STEPUP,
+                    json!({"operations": ["VIEW_CARD"], "mfa": {"session_id": sid, "code": code}}),
+                )
+                .await,
+            )
+            .await
+        }
+    };
+    let first = app.mfa_session(STEPUP, CAROL, "totp").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let second = app.mfa_session(STEPUP, CAROL, "totp").await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let code = totp_now(&app);
+    assert_eq!(mint(first, code.clone()).await.0, 201);
+    let (status, body) = mint(second.clone(), code.clone()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("mfa_invalid_code")),
+        "the same code on a second session (RFC 6238 §5.2)"
+    );
+    assert_eq!(
+        attempts_of(&app, &second).await,
+        1,
+        "and it counts an attempt"
+    );
+    // The next time step's code is a new code.
+    app.svc.clock.advance(std::time::Duration::from_secs(30));
+    let (status, body) = mint(second, totp_now(&app)).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// Wrong codes across `sessions` sessions of Carol, `per` each.
+async fn fail_on_sessions(app: &TestApp, sessions: usize, per: usize) {
+    for _ in 0..sessions {
+        let session = app.mfa_session(STEPUP, CAROL, "totp").await;
+        for code in wrong_totp_codes(app, per) {
+            let res = app
+                .post_card_token(
+                    STEPUP,
+                    CARD_STEPUP,
+                    json!({"operations": ["VIEW_CARD"], "mfa": {"session_id": session["session_id"], "code": code}}),
+                )
+                .await;
+            assert_eq!(res.status(), 403);
+        }
+    }
+}
+
+#[tokio::test]
+async fn repeated_failures_across_sessions_lock_the_cardholder_out_for_a_while() {
+    let app = TestApp::spawn().await;
+    // Ten wrong codes over two sessions (the default lockout threshold).
+    fail_on_sessions(&app, 2, 5).await;
+    let session = app.mfa_session(STEPUP, CAROL, "totp").await;
+    let res = app
+        .post_card_token(
+            STEPUP,
+            CARD_STEPUP,
+            json!({"operations": ["VIEW_CARD"], "mfa": {"session_id": session["session_id"], "code": totp_now(&app)}}),
+        )
+        .await;
+    let (status, body) = status_and_json(res).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("mfa_locked_out")),
+        "even the right code on a fresh session: {body}"
+    );
+    assert!(body["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("too many failed"));
+    let events = app.audit_events().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.action == "mfa.person_locked_out" && e.subject == format!("person:{CAROL}")),
+        "the lockout is audited"
+    );
+    assert!(events
+        .iter()
+        .any(|e| e.action == "mfa.verify" && e.outcome == "person_locked"));
+    // After the lockout period (an hour by default) the cardholder steps up again.
+    app.svc
+        .clock
+        .advance(std::time::Duration::from_secs(3600 + 30));
+    let session = app.mfa_session(STEPUP, CAROL, "totp").await;
+    let res = app
+        .post_card_token(
+            STEPUP,
+            CARD_STEPUP,
+            json!({"operations": ["VIEW_CARD"], "mfa": {"session_id": session["session_id"], "code": totp_now(&app)}}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+}
+
+#[tokio::test]
+async fn the_tenant_sets_the_lockout_numbers() {
+    let app = TestApp::spawn().await;
+    let mut file = fixture(None);
+    let stepup = file["tenants"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|t| t["id"] == "stepup")
+        .unwrap();
+    stepup["mfa_max_failures"] = json!(3);
+    stepup["mfa_lockout_seconds"] = json!(60);
+    let plan = cardgate_core::import::parse(file.to_string().as_bytes(), app.svc.now_ms()).unwrap();
+    app.svc.import(plan).await.unwrap();
+    fail_on_sessions(&app, 1, 3).await;
+    let session = app.mfa_session(STEPUP, CAROL, "totp").await;
+    let mint = |session: Value| {
+        let app = &app;
+        async move {
+            app.post_card_token(
+                STEPUP,
+                CARD_STEPUP,
+                json!({"operations": ["VIEW_CARD"], "mfa": {"session_id": session["session_id"], "code": totp_now(app)}}),
+            )
+            .await
+        }
+    };
+    let (status, body) = status_and_json(mint(session).await).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("mfa_locked_out"))
+    );
+    app.svc.clock.advance(std::time::Duration::from_secs(61));
+    let session = app.mfa_session(STEPUP, CAROL, "totp").await;
+    assert_eq!(mint(session).await.status(), 201);
+}

@@ -530,3 +530,95 @@ async fn refusals_and_issuance_are_audited_without_secrets() {
     needles.push("wrong-secret-wrong-secret");
     assert_absent(all.as_bytes(), &needles, "the audit log");
 }
+
+/// Every kind of token `client` holds: a JWT or opaque access token, a native card token and
+/// (with an API key) an Equals card token.
+#[tokio::test]
+async fn a_disabled_clients_tokens_of_every_kind_stop_working_on_every_replica() {
+    let app = TestApp::spawn().await;
+    let other = app.replica(Environment::Sandbox).await;
+    let jwt = app.access_token(BACKEND).await;
+    let opaque = app.access_token(OPAQUE).await;
+    let card = app
+        .card_token(
+            BACKEND,
+            CARD,
+            json!({"operations": ["VIEW_CARD"], "single_use": false}),
+        )
+        .await;
+    let res = app
+        .get_equals_token(
+            Some(&format!("ApiKey {BACKEND_KEY}")),
+            CARD,
+            "accountId=F50091",
+        )
+        .await;
+    let equals = res.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let widgets = (
+        "acme-widgets",
+        "acme-widgets-secret-0123456789abcdefghijklm",
+    );
+    for replica in [&app, &other] {
+        assert_eq!(replica.get_details(&card, CARD).await.status(), 200);
+        for t in [&jwt, &opaque, &card, &equals] {
+            assert_eq!(replica.introspect(widgets, t).await["active"], true);
+        }
+    }
+    for id in [BACKEND.0, OPAQUE.0] {
+        app.svc
+            .set_client_disabled(&cardgate_core::ClientId::parse(id).unwrap(), true)
+            .await
+            .unwrap();
+    }
+    // Refused at once here, and on the other replica within its refresh interval.
+    for replica in [&app, &other] {
+        let mut all_inactive = false;
+        for _ in 0..50 {
+            let mut active = 0;
+            for t in [&jwt, &opaque, &card, &equals] {
+                if replica.introspect(widgets, t).await["active"] == true {
+                    active += 1;
+                }
+            }
+            if active == 0 {
+                all_inactive = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(all_inactive, "every token introspects inactive");
+        for (t, card_id) in [(&card, CARD), (&equals, CARD)] {
+            let (status, body) = status_and_json(replica.get_details(t, card_id).await).await;
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (401, Some("invalid_token")),
+                "a disabled client's card token reveals nothing"
+            );
+        }
+        for t in [&jwt, &opaque] {
+            let res = replica
+                .http
+                .post(replica.url(&format!("/v1/cards/{CARD}/tokens")))
+                .bearer_auth(t)
+                .json(&json!({"operations": ["VIEW_CARD"]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 401, "a disabled client's access token");
+        }
+    }
+    // Enabling the client again does not revive what it held while disabled.
+    app.svc
+        .set_client_disabled(&cardgate_core::ClientId::parse(BACKEND.0).unwrap(), false)
+        .await
+        .unwrap();
+    assert_eq!(app.get_details(&card, CARD).await.status(), 401);
+    assert_eq!(app.introspect(widgets, &jwt).await["active"], false);
+    let fresh = app
+        .card_token(BACKEND, CARD, json!({"operations": ["VIEW_CARD"]}))
+        .await;
+    assert_eq!(app.get_details(&fresh, CARD).await.status(), 200);
+}

@@ -316,3 +316,15 @@ async fn the_audit_chain_stays_intact_under_concurrent_writers_on_several_replic
         })
     );
 }
+
+#[tokio::test]
+async fn a_burst_of_wrong_codes_across_two_replicas_checks_at_most_five() {
+    let Some(app) = spawn_on_postgres().await else {
+        return;
+    };
+    let other = app.replica(Environment::Sandbox).await;
+    crate::mfa::a_burst_of_wrong_codes_checks_at_most_five(&[&app, &other]).await;
+    app.svc.clock.advance(std::time::Duration::from_secs(30));
+    other.svc.clock.advance(std::time::Duration::from_secs(30));
+    crate::mfa::the_right_code_in_a_burst_is_not_told_apart(&[&app, &other]).await;
+}

@@ -14,7 +14,7 @@ use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord, TokenId, TokenKi
 use cardgate_core::{
     Account, Card, CardId, CardStatus, ClientId, Environment, Operation, PersonId, Tenant, TenantId,
 };
-use cardgate_store::{Guard, Store, Write, WriteOutcome, WriteSet, AUDIT_CHAINS};
+use cardgate_store::{Guard, GuardKind, Store, Write, WriteOutcome, WriteSet, AUDIT_CHAINS};
 use std::sync::Arc;
 
 fn tenant() -> Tenant {
@@ -30,6 +30,7 @@ fn tenant() -> Tenant {
             card_token_ttl_seconds: 300,
             card_token_max_ttl_seconds: DEFAULT_CARD_TOKEN_MAX_TTL,
             card_token_max_uses: DEFAULT_CARD_TOKEN_MAX_USES,
+            mfa_lockout: Default::default(),
         },
         webhook_secret_enc: Some(vec![1, 2, 3]),
     }
@@ -159,8 +160,8 @@ async fn contract(store: Arc<dyn Store>) {
         out,
         vec![
             WriteOutcome::Applied,
-            WriteOutcome::Refused(0),
-            WriteOutcome::Refused(0)
+            WriteOutcome::refused(GuardKind::RedeemCardToken),
+            WriteOutcome::refused(GuardKind::RedeemCardToken)
         ],
         "{backend}"
     );
@@ -208,7 +209,7 @@ async fn contract(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store.apply(&[late]).await.unwrap(),
-        vec![WriteOutcome::Refused(0)],
+        vec![WriteOutcome::refused(GuardKind::RedeemCardToken)],
         "{backend}: expiry is exclusive"
     );
     store
@@ -225,7 +226,7 @@ async fn contract(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store.apply(&[revoked]).await.unwrap(),
-        vec![WriteOutcome::Refused(0)],
+        vec![WriteOutcome::refused(GuardKind::RedeemCardToken)],
         "{backend}"
     );
 
@@ -261,10 +262,11 @@ async fn contract(store: Arc<dyn Store>) {
         ])
         .await
         .unwrap();
-    use WriteOutcome::{Applied as A, Refused as R};
+    use WriteOutcome::Applied as A;
+    let used = || WriteOutcome::refused(GuardKind::RedeemCardToken);
     assert_eq!(
         out,
-        vec![A, A, R(0), R(0), R(0), A, A, R(0), R(0)],
+        vec![A, A, used(), used(), used(), A, A, used(), used()],
         "{backend}"
     );
     assert_eq!(
@@ -312,7 +314,7 @@ async fn contract(store: Arc<dyn Store>) {
             .apply(&[activate(CardStatus::Suspended)])
             .await
             .unwrap(),
-        vec![WriteOutcome::Refused(1)],
+        vec![WriteOutcome::refused(GuardKind::CardStatus)],
         "{backend}"
     );
     assert_eq!(
@@ -367,7 +369,10 @@ async fn contract(store: Arc<dyn Store>) {
             .apply(&[checked(&stale), checked(&stale_status)])
             .await
             .unwrap(),
-        vec![WriteOutcome::Refused(0), WriteOutcome::Refused(0)],
+        vec![
+            WriteOutcome::Stale(GuardKind::CardIs),
+            WriteOutcome::Stale(GuardKind::CardIs)
+        ],
         "{backend}"
     );
     assert_eq!(
@@ -424,7 +429,16 @@ async fn contract(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(
         out,
-        vec![A, R(0), R(1), R(1), A, R(0), R(1), A],
+        vec![
+            A,
+            WriteOutcome::Stale(GuardKind::CardIs),
+            used(),
+            used(),
+            A,
+            WriteOutcome::Stale(GuardKind::CardIs),
+            used(),
+            A
+        ],
         "{backend}: a mixed batch of checked mints and redemptions"
     );
     let uses = |h: TokenId| {
@@ -466,7 +480,7 @@ async fn contract(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(
         out,
-        vec![A, A, A, R(1)],
+        vec![A, A, A, used()],
         "{backend}: batch decided in order"
     );
     assert_eq!(
@@ -475,7 +489,8 @@ async fn contract(store: Arc<dyn Store>) {
         "{backend}"
     );
 
-    // MFA sessions: wrong attempts count, consumption happens once.
+    // MFA sessions: each checked code counts an attempt, at most MAX_ATTEMPTS of them, and a
+    // right code consumes the session once.
     let sid = MfaSessionId::new_random();
     let session = MfaSession {
         id: sid,
@@ -490,32 +505,240 @@ async fn contract(store: Arc<dyn Store>) {
         consumed: false,
     };
     store
-        .apply(&[WriteSet::of(vec![
-            Write::InsertMfaSession(session.clone()),
-            Write::MfaWrongAttempt { id: sid },
-        ])])
+        .apply(&[WriteSet::of(vec![Write::InsertMfaSession(session.clone())])])
         .await
         .unwrap();
+    let attempt = |consume: bool, now_ms: i64| {
+        WriteSet::guarded(
+            vec![Guard::MfaAttempt {
+                id: sid,
+                now_ms,
+                consume,
+            }],
+            vec![],
+            vec![],
+        )
+    };
+    let refused = || WriteOutcome::refused(GuardKind::MfaAttempt);
+    assert_eq!(
+        store
+            .apply(&[attempt(false, 2_000), attempt(false, 5_000)])
+            .await
+            .unwrap(),
+        vec![A, refused()],
+        "{backend}: an expired session checks no code"
+    );
     let stored = store.get_mfa_session(&sid).await.unwrap().unwrap();
     assert_eq!(
         (stored.attempts, stored.code_hash, stored.channel),
         (1, Some([7; 32]), Channel::Sms),
         "{backend}"
     );
-    let consume = || {
+    assert_eq!(
+        store
+            .apply(&[
+                attempt(true, 2_000),
+                attempt(true, 2_000),
+                attempt(false, 2_000)
+            ])
+            .await
+            .unwrap(),
+        vec![A, refused(), refused()],
+        "{backend}: a consumed session checks nothing more"
+    );
+    let sid2 = MfaSessionId::new_random();
+    store
+        .apply(&[WriteSet::of(vec![Write::InsertMfaSession(MfaSession {
+            id: sid2,
+            ..session.clone()
+        })])])
+        .await
+        .unwrap();
+    let wrong = || {
         WriteSet::guarded(
-            vec![Guard::ConsumeMfaSession {
-                id: sid,
+            vec![Guard::MfaAttempt {
+                id: sid2,
                 now_ms: 2_000,
+                consume: false,
             }],
             vec![],
             vec![],
         )
     };
+    let out = store.apply(&vec![wrong(); 7]).await.unwrap();
     assert_eq!(
-        store.apply(&[consume(), consume()]).await.unwrap(),
-        vec![WriteOutcome::Applied, WriteOutcome::Refused(0)],
+        out.iter().filter(|o| **o == A).count(),
+        cardgate_core::mfa::MAX_ATTEMPTS as usize,
+        "{backend}: five attempts, then the session is locked"
+    );
+    assert_eq!(
+        store
+            .get_mfa_session(&sid2)
+            .await
+            .unwrap()
+            .unwrap()
+            .attempts,
+        cardgate_core::mfa::MAX_ATTEMPTS,
         "{backend}"
+    );
+
+    // A cardholder's failures across sessions lock them out; the lockout ends by itself, and
+    // a right code forgives the failures.
+    let lockout = cardgate_core::mfa::Lockout {
+        max_failures: 3,
+        window_seconds: 60,
+        lockout_seconds: 30,
+    };
+    let person_attempt = |now_ms: i64| {
+        WriteSet::guarded(
+            vec![Guard::MfaPersonAttempt {
+                tenant: t.id.clone(),
+                person,
+                now_ms,
+                lockout,
+            }],
+            vec![],
+            vec![],
+        )
+    };
+    let locked = || WriteOutcome::refused(GuardKind::MfaPersonAttempt);
+    let out = store
+        .apply(&[
+            person_attempt(10_000),
+            person_attempt(10_001),
+            person_attempt(10_002),
+            person_attempt(10_003),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![A, A, A, locked()],
+        "{backend}: the third failure locks"
+    );
+    assert_eq!(
+        store.get_mfa_person(&t.id, &person).await.unwrap(),
+        Some(cardgate_store::MfaPersonState {
+            failures: 3,
+            locked_until_ms: 40_002
+        }),
+        "{backend}"
+    );
+    assert_eq!(
+        store
+            .apply(&[person_attempt(40_001), person_attempt(40_002)])
+            .await
+            .unwrap(),
+        vec![locked(), A],
+        "{backend}: until the lockout ends"
+    );
+    store
+        .apply(&[WriteSet::of(vec![Write::MfaPersonPassed {
+            tenant: t.id.clone(),
+            person,
+        }])])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_mfa_person(&t.id, &person).await.unwrap(),
+        Some(cardgate_store::MfaPersonState {
+            failures: 0,
+            locked_until_ms: 0
+        }),
+        "{backend}: a right code forgives"
+    );
+
+    // A TOTP step is accepted once per person, and only moving forward.
+    let step = |step: i64| {
+        WriteSet::guarded(
+            vec![Guard::TotpStep {
+                tenant: t.id.clone(),
+                person,
+                step,
+            }],
+            vec![],
+            vec![],
+        )
+    };
+    let replayed = || WriteOutcome::refused(GuardKind::TotpStep);
+    assert_eq!(
+        store
+            .apply(&[step(100), step(100), step(99), step(101)])
+            .await
+            .unwrap(),
+        vec![A, replayed(), replayed(), A],
+        "{backend}"
+    );
+
+    // A fallback is decided instead of `on_refused` when a guard fails, and the outcome says
+    // which guard refused and what the fallback did; the refused set's own guards are undone.
+    let sid3 = MfaSessionId::new_random();
+    store
+        .apply(&[WriteSet::of(vec![Write::InsertMfaSession(MfaSession {
+            id: sid3,
+            ..session.clone()
+        })])])
+        .await
+        .unwrap();
+    let head_before = logged(&store).await;
+    let right_code = |step_no: i64| {
+        WriteSet::guarded(
+            vec![
+                Guard::MfaAttempt {
+                    id: sid3,
+                    now_ms: 2_000,
+                    consume: true,
+                },
+                Guard::TotpStep {
+                    tenant: t.id.clone(),
+                    person,
+                    step: step_no,
+                },
+            ],
+            vec![audit("stepped up")],
+            vec![audit("never")],
+        )
+        .or_else(WriteSet::guarded(
+            vec![Guard::MfaAttempt {
+                id: sid3,
+                now_ms: 2_000,
+                consume: false,
+            }],
+            vec![audit("counted as wrong")],
+            vec![audit("refused")],
+        ))
+    };
+    assert_eq!(
+        store.apply(&[right_code(101)]).await.unwrap(),
+        vec![WriteOutcome::Refused {
+            by: GuardKind::TotpStep,
+            fallback: Some(Box::new(A))
+        }],
+        "{backend}"
+    );
+    let stored = store.get_mfa_session(&sid3).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.attempts, stored.consumed),
+        (1, false),
+        "{backend}: the refused set's consumption was undone, the fallback's attempt kept"
+    );
+    assert_eq!(
+        store.apply(&[right_code(102)]).await.unwrap(),
+        vec![A],
+        "{backend}"
+    );
+    assert_eq!(
+        store.apply(&[right_code(103)]).await.unwrap(),
+        vec![WriteOutcome::Refused {
+            by: GuardKind::MfaAttempt,
+            fallback: Some(Box::new(refused()))
+        }],
+        "{backend}: a consumed session refuses both"
+    );
+    assert_eq!(
+        logged(&store).await,
+        head_before + 3,
+        "{backend}: counted as wrong, stepped up, refused"
     );
 
     // Opaque access tokens and revocations.
@@ -597,9 +820,9 @@ async fn contract(store: Arc<dyn Store>) {
     );
     assert_eq!(
         verify_all(&store, 7).await,
-        Ok(25),
+        Ok(28),
         "{backend}: setup, one redemption and two refusals, four batched redemptions, one activation, one check, \
-         six hot-path events, four in-order events, five by writer"
+         six hot-path events, four in-order events, three step-up events, five by writer"
     );
 }
 

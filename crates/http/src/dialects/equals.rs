@@ -112,12 +112,17 @@ impl From<ServiceError> for EqualsError {
                     "MFA_SESSION_EXPIRED",
                     "the MFA session has expired",
                 ),
+                MfaCheck::PersonLocked => Self::new(
+                    S::FORBIDDEN,
+                    "MFA_LOCKED_OUT",
+                    "too many failed step-up attempts for this cardholder; try again later",
+                ),
                 MfaCheck::AlreadyUsed => Self::new(
                     S::FORBIDDEN,
                     "MFA_SESSION_USED",
                     "the MFA session has already served a token",
                 ),
-                MfaCheck::NotApplicable | MfaCheck::Verified => Self::new(
+                MfaCheck::NotApplicable => Self::new(
                     S::FORBIDDEN,
                     "MFA_SESSION_INVALID",
                     "no such MFA session for this cardholder",

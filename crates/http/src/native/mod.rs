@@ -126,12 +126,17 @@ impl From<ServiceError> for OAuthError {
                 MfaCheck::Expired => {
                     Self::new(S::FORBIDDEN, "mfa_expired", "the MFA session has expired")
                 }
+                MfaCheck::PersonLocked => Self::new(
+                    S::FORBIDDEN,
+                    "mfa_locked_out",
+                    "too many failed step-up attempts for this cardholder; try again later",
+                ),
                 MfaCheck::AlreadyUsed => Self::new(
                     S::FORBIDDEN,
                     "mfa_used",
                     "the MFA session has already served a token",
                 ),
-                MfaCheck::NotApplicable | MfaCheck::Verified => Self::new(
+                MfaCheck::NotApplicable => Self::new(
                     S::FORBIDDEN,
                     "mfa_invalid_session",
                     "no such MFA session for this cardholder",

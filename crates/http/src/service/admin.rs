@@ -172,6 +172,12 @@ impl Service {
                     sdk_api_key_hash: c.sdk_api_key.as_ref().map(Secret::hash),
                     payload_key_enc,
                     disabled: c.disabled,
+                    // Disabling (here as by `client disable`) refuses every token held so far.
+                    tokens_not_before_ms: match existing {
+                        Some(e) if c.disabled && !e.disabled => now,
+                        Some(e) => e.tokens_not_before_ms,
+                        None => 0,
+                    },
                     settings: c.settings.clone(),
                 };
                 if existing.map(|e| e.as_ref()) != Some(&client) {
@@ -412,6 +418,7 @@ impl Service {
             sdk_api_key_hash: sdk_api_key.as_ref().map(Secret::hash),
             payload_key_enc: None,
             disabled: false,
+            tokens_not_before_ms: 0,
             settings: ClientSettings {
                 scopes: new.scopes,
                 person_id: new.person_id,
@@ -463,6 +470,7 @@ impl Service {
             Write::SetClientDisabled {
                 id: id.clone(),
                 disabled,
+                now_ms: self.now_ms(),
             },
             Write::BumpConfigVersion,
             audit,

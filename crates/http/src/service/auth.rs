@@ -52,6 +52,18 @@ impl Service {
         Ok(client.clone())
     }
 
+    /// Whether a token that `client` of `tenant` was issued at `issued_at_ms` may still be used
+    /// here: the client exists in this environment, is not disabled, and was not disabled
+    /// since the token was issued. Every token kind is checked with this, at every endpoint.
+    pub(crate) fn issuer_allows(&self, client: &str, tenant: &str, issued_at_ms: i64) -> bool {
+        self.snapshot().clients.get(client).is_some_and(|c| {
+            c.tenant_id.as_str() == tenant
+                && c.environment == self.env()
+                && !c.disabled
+                && issued_at_ms >= c.tokens_not_before_ms
+        })
+    }
+
     /// `client_secret_basic` / `client_secret_post` and Fiserv's Basic.
     pub fn authenticate_secret(
         &self,
@@ -84,15 +96,15 @@ impl Service {
             .verify_access_token(token)
             .await
             .map_err(|_| AuthFailure::InvalidToken)?;
+        if !self.issuer_allows(&access.client_id, &access.tenant_id, access.iat * 1000) {
+            return Err(AuthFailure::InvalidToken);
+        }
         let snap = self.snapshot();
         let client = snap
             .clients
             .get(&access.client_id)
-            .ok_or(AuthFailure::InvalidToken)?;
-        let client = self.usable(client).map_err(|_| AuthFailure::InvalidToken)?;
-        if client.tenant_id.as_str() != access.tenant_id {
-            return Err(AuthFailure::InvalidToken);
-        }
+            .ok_or(AuthFailure::InvalidToken)?
+            .clone();
         Ok(Principal {
             client,
             scopes: access.scopes.clone(),

@@ -8,14 +8,14 @@ use cardgate_core::cards::{
     Redemption,
 };
 use cardgate_core::ids::MfaSessionId;
-use cardgate_core::mfa::{self, Channel, MfaCheck, MfaSession};
+use cardgate_core::mfa::{self, Channel, CodeCheck, Lockout, MfaCheck, MfaSession};
 use cardgate_core::scope;
 use cardgate_core::secret::Secret;
 use cardgate_core::tokens::{
     mint_token, CardTokenRecord, PresentedToken, TokenKind, UseLimit, CARD_TOKEN_PREFIX,
 };
 use cardgate_core::{Card, CardId, CardStatus, Operation, PersonId, TenantId};
-use cardgate_store::{Guard, Write, WriteOutcome, WriteSet};
+use cardgate_store::{Guard, GuardKind, Write, WriteOutcome, WriteSet};
 use serde_json::json;
 use std::sync::Arc;
 use zeroize::Zeroizing;
@@ -41,6 +41,19 @@ pub struct MintInput {
     pub person_hint: Option<PersonId>,
     /// When set, the account the caller names; refused unless it holds the card.
     pub account_hint: Option<cardgate_core::AccountId>,
+}
+
+/// A presented MFA code, checked but not yet counted.
+struct StepUp {
+    session: MfaSession,
+    check: CodeCheck,
+    lockout: Lockout,
+    actor: String,
+}
+
+/// A write outcome a use case's own write set cannot have.
+fn unexpected(outcome: &WriteOutcome) -> ServiceError {
+    ServiceError::Internal(format!("unexpected write outcome {outcome:?}"))
 }
 
 pub struct MintedCardToken {
@@ -162,7 +175,7 @@ impl Service {
         let tenant_id = principal.client.tenant_id.clone();
         let actor = principal.actor();
         let subject = format!("card:{card_id}");
-        let mut mfa_session = None;
+        let mut step_up: Option<StepUp> = None;
         // First on the remembered card; if it changed meanwhile, once more on a fresh read.
         for fresh in [false, true] {
             let (card, remembered) = match self.card_of(&tenant_id, card_id, !fresh).await {
@@ -236,7 +249,7 @@ impl Service {
                 operations: input.operations.clone(),
                 use_limit: input.use_limit,
                 ttl_seconds: input.ttl_seconds,
-                mfa_verified: mfa_session.is_some() || input.mfa.is_some(),
+                mfa_verified: input.mfa.is_some(),
             };
             let (ttl, use_limit) = match decide_mint(&tenant, &minter, &card, &request) {
                 Ok(v) => v,
@@ -254,13 +267,12 @@ impl Service {
                     return Err(refusal.into());
                 }
             };
-            if let (None, Some((session_id, code))) = (&mfa_session, &input.mfa) {
-                mfa_session = Some(
-                    self.verify_mfa(principal, &card.person_id, session_id, code)
+            if let (None, Some((session_id, code))) = (&step_up, &input.mfa) {
+                step_up = Some(
+                    self.step_up(principal, &card.person_id, session_id, code)
                         .await?,
                 );
             }
-            let mfa_verified = mfa_session.is_some();
             let now = self.now_ms();
             let minted = mint_token(CARD_TOKEN_PREFIX, now).map_err(ServiceError::crypto)?;
             let record = CardTokenRecord {
@@ -282,37 +294,30 @@ impl Service {
             let ops: Vec<&str> = record.operations.iter().map(|o| o.as_str()).collect();
             let details = json!({
                 "kind": input.kind.as_str(), "operations": ops, "token_ref": token_ref(&record.id),
-                "ttl_seconds": ttl, "max_uses": use_limit.max_uses(), "mfa": mfa_verified,
+                "ttl_seconds": ttl, "max_uses": use_limit.max_uses(), "mfa": step_up.is_some(),
             });
-            let guards = mfa_session
-                .map(|id| Guard::ConsumeMfaSession { id, now_ms: now })
-                .into_iter()
-                .collect();
-            let set = WriteSet::guarded(
-                guards,
-                vec![
-                    Write::InsertCardToken(record.clone()),
-                    self.audit(
-                        Some(&tenant_id),
-                        actor.clone(),
-                        "card_token.minted",
-                        "ok",
-                        subject.clone(),
-                        details,
-                    ),
-                ],
-                vec![self.audit(
+            let mint = WriteSet::of(vec![
+                Write::InsertCardToken(record.clone()),
+                self.audit(
                     Some(&tenant_id),
                     actor.clone(),
-                    "card_token.mint",
-                    "mfa_session_used",
+                    "card_token.minted",
+                    "ok",
                     subject.clone(),
-                    json!({}),
-                )],
-            )
+                    details,
+                ),
+            ]);
+            let set = match &step_up {
+                None => mint,
+                Some(s) => self.stepped_up(s, mint, now),
+            }
             .with_preconditions(vec![Self::card_is(&card)]);
+            // With a wrong code the set only counts it: applied, it is still a refusal.
+            let right_code = step_up
+                .as_ref()
+                .is_none_or(|s| matches!(s.check, CodeCheck::Right { .. }));
             match self.commit(set).await? {
-                WriteOutcome::Applied => {
+                WriteOutcome::Applied if right_code => {
                     self.metrics.token_issued(input.kind.as_str());
                     self.hot.put_token(record.clone());
                     return Ok(MintedCardToken {
@@ -322,8 +327,14 @@ impl Service {
                     });
                 }
                 // The card changed since it was read: decide again on a fresh read.
-                WriteOutcome::Refused(0) => self.hot.forget_card(card_id),
-                WriteOutcome::Refused(_) => return Err(ServiceError::Mfa(MfaCheck::AlreadyUsed)),
+                WriteOutcome::Stale(_) => self.hot.forget_card(card_id),
+                refused => {
+                    let check = match &step_up {
+                        Some(s) => self.step_up_refused(s, refused).await?,
+                        None => return Err(unexpected(&refused)),
+                    };
+                    return Err(ServiceError::Mfa(check));
+                }
             }
         }
         Err(ServiceError::Conflict(
@@ -331,87 +342,203 @@ impl Service {
         ))
     }
 
-    /// Checks an MFA code against a session of `person`; a wrong code counts an attempt.
-    async fn verify_mfa(
+    /// Reads the MFA session presented for `person` and checks the code, counting nothing yet:
+    /// what the request may do is decided when its write set commits (see
+    /// [`Service::stepped_up`]). A session that is not the cardholder's, or that its stored
+    /// state already says cannot check a code, is refused without looking at the code.
+    async fn step_up(
         &self,
         principal: &Principal,
         person: &PersonId,
         session_id: &str,
         code: &str,
-    ) -> Result<MfaSessionId, ServiceError> {
+    ) -> Result<StepUp, ServiceError> {
         let tenant_id = &principal.client.tenant_id;
         let actor = principal.actor();
+        let refuse = |check: MfaCheck, subject: String| async move {
+            self.audit_refusal(
+                Some(tenant_id),
+                actor,
+                "mfa.verify",
+                mfa_code(check),
+                subject,
+            )
+            .await;
+            ServiceError::Mfa(check)
+        };
         let Ok(sid) = MfaSessionId::parse(session_id) else {
             return Err(ServiceError::Mfa(MfaCheck::NotApplicable));
         };
         let session = match self.store.get_mfa_session(&sid).await? {
             Some(s) if &s.tenant_id == tenant_id => s,
-            _ => {
-                self.audit_refusal(
-                    Some(tenant_id),
-                    actor,
-                    "mfa.verify",
-                    "unknown_session",
-                    format!("person:{person}"),
-                )
-                .await;
-                return Err(ServiceError::Mfa(MfaCheck::NotApplicable));
-            }
+            _ => return Err(refuse(MfaCheck::NotApplicable, format!("person:{person}")).await),
         };
+        let now = self.now_ms();
+        if let Err(check) = mfa::usable(&session, person, self.env(), now) {
+            return Err(refuse(check, format!("mfa_session:{sid}")).await);
+        }
         let totp_secret = if session.channel == Channel::Totp {
             self.person_totp_secret(tenant_id, person).await?
         } else {
             None
         };
-        let now = self.now_ms();
-        let check = mfa::check(
+        let check = mfa::check_code(
             &session,
-            person,
-            self.env(),
             code,
             totp_secret.as_deref().map(|v| &v[..]),
             &self.code_key,
             now,
         );
-        let subject = format!("mfa_session:{sid}");
-        match check {
-            MfaCheck::Verified => Ok(sid),
-            MfaCheck::WrongCode => {
-                let locked_now = session.attempts + 1 >= mfa::MAX_ATTEMPTS;
-                let audit = self.audit(
-                    Some(tenant_id),
-                    actor,
-                    "mfa.verify",
-                    if locked_now {
-                        "wrong_code_locked"
-                    } else {
-                        "wrong_code"
-                    },
-                    subject,
-                    json!({"attempts": session.attempts + 1}),
+        let lockout = self.snapshot().tenant(tenant_id)?.settings.mfa_lockout;
+        Ok(StepUp {
+            session,
+            check,
+            lockout,
+            actor: principal.actor(),
+        })
+    }
+
+    /// What a wrong code does: it counts one attempt of the session and one failure of the
+    /// cardholder, if both may still check a code, and nothing else.
+    fn wrong_code(&self, s: &StepUp, now: i64) -> WriteSet {
+        let session = &s.session;
+        WriteSet::guarded(
+            vec![
+                Guard::MfaPersonAttempt {
+                    tenant: session.tenant_id.clone(),
+                    person: session.person_id,
+                    now_ms: now,
+                    lockout: s.lockout,
+                },
+                Guard::MfaAttempt {
+                    id: session.id,
+                    now_ms: now,
+                    consume: false,
+                },
+            ],
+            vec![self.audit(
+                Some(&session.tenant_id),
+                s.actor.clone(),
+                "mfa.verify",
+                "wrong_code",
+                format!("mfa_session:{}", session.id),
+                json!({}),
+            )],
+            vec![],
+        )
+    }
+
+    /// `mint` as a stepped-up request: with a right code it applies only if the session and
+    /// the cardholder may check a code, the TOTP step was not used before, and the session is
+    /// consumed; otherwise — a wrong code, or a right one that lost a race — it does exactly
+    /// what a wrong code does, so no answer tells a right code apart.
+    fn stepped_up(&self, s: &StepUp, mint: WriteSet, now: i64) -> WriteSet {
+        let wrong = self.wrong_code(s, now);
+        let CodeCheck::Right { totp_step } = s.check else {
+            return wrong;
+        };
+        let session = &s.session;
+        let mut guards = vec![Guard::MfaPersonAttempt {
+            tenant: session.tenant_id.clone(),
+            person: session.person_id,
+            now_ms: now,
+            lockout: s.lockout,
+        }];
+        if let Some(step) = totp_step {
+            guards.push(Guard::TotpStep {
+                tenant: session.tenant_id.clone(),
+                person: session.person_id,
+                step,
+            });
+        }
+        guards.push(Guard::MfaAttempt {
+            id: session.id,
+            now_ms: now,
+            consume: true,
+        });
+        let mut writes = mint.writes;
+        writes.push(Write::MfaPersonPassed {
+            tenant: session.tenant_id.clone(),
+            person: session.person_id,
+        });
+        WriteSet::guarded(guards, writes, vec![]).or_else(wrong)
+    }
+
+    /// Why a stepped-up request was refused: from what its wrong-code set did (the set itself,
+    /// or the fallback of a right code), and the session's state read afterwards.
+    async fn step_up_refused(
+        &self,
+        s: &StepUp,
+        outcome: WriteOutcome,
+    ) -> Result<MfaCheck, ServiceError> {
+        let wrong = match (s.check, outcome) {
+            (
+                CodeCheck::Right { .. },
+                WriteOutcome::Refused {
+                    fallback: Some(f), ..
+                },
+            ) => *f,
+            (CodeCheck::Wrong, o) => o,
+            (_, o) => return Err(unexpected(&o)),
+        };
+        let session = &s.session;
+        let now = self.now_ms();
+        let check = match wrong {
+            // The code was checked (and was wrong; its audit event went with the count): the
+            // session may have checked its last.
+            WriteOutcome::Applied => {
+                self.note_lockout(s, now).await;
+                return Ok(match self.store.get_mfa_session(&session.id).await? {
+                    Some(fresh) if fresh.attempts >= mfa::MAX_ATTEMPTS => MfaCheck::Locked,
+                    _ => MfaCheck::WrongCode,
+                });
+            }
+            WriteOutcome::Refused {
+                by: GuardKind::MfaPersonAttempt,
+                ..
+            } => MfaCheck::PersonLocked,
+            WriteOutcome::Refused {
+                by: GuardKind::MfaAttempt,
+                ..
+            } => match self.store.get_mfa_session(&session.id).await? {
+                Some(fresh) => mfa::state(&fresh, now).err().unwrap_or(MfaCheck::Locked),
+                None => MfaCheck::NotApplicable,
+            },
+            other => return Err(unexpected(&other)),
+        };
+        self.audit_refusal(
+            Some(&session.tenant_id),
+            s.actor.clone(),
+            "mfa.verify",
+            mfa_code(check),
+            format!("mfa_session:{}", session.id),
+        )
+        .await;
+        Ok(check)
+    }
+
+    /// Audits the moment a cardholder's failures reach the tenant's threshold.
+    async fn note_lockout(&self, s: &StepUp, now: i64) {
+        let (tenant, person) = (&s.session.tenant_id, &s.session.person_id);
+        match self.store.get_mfa_person(tenant, person).await {
+            Ok(Some(state))
+                if state.locked_until_ms > now
+                    && state.failures == i64::from(s.lockout.max_failures) =>
+            {
+                let event = self.audit(
+                    Some(tenant),
+                    s.actor.clone(),
+                    "mfa.person_locked_out",
+                    "ok",
+                    format!("person:{person}"),
+                    json!({"failures": state.failures, "locked_until_ms": state.locked_until_ms}),
                 );
-                self.commit(WriteSet::of(vec![
-                    Write::MfaWrongAttempt { id: sid },
-                    audit,
-                ]))
-                .await?;
-                Err(ServiceError::Mfa(if locked_now {
-                    MfaCheck::Locked
-                } else {
-                    MfaCheck::WrongCode
-                }))
+                if let Err(e) = self.commit(WriteSet::of(vec![event])).await {
+                    tracing::error!(error = %e, "could not record a lockout in the audit log");
+                }
             }
-            other => {
-                self.audit_refusal(
-                    Some(tenant_id),
-                    actor,
-                    "mfa.verify",
-                    mfa_code(other),
-                    subject,
-                )
-                .await;
-                Err(ServiceError::Mfa(other))
-            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not read a cardholder's step-up failures"),
         }
     }
 
@@ -567,7 +694,14 @@ impl Service {
     pub async fn peek_card_token(&self, token: &str) -> Result<CardTokenRecord, ServiceError> {
         self.find_card_token(token)
             .await?
-            .filter(|r| r.environment == self.env())
+            .filter(|r| {
+                r.environment == self.env()
+                    && self.issuer_allows(
+                        r.client_id.as_str(),
+                        r.tenant_id.as_str(),
+                        r.issued_at_ms,
+                    )
+            })
             .ok_or(ServiceError::Auth(super::AuthFailure::InvalidToken))
     }
 
@@ -578,8 +712,11 @@ impl Service {
         presented: &PresentedToken,
         fresh: bool,
     ) -> Result<Option<RedemptionView>, ServiceError> {
-        let usable =
-            |t: &CardTokenRecord| t.environment == self.env() && presented.matches(&t.hash);
+        let usable = |t: &CardTokenRecord| {
+            t.environment == self.env()
+                && presented.matches(&t.hash)
+                && self.issuer_allows(t.client_id.as_str(), t.tenant_id.as_str(), t.issued_at_ms)
+        };
         if !fresh {
             if let Some(t) = self.hot.token(&presented.id) {
                 if !usable(&t) {
@@ -787,8 +924,11 @@ impl Service {
                     return Ok((used, result));
                 }
                 // The card changed since it was read: decide again on a fresh read.
-                WriteOutcome::Refused(0) => self.hot.forget_card(card_id),
-                WriteOutcome::Refused(1) => {
+                WriteOutcome::Stale(_) => self.hot.forget_card(card_id),
+                WriteOutcome::Refused {
+                    by: GuardKind::RedeemCardToken,
+                    ..
+                } => {
                     // Lost a race: classify from the current state (another use, or a revocation).
                     self.hot.forget_token(&id);
                     let now_record = match self.store.get_card_token(&id).await? {
@@ -805,7 +945,7 @@ impl Service {
                         },
                     ));
                 }
-                WriteOutcome::Refused(_) => {
+                WriteOutcome::Refused { .. } => {
                     self.hot.forget_card(card_id);
                     return Err(ServiceError::Conflict(match op {
                         Operation::Activate => "the card is no longer inactive".into(),
@@ -846,7 +986,7 @@ pub fn redemption_code(r: &Redemption) -> &'static str {
 
 pub fn mfa_code(c: MfaCheck) -> &'static str {
     match c {
-        MfaCheck::Verified => "ok",
+        MfaCheck::PersonLocked => "person_locked",
         MfaCheck::WrongCode => "wrong_code",
         MfaCheck::Expired => "session_expired",
         MfaCheck::Locked => "session_locked",

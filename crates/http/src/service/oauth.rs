@@ -261,6 +261,7 @@ impl Service {
             let now = self.now_ms();
             if t.tenant_id.as_str() != tenant
                 || t.environment != self.env()
+                || !self.issuer_allows(t.client_id.as_str(), tenant, t.issued_at_ms)
                 || t.revoked
                 || t.expires_at_ms <= now
                 || t.use_limit.exhausted(t.uses_made)
@@ -289,11 +290,7 @@ impl Service {
         let Ok(a) = self.verify_access_token(token).await else {
             return inactive;
         };
-        if a.tenant_id != tenant {
-            return inactive;
-        }
-        let snap = self.snapshot();
-        if snap.clients.get(&a.client_id).is_none_or(|c| c.disabled) {
+        if a.tenant_id != tenant || !self.issuer_allows(&a.client_id, tenant, a.iat * 1000) {
             return inactive;
         }
         let mut v = json!({
