@@ -209,11 +209,8 @@ impl Service {
                         tracing::warn!(session = %session_id, attempt, status = r.status().as_u16(), "webhook refused MFA code")
                     }
                     Err(e) => {
-                        if let Some(refused) = address_refused(&e) {
-                            tracing::error!(tenant = %tenant_id, session = %session_id, address = %refused.address,
-                                reason = refused.refusal.as_str(), delivery = "refused",
-                                "MFA code not sent: every address of the webhook's host is refused in production");
-                            let reason = refused.refusal.as_str();
+                        if let Some(&AddressRefused { address, refusal }) = address_refused(&e) {
+                            // Audited first: the log line that ends the delivery follows the event.
                             if let Some(svc) = svc.upgrade() {
                                 let event = svc.audit(
                                     Some(&tenant_id),
@@ -221,12 +218,15 @@ impl Service {
                                     "mfa.code_delivery",
                                     "destination_refused",
                                     format!("person:{person_id}"),
-                                    json!({"session": session_id.to_string(), "reason": reason}),
+                                    json!({"session": session_id.to_string(), "reason": refusal.as_str()}),
                                 );
                                 if let Err(e) = svc.commit(WriteSet::of(vec![event])).await {
                                     tracing::error!(error = %e, "could not record a refused webhook destination in the audit log");
                                 }
                             }
+                            tracing::error!(tenant = %tenant_id, session = %session_id, %address,
+                                reason = refusal.as_str(), delivery = "refused",
+                                "MFA code not sent: every address of the webhook's host is refused in production");
                             return;
                         }
                         tracing::warn!(session = %session_id, attempt, error = %e.without_url(), "webhook unreachable")
