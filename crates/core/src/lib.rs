@@ -10,6 +10,7 @@ pub mod model;
 pub mod scope;
 pub mod secret;
 pub mod tokens;
+pub mod webhook;
 
 pub use ids::{AccountId, CardId, ClientId, Environment, PersonId, TenantId};
 pub use model::{AccessTokenFormat, Account, Card, CardStatus, Client, Operation, Person, Tenant};

@@ -18,3 +18,4 @@ mod oauth;
 mod operations;
 mod postgres;
 mod store_suite;
+mod webhook;

@@ -564,7 +564,7 @@ impl Service {
 
     /// Starts an MFA session for a person: TOTP, or a code sent through the tenant's webhook.
     pub async fn start_mfa_session(
-        &self,
+        self: &Arc<Self>,
         principal: &Principal,
         person_id: &PersonId,
         channel: Channel,
@@ -644,11 +644,10 @@ impl Service {
                 }
             },
         };
-        if destination.is_some() && tenant.settings.webhook_url.is_none() {
-            return Err(ServiceError::BadRequest(
-                "the tenant has no webhook_url to deliver codes".into(),
-            ));
-        }
+        let webhook = match destination {
+            Some(_) => Some(self.usable_webhook(&tenant, &actor, &subject).await?),
+            None => None,
+        };
         let now = self.now_ms();
         let id = MfaSessionId::new_random();
         let code = match channel {
@@ -684,8 +683,8 @@ impl Service {
             audit,
         ]))
         .await?;
-        if let (Some(code), Some(destination)) = (code, destination) {
-            self.send_mfa_code(&tenant, &session, &destination, code);
+        if let (Some(code), Some(destination), Some(webhook)) = (code, destination, webhook) {
+            self.send_mfa_code(&tenant, &session, &destination, code, webhook);
         }
         Ok(session)
     }

@@ -169,6 +169,8 @@ impl Service {
         let clock = Clock::default();
         let now = clock.now_ms();
         let snap = Snapshot::load(store.as_ref(), &master, settings.environment, now).await?;
+        let http = webhook::client(settings.environment)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let svc = Arc::new(Self {
             committer: Committer::spawn(store.clone()),
             store,
@@ -183,10 +185,7 @@ impl Service {
             cache: TokenCache::default(),
             hot: hot::HotCache::default(),
             settings,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .map_err(|e| ServiceError::Internal(e.to_string()))?,
+            http,
         });
         if svc.snapshot().keys.active.is_none() {
             svc.rotate_signing_key("system").await?;
