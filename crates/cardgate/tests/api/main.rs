@@ -11,6 +11,7 @@ mod helpers;
 mod audit;
 mod cards;
 mod cli;
+mod environments;
 mod equals;
 mod fiserv;
 mod mfa;
