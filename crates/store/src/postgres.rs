@@ -29,6 +29,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit chains",
         include_str!("../migrations/postgres/0003_audit_chains.sql"),
     ),
+    (
+        5,
+        "environments",
+        include_str!("../migrations/postgres/0005_environments.sql"),
+    ),
 ];
 
 /// Rows per multi-row INSERT: 14 columns × 64 rows stays far below PostgreSQL's limit on

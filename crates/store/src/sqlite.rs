@@ -31,6 +31,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "audit chains",
         include_str!("../migrations/sqlite/0003_audit_chains.sql"),
     ),
+    (
+        5,
+        "environments",
+        include_str!("../migrations/sqlite/0005_environments.sql"),
+    ),
 ];
 
 /// Read connections. Reads run on the calling thread and take microseconds, so a few serve

@@ -1,11 +1,10 @@
 //! Environments on one shared database: a sandbox and a production instance neither read nor
 //! change each other's persons, accounts, cards, data keys, tokens or MFA sessions; imports
-//! and admin verbs create objects in their own environment; migration 0005 sorts the rows of
-//! an older database into environments. The scenarios take the two instances, so the
-//! PostgreSQL suite runs them too.
+//! and admin verbs create objects in their own environment. The scenarios take the two
+//! instances, so the PostgreSQL suite runs them too.
 
 use crate::helpers::*;
-use cardgate_core::{Environment, TenantId};
+use cardgate_core::{AccountId, CardId, Environment, PersonId, TenantId};
 use cardgate_http::service::admin::ImportErrorOr;
 use serde_json::{json, Value};
 
@@ -15,7 +14,7 @@ pub const CARD_PROD: &str = "feedface-0000-4111-8222-333344445555";
 pub const PAN_PROD: &str = "5105105105105100";
 const PIN_PROD: &str = "1357";
 
-fn acme() -> TenantId {
+pub fn acme() -> TenantId {
     TenantId::parse("acme").unwrap()
 }
 
@@ -43,7 +42,7 @@ pub async fn sandbox_and_production(db: Db) -> (TestApp, TestApp) {
 }
 
 /// Status and body of a mint for `card` by `client`.
-async fn mint(app: &TestApp, client: (&str, &str), card: &str) -> (u16, Value) {
+pub async fn mint(app: &TestApp, client: (&str, &str), card: &str) -> (u16, Value) {
     status_and_json(
         app.post_card_token(client, card, json!({"operations": ["VIEW_CARD"]}))
             .await,
@@ -52,7 +51,7 @@ async fn mint(app: &TestApp, client: (&str, &str), card: &str) -> (u16, Value) {
 }
 
 /// Mints a VIEW_CARD token and reveals the card: its PAN and cardholder name.
-async fn reveal(app: &TestApp, client: (&str, &str), card: &str) -> (String, String) {
+pub async fn reveal(app: &TestApp, client: (&str, &str), card: &str) -> (String, String) {
     let token = app
         .card_token(client, card, json!({"operations": ["VIEW_CARD"]}))
         .await;
@@ -64,7 +63,7 @@ async fn reveal(app: &TestApp, client: (&str, &str), card: &str) -> (String, Str
     )
 }
 
-fn unknown_id() -> String {
+pub fn unknown_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
@@ -229,6 +228,70 @@ pub async fn persons_and_mfa_sessions_stay_in_their_environment(
     );
 }
 
+pub async fn imports_in_each_environment_create_objects_only_visible_there(
+    sandbox: &TestApp,
+    production: &TestApp,
+) {
+    let (tenant, card, prod_card) = (
+        acme(),
+        CardId::parse(CARD).unwrap(),
+        CardId::parse(CARD_PROD).unwrap(),
+    );
+    let (ada, dora) = (
+        PersonId::parse(ADA).unwrap(),
+        PersonId::parse(DORA).unwrap(),
+    );
+    let (f50091, p1) = (
+        AccountId::parse("F50091").unwrap(),
+        AccountId::parse("P1").unwrap(),
+    );
+    for (app, env) in [
+        (sandbox, Environment::Sandbox),
+        (production, Environment::Production),
+    ] {
+        let store = &app.svc.store;
+        let mine = env == Environment::Sandbox;
+        let card_seen = store.get_card(&tenant, env, &card).await.unwrap();
+        let prod_card_seen = store.get_card(&tenant, env, &prod_card).await.unwrap();
+        assert_eq!(card_seen.is_some(), mine, "{env}: the sandbox card");
+        assert_eq!(
+            prod_card_seen.is_some(),
+            !mine,
+            "{env}: the production card"
+        );
+        for c in card_seen.iter().chain(&prod_card_seen) {
+            assert_eq!(c.environment, env, "a card records its environment");
+        }
+        let ada_seen = store.get_person(&tenant, env, &ada).await.unwrap();
+        let dora_seen = store.get_person(&tenant, env, &dora).await.unwrap();
+        assert_eq!(ada_seen.is_some(), mine, "{env}: the sandbox person");
+        assert_eq!(dora_seen.is_some(), !mine, "{env}: the production person");
+        let f50091_seen = store
+            .get_account(&tenant, env, f50091.as_str())
+            .await
+            .unwrap();
+        let p1_seen = store.get_account(&tenant, env, p1.as_str()).await.unwrap();
+        assert_eq!(f50091_seen.is_some(), mine, "{env}: the sandbox account");
+        assert_eq!(p1_seen.is_some(), !mine, "{env}: the production account");
+        let cards = store.list_cards(&tenant, env).await.unwrap();
+        assert_eq!(cards.len(), if mine { 4 } else { 1 }, "{env}: acme's cards");
+        assert!(cards.iter().all(|c| c.environment == env));
+        let keys = store.load_data_keys(env).await.unwrap();
+        assert!(
+            keys.iter()
+                .any(|k| k.tenant_id == tenant && k.environment == env),
+            "{env}: acme has a data key of its own"
+        );
+        assert!(keys.iter().all(|k| k.environment == env));
+    }
+    // Re-importing each file in its own environment changes nothing: neither sees the
+    // other's objects as its own.
+    let again = sandbox.import(&fixture(None)).await.unwrap();
+    assert_eq!(again.changes, 0, "sandbox re-import");
+    let again = production.import(&production_file()).await.unwrap();
+    assert_eq!(again.changes, 0, "production re-import");
+}
+
 pub async fn an_import_naming_an_id_of_the_other_environment_is_refused_and_writes_nothing(
     sandbox: &TestApp,
     production: &TestApp,
@@ -314,6 +377,14 @@ pub async fn an_import_naming_an_id_of_the_other_environment_is_refused_and_writ
         reveal(sandbox, BACKEND, CARD).await,
         (PAN.to_string(), "Ada Lovelace".to_string())
     );
+    let account = sandbox
+        .svc
+        .store
+        .get_account(&acme(), Environment::Sandbox, "F50091")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(account.account_number, "1234567890");
 }
 
 pub async fn admin_verbs_change_only_their_own_environment(
@@ -366,6 +437,54 @@ pub async fn admin_verbs_change_only_their_own_environment(
     // Dora's TOTP secret re-sealed; the sandbox keeps its key and its cards untouched.
     let (version, resealed) = production.svc.rotate_data_key(&acme()).await.unwrap();
     assert_eq!((version, resealed), (2, 3), "two cards and a TOTP secret");
+    let sandbox_card = sandbox
+        .svc
+        .store
+        .get_card(&acme(), Environment::Sandbox, &CardId::parse(CARD).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sandbox_card.key_version, 1, "sandbox cards keep their key");
+    let prod_card = production
+        .svc
+        .store
+        .get_card(
+            &acme(),
+            Environment::Production,
+            &CardId::parse(CARD_PROD).unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(prod_card.key_version, 2);
+    let newest = |keys: Vec<cardgate_store::DataKeyRow>| {
+        keys.iter()
+            .filter(|k| k.tenant_id == acme())
+            .map(|k| k.version)
+            .max()
+    };
+    assert_eq!(
+        newest(
+            sandbox
+                .svc
+                .store
+                .load_data_keys(Environment::Sandbox)
+                .await
+                .unwrap()
+        ),
+        Some(1)
+    );
+    assert_eq!(
+        newest(
+            production
+                .svc
+                .store
+                .load_data_keys(Environment::Production)
+                .await
+                .unwrap()
+        ),
+        Some(2)
+    );
     assert_eq!(reveal(production, PROD, CARD_PROD).await.0, PAN_PROD);
     assert_eq!(reveal(sandbox, BACKEND, CARD).await.0, PAN);
     // The sandbox rotates its own key the same way: its four cards and Ada's TOTP secret.
@@ -390,6 +509,12 @@ async fn credentials_cannot_mint_for_or_reveal_the_other_environments_cards_on_a
 async fn persons_and_mfa_sessions_stay_in_their_environment_on_a_shared_sqlite_file() {
     let (sandbox, production) = sandbox_and_production(Db::Sqlite).await;
     persons_and_mfa_sessions_stay_in_their_environment(&sandbox, &production).await;
+}
+
+#[tokio::test]
+async fn imports_in_each_environment_create_objects_only_visible_there_on_a_shared_sqlite_file() {
+    let (sandbox, production) = sandbox_and_production(Db::Sqlite).await;
+    imports_in_each_environment_create_objects_only_visible_there(&sandbox, &production).await;
 }
 
 #[tokio::test]

@@ -250,6 +250,12 @@ impl TestApp {
         .await
     }
 
+    /// An instance on an existing database, importing nothing.
+    pub async fn open(database_url: &str, master_key: &str, env: Environment) -> TestApp {
+        init_logs();
+        Self::start(database_url, master_key, env, tempfile::tempdir().unwrap()).await
+    }
+
     /// Imports an import file (as JSON) in this instance's environment.
     pub async fn import(
         &self,

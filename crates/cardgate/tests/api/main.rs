@@ -15,6 +15,7 @@ mod environments;
 mod equals;
 mod fiserv;
 mod mfa;
+mod migration;
 mod oauth;
 mod operations;
 mod postgres;

@@ -1,10 +1,10 @@
 //! The PostgreSQL suite: the main flows on PostgreSQL, single use exactly once across
 //! replicas and across real processes, and environment isolation on a shared database (the
-//! scenarios of `environments`).
+//! scenarios of `environments`, and `migration`'s version-3 database).
 
 use crate::cli::ServeChild;
-use crate::environments;
 use crate::helpers::*;
+use crate::{environments, migration};
 use cardgate_core::audit::ChainBreak;
 use cardgate_core::Environment;
 use futures::future::join_all;
@@ -360,6 +360,18 @@ async fn persons_and_mfa_sessions_stay_in_their_environment_on_postgresql() {
 }
 
 #[tokio::test]
+async fn imports_in_each_environment_create_objects_only_visible_there_on_postgresql() {
+    let Some((sandbox, production)) = sandbox_and_production_on_postgres().await else {
+        return;
+    };
+    environments::imports_in_each_environment_create_objects_only_visible_there(
+        &sandbox,
+        &production,
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn an_import_naming_an_id_of_the_other_environment_is_refused_and_writes_nothing_on_postgresql(
 ) {
     let Some((sandbox, production)) = sandbox_and_production_on_postgres().await else {
@@ -378,4 +390,14 @@ async fn admin_verbs_change_only_their_own_environment_on_postgresql() {
         return;
     };
     environments::admin_verbs_change_only_their_own_environment(&sandbox, &production).await;
+}
+
+#[tokio::test]
+async fn a_version_3_postgresql_database_migrates_its_rows_to_the_environments_of_their_tokens() {
+    let Some(admin) = postgres_admin_url() else {
+        return;
+    };
+    let url = fresh_postgres_db(&admin).await;
+    migration::a_version_3_database_migrates_its_rows_to_the_environments_of_their_tokens(&url)
+        .await;
 }

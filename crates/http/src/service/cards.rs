@@ -118,7 +118,8 @@ impl Service {
             .map_err(|_| ServiceError::Internal("vault entry is corrupt".into()))
     }
 
-    /// Loads a card of the principal's tenant; another tenant's card is simply not found.
+    /// Loads a card of the principal's tenant in this environment; another tenant's or
+    /// environment's card is simply not found.
     /// `remembered` allows the hot cache's copy (then the answer says it came from there),
     /// which a decision may use only together with [`Service::card_is`] as a precondition of
     /// its commit, and which is never a reason to refuse: read it afresh first.
@@ -135,7 +136,7 @@ impl Service {
         }
         let card = self
             .store
-            .get_card(tenant, card_id)
+            .get_card(tenant, self.env(), card_id)
             .await?
             .ok_or(ServiceError::NotFound("card"))?;
         Ok((self.hot.put_card(card), false))
@@ -344,7 +345,7 @@ impl Service {
         let Ok(sid) = MfaSessionId::parse(session_id) else {
             return Err(ServiceError::Mfa(MfaCheck::NotApplicable));
         };
-        let session = match self.store.get_mfa_session(&sid).await? {
+        let session = match self.store.get_mfa_session(&sid, self.env()).await? {
             Some(s) if &s.tenant_id == tenant_id => s,
             _ => {
                 self.audit_refusal(
@@ -420,7 +421,7 @@ impl Service {
         tenant: &TenantId,
         person: &PersonId,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, ServiceError> {
-        let Some(p) = self.store.get_person(tenant, person).await? else {
+        let Some(p) = self.store.get_person(tenant, self.env(), person).await? else {
             return Ok(None);
         };
         self.ensure_data_key(tenant, p.key_version).await?;
@@ -480,7 +481,11 @@ impl Service {
             .await;
             return Err(ServiceError::NotFound("person"));
         }
-        let Some(person) = self.store.get_person(&tenant_id, person_id).await? else {
+        let Some(person) = self
+            .store
+            .get_person(&tenant_id, self.env(), person_id)
+            .await?
+        else {
             self.audit_refusal(
                 Some(&tenant_id),
                 actor,
@@ -598,7 +603,7 @@ impl Service {
                 }
             }
         }
-        let Some(ctx) = self.store.get_redemption(&presented.id).await? else {
+        let Some(ctx) = self.store.get_redemption(&presented.id, self.env()).await? else {
             return Ok(None);
         };
         if !usable(&ctx.token) {
@@ -791,7 +796,7 @@ impl Service {
                 WriteOutcome::Refused(1) => {
                     // Lost a race: classify from the current state (another use, or a revocation).
                     self.hot.forget_token(&id);
-                    let now_record = match self.store.get_card_token(&id).await? {
+                    let now_record = match self.store.get_card_token(&id, self.env()).await? {
                         Some(r) => r,
                         None => (*record).clone(),
                     };
