@@ -43,7 +43,8 @@ pub struct Common {
         global = true
     )]
     pub master_key: Option<String>,
-    /// The environment this instance serves.
+    /// The environment this instance serves (and the one import, card add and
+    /// rotate-data-key work in).
     #[arg(
         long,
         env = "CARDGATE_ENVIRONMENT",
@@ -88,7 +89,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the HTTP server.
     Serve(ServeArgs),
-    /// Provision tenants, clients, persons, accounts and cards from a JSON file (idempotent).
+    /// Provision tenants, clients, persons, accounts and cards from a JSON file (idempotent);
+    /// persons, accounts and cards are created in --environment.
     Import {
         /// The import file (see the README for its schema).
         file: PathBuf,
@@ -109,9 +111,9 @@ pub enum Command {
 
 #[derive(Subcommand)]
 pub enum CardCommand {
-    /// Add one card to a tenant, read as JSON (one object of the import file's `cards`
-    /// schema) from FILE or, with `-`, from standard input: never from the command line,
-    /// where a PAN would land in the shell's history and in `ps`.
+    /// Add one card to a tenant in --environment, read as JSON (one object of the import
+    /// file's `cards` schema) from FILE or, with `-`, from standard input: never from the
+    /// command line, where a PAN would land in the shell's history and in `ps`.
     Add {
         #[arg(long)]
         tenant: String,
@@ -169,7 +171,8 @@ pub enum FormatArg {
 pub enum KeysCommand {
     /// Make a new signing key active; the old one stays published until its tokens expire.
     Rotate,
-    /// Give a tenant a new data key and re-encrypt its vault under it, online.
+    /// Give a tenant a new data key of --environment and re-encrypt that environment's vault
+    /// under it, online.
     RotateDataKey {
         #[arg(long)]
         tenant: String,

@@ -149,7 +149,7 @@ pub struct TenantPlan {
     pub webhook_secret: Option<Secret>,
     pub clients: Vec<ClientPlan>,
     pub persons: Vec<PersonPlan>,
-    pub accounts: Vec<Account>,
+    pub accounts: Vec<AccountPlan>,
     pub cards: Vec<CardPlan>,
 }
 
@@ -162,6 +162,14 @@ pub struct ClientPlan {
     pub payload_key: Option<Secret>,
     pub settings: ClientSettings,
     pub disabled: bool,
+}
+
+/// An account as the file states it; the import gives it the tenant and environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountPlan {
+    pub id: AccountId,
+    pub account_number: String,
+    pub person_ids: Vec<PersonId>,
 }
 
 pub struct PersonPlan {
@@ -589,9 +597,8 @@ fn tenant(
             }
             holders.push(pid);
         }
-        accounts.push(Account {
+        accounts.push(AccountPlan {
             id: aid,
-            tenant_id: id.clone(),
             account_number: a.account_number,
             person_ids: holders,
         });

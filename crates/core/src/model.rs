@@ -1,4 +1,5 @@
-//! The entities a tenant owns: its settings, clients, persons, accounts and cards.
+//! The entities a tenant owns: its settings, clients, persons, accounts and cards. Every one
+//! but the tenant's settings belongs to one environment.
 
 use crate::ids::{AccountId, CardId, ClientId, Environment, PersonId, TenantId};
 use crate::scope::ScopeSet;
@@ -168,6 +169,8 @@ pub struct PersonProfile {
 pub struct Person {
     pub id: PersonId,
     pub tenant_id: TenantId,
+    /// The environment it was created in; it never changes.
+    pub environment: Environment,
     pub profile: PersonProfile,
     /// TOTP secret, encrypted under the tenant's data key (`key_version`).
     pub totp_secret_enc: Option<Vec<u8>>,
@@ -178,6 +181,8 @@ pub struct Person {
 pub struct Account {
     pub id: AccountId,
     pub tenant_id: TenantId,
+    /// The environment it was created in; it never changes.
+    pub environment: Environment,
     pub account_number: String,
     pub person_ids: Vec<PersonId>,
 }
@@ -187,6 +192,8 @@ pub struct Account {
 pub struct Card {
     pub id: CardId,
     pub tenant_id: TenantId,
+    /// The environment it was created in; it never changes.
+    pub environment: Environment,
     pub account_id: AccountId,
     pub person_id: PersonId,
     pub status: CardStatus,

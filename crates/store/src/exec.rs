@@ -661,43 +661,52 @@ async fn write<T: WriteTx>(tx: &mut T, w: &Write) -> Result<()> {
             .await?;
         }
         Write::UpsertPerson(p) => {
-            tx.exec(
-                "INSERT INTO persons (tenant_id, id, profile, totp_secret_enc, key_version) VALUES ($1, $2, $3, $4, $5) \
+            let n = tx.exec(
+                "INSERT INTO persons (tenant_id, id, environment, profile, totp_secret_enc, key_version) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (tenant_id, id) DO UPDATE SET profile = excluded.profile, \
-                 totp_secret_enc = excluded.totp_secret_enc, key_version = excluded.key_version",
+                 totp_secret_enc = excluded.totp_secret_enc, key_version = excluded.key_version \
+                 WHERE persons.environment = excluded.environment",
                 vec![
                     Arg::text(p.tenant_id.as_str()),
                     Arg::string(p.id.to_string()),
+                    Arg::text(p.environment.as_str()),
                     Arg::string(to_json(&p.profile)?),
                     Arg::Blob(p.totp_secret_enc.as_deref()),
                     Arg::int(p.key_version),
                 ],
             )
             .await?;
+            same_environment(n, || format!("person {} of tenant {}", p.id, p.tenant_id))?;
         }
         Write::UpsertAccount(a) => {
-            tx.exec(
-                "INSERT INTO accounts (tenant_id, id, account_number, person_ids) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (tenant_id, id) DO UPDATE SET account_number = excluded.account_number, person_ids = excluded.person_ids",
+            let n = tx.exec(
+                "INSERT INTO accounts (tenant_id, id, environment, account_number, person_ids) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (tenant_id, id) DO UPDATE SET account_number = excluded.account_number, \
+                 person_ids = excluded.person_ids WHERE accounts.environment = excluded.environment",
                 vec![
                     Arg::text(a.tenant_id.as_str()),
                     Arg::text(a.id.as_str()),
+                    Arg::text(a.environment.as_str()),
                     Arg::text(&a.account_number),
                     Arg::string(to_json(&a.person_ids)?),
                 ],
             )
             .await?;
+            same_environment(n, || format!("account {} of tenant {}", a.id, a.tenant_id))?;
         }
         Write::UpsertCard(c) => {
-            tx.exec(
-                "INSERT INTO cards (tenant_id, id, account_id, person_id, status, wallet_eligible, last4, vault, key_version, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+            let n = tx.exec(
+                "INSERT INTO cards (tenant_id, id, environment, account_id, person_id, status, wallet_eligible, last4, vault, \
+                 key_version, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                  ON CONFLICT (tenant_id, id) DO UPDATE SET account_id = excluded.account_id, person_id = excluded.person_id, \
                  status = excluded.status, wallet_eligible = excluded.wallet_eligible, last4 = excluded.last4, \
-                 vault = excluded.vault, key_version = excluded.key_version, updated_at = excluded.updated_at",
+                 vault = excluded.vault, key_version = excluded.key_version, updated_at = excluded.updated_at \
+                 WHERE cards.environment = excluded.environment",
                 vec![
                     Arg::text(c.tenant_id.as_str()),
                     Arg::string(c.id.to_string()),
+                    Arg::text(c.environment.as_str()),
                     Arg::text(c.account_id.as_str()),
                     Arg::string(c.person_id.to_string()),
                     Arg::text(c.status.as_str()),
@@ -709,6 +718,7 @@ async fn write<T: WriteTx>(tx: &mut T, w: &Write) -> Result<()> {
                 ],
             )
             .await?;
+            same_environment(n, || format!("card {} of tenant {}", c.id, c.tenant_id))?;
         }
         Write::InsertSigningKey(k) => {
             tx.exec(
@@ -734,9 +744,10 @@ async fn write<T: WriteTx>(tx: &mut T, w: &Write) -> Result<()> {
         }
         Write::InsertDataKey(k) => {
             tx.exec(
-                "INSERT INTO data_keys (tenant_id, version, key_enc, created_at) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO data_keys (tenant_id, environment, version, key_enc, created_at) VALUES ($1, $2, $3, $4, $5)",
                 vec![
                     Arg::text(k.tenant_id.as_str()),
+                    Arg::text(k.environment.as_str()),
                     Arg::int(k.version),
                     Arg::blob(&k.key_enc),
                     Arg::int(k.created_at_ms),
@@ -753,6 +764,17 @@ async fn write<T: WriteTx>(tx: &mut T, w: &Write) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// An upsert of a person, account or card changes no row when the id exists in another
+/// environment (its `DO UPDATE … WHERE` keeps objects where they are): then the whole
+/// transaction fails, so nothing of it is written.
+fn same_environment(changed: u64, what: impl FnOnce() -> String) -> Result<()> {
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::OtherEnvironment(what()))
+    }
 }
 
 /// `INSERT … ON CONFLICT DO NOTHING` of a meta key, then its value: both engines.

@@ -17,8 +17,9 @@ use cardgate_core::ids::MfaSessionId;
 use cardgate_core::mfa::MfaSession;
 use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord, TokenId};
 use cardgate_core::{
-    Account, Card, CardId, Client, Environment, Person, PersonId, Tenant, TenantId,
+    Account, AccountId, Card, CardId, Client, Environment, Person, PersonId, Tenant, TenantId,
 };
+use std::collections::HashSet;
 use std::sync::Arc;
 
 pub use postgres::PostgresStore;
@@ -35,6 +36,9 @@ pub enum StoreError {
     UnsupportedUrl,
     #[error("the writer has stopped")]
     WriterGone,
+    /// A write named an object that exists in another environment; nothing was written.
+    #[error("{0} belongs to another environment")]
+    OtherEnvironment(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -71,13 +75,23 @@ pub struct SigningKeyRow {
     pub retired_at_ms: Option<i64>,
 }
 
-/// A tenant's data key version, sealed under the master key.
+/// A tenant's data key version in one environment, sealed under the master key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DataKeyRow {
     pub tenant_id: TenantId,
+    pub environment: Environment,
     pub version: i64,
     pub key_enc: Vec<u8>,
     pub created_at_ms: i64,
+}
+
+/// The ids a tenant's persons, accounts and cards have in the environments other than one:
+/// ids are unique per tenant across environments, so an import must not reuse them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OtherEnvironmentIds {
+    pub persons: HashSet<PersonId>,
+    pub accounts: HashSet<AccountId>,
+    pub cards: HashSet<CardId>,
 }
 
 /// What every backend provides. Reads are plain queries; every change goes through
@@ -97,23 +111,63 @@ pub trait Store: Send + Sync + 'static {
     async fn load_tenants(&self) -> Result<Vec<Tenant>>;
     async fn load_clients(&self) -> Result<Vec<Client>>;
     async fn load_signing_keys(&self, env: Environment) -> Result<Vec<SigningKeyRow>>;
-    async fn load_data_keys(&self) -> Result<Vec<DataKeyRow>>;
+    /// The data keys of `env` (every tenant's, every version).
+    async fn load_data_keys(&self, env: Environment) -> Result<Vec<DataKeyRow>>;
 
-    async fn get_person(&self, tenant: &TenantId, id: &PersonId) -> Result<Option<Person>>;
-    async fn get_account(&self, tenant: &TenantId, id: &str) -> Result<Option<Account>>;
-    async fn get_card(&self, tenant: &TenantId, id: &CardId) -> Result<Option<Card>>;
-    async fn list_cards(&self, tenant: &TenantId) -> Result<Vec<Card>>;
-    async fn list_persons(&self, tenant: &TenantId) -> Result<Vec<Person>>;
-    async fn list_accounts(&self, tenant: &TenantId) -> Result<Vec<Account>>;
+    // Persons, accounts, cards, tokens and MFA sessions are read in one environment: another
+    // environment's are not found, exactly like ids that do not exist.
+    async fn get_person(
+        &self,
+        tenant: &TenantId,
+        env: Environment,
+        id: &PersonId,
+    ) -> Result<Option<Person>>;
+    async fn get_account(
+        &self,
+        tenant: &TenantId,
+        env: Environment,
+        id: &str,
+    ) -> Result<Option<Account>>;
+    async fn get_card(
+        &self,
+        tenant: &TenantId,
+        env: Environment,
+        id: &CardId,
+    ) -> Result<Option<Card>>;
+    async fn list_cards(&self, tenant: &TenantId, env: Environment) -> Result<Vec<Card>>;
+    async fn list_persons(&self, tenant: &TenantId, env: Environment) -> Result<Vec<Person>>;
+    async fn list_accounts(&self, tenant: &TenantId, env: Environment) -> Result<Vec<Account>>;
+    /// The ids `tenant`'s persons, accounts and cards have in environments other than `env`.
+    async fn other_environment_ids(
+        &self,
+        tenant: &TenantId,
+        env: Environment,
+    ) -> Result<OtherEnvironmentIds>;
 
     /// An opaque access token by its id (the caller checks the presented token's digest).
-    async fn get_access_token(&self, id: &TokenId) -> Result<Option<AccessTokenRecord>>;
+    async fn get_access_token(
+        &self,
+        id: &TokenId,
+        env: Environment,
+    ) -> Result<Option<AccessTokenRecord>>;
     /// A card token by its id (the caller checks the presented token's digest).
-    async fn get_card_token(&self, id: &TokenId) -> Result<Option<CardTokenRecord>>;
+    async fn get_card_token(
+        &self,
+        id: &TokenId,
+        env: Environment,
+    ) -> Result<Option<CardTokenRecord>>;
     /// A card token with its card and the cardholder's display name, in one read: what a
     /// redemption needs.
-    async fn get_redemption(&self, id: &TokenId) -> Result<Option<RedemptionContext>>;
-    async fn get_mfa_session(&self, id: &MfaSessionId) -> Result<Option<MfaSession>>;
+    async fn get_redemption(
+        &self,
+        id: &TokenId,
+        env: Environment,
+    ) -> Result<Option<RedemptionContext>>;
+    async fn get_mfa_session(
+        &self,
+        id: &MfaSessionId,
+        env: Environment,
+    ) -> Result<Option<MfaSession>>;
     async fn get_mfa_person(
         &self,
         tenant: &TenantId,

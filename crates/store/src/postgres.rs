@@ -34,6 +34,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "mfa lockout",
         include_str!("../migrations/postgres/0004_mfa_lockout.sql"),
     ),
+    (
+        5,
+        "environments",
+        include_str!("../migrations/postgres/0005_environments.sql"),
+    ),
 ];
 
 /// Rows per multi-row INSERT: 14 columns × 64 rows stays far below PostgreSQL's limit on

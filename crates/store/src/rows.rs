@@ -137,6 +137,7 @@ pub(crate) fn person(r: &dyn Cols) -> Result<Person> {
     Ok(Person {
         id: person_id(r, "id")?,
         tenant_id: tenant_id(r, "tenant_id")?,
+        environment: env_of(&r.text("environment")?)?,
         profile: json_of::<PersonProfile>(&r.text("profile")?, "person profile")?,
         totp_secret_enc: r.opt_blob("totp_secret_enc")?,
         key_version: r.int("key_version")?,
@@ -147,6 +148,7 @@ pub(crate) fn account(r: &dyn Cols) -> Result<Account> {
     Ok(Account {
         id: AccountId::parse(&r.text("id")?).map_err(|_| corrupt("account id"))?,
         tenant_id: tenant_id(r, "tenant_id")?,
+        environment: env_of(&r.text("environment")?)?,
         account_number: r.text("account_number")?,
         person_ids: json_of::<Vec<PersonId>>(&r.text("person_ids")?, "account holders")?,
     })
@@ -158,6 +160,7 @@ fn card_cols(r: &dyn Cols, p: &str) -> Result<Card> {
     Ok(Card {
         id: CardId::parse(&r.text(&c("id"))?).map_err(|_| corrupt("card id"))?,
         tenant_id: tenant_id(r, &c("tenant_id"))?,
+        environment: env_of(&r.text(&c("environment"))?)?,
         account_id: AccountId::parse(&r.text(&c("account_id"))?)
             .map_err(|_| corrupt("account id"))?,
         person_id: person_id(r, &c("person_id"))?,
@@ -291,6 +294,7 @@ pub(crate) fn signing_key(r: &dyn Cols) -> Result<SigningKeyRow> {
 pub(crate) fn data_key(r: &dyn Cols) -> Result<DataKeyRow> {
     Ok(DataKeyRow {
         tenant_id: tenant_id(r, "tenant_id")?,
+        environment: env_of(&r.text("environment")?)?,
         version: r.int("version")?,
         key_enc: r.blob("key_enc")?,
         created_at_ms: r.int("created_at")?,

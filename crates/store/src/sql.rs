@@ -5,14 +5,14 @@
 use crate::exec::Arg;
 use crate::rows::{self, corrupt, Cols};
 use crate::write::{WriteOutcome, WriteSet};
-use crate::{DataKeyRow, RedemptionContext, Result, SigningKeyRow, Store};
+use crate::{DataKeyRow, OtherEnvironmentIds, RedemptionContext, Result, SigningKeyRow, Store};
 use async_trait::async_trait;
 use cardgate_core::audit::{ChainHead, StoredAuditEvent};
 use cardgate_core::ids::MfaSessionId;
 use cardgate_core::mfa::MfaSession;
 use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord, TokenId};
 use cardgate_core::{
-    Account, Card, CardId, Client, Environment, Person, PersonId, Tenant, TenantId,
+    Account, AccountId, Card, CardId, Client, Environment, Person, PersonId, Tenant, TenantId,
 };
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use std::borrow::Cow;
@@ -73,13 +73,24 @@ pub(crate) fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator 
     }
 }
 
-const REDEMPTION: &str = "SELECT t.*, c.id AS c_id, c.tenant_id AS c_tenant_id, c.account_id AS c_account_id, \
-     c.person_id AS c_person_id, c.status AS c_status, c.wallet_eligible AS c_wallet_eligible, \
-     c.last4 AS c_last4, c.vault AS c_vault, c.key_version AS c_key_version, p.profile AS p_profile \
+/// A token of `$2`'s environment with its card and cardholder of that same environment.
+const REDEMPTION: &str = "SELECT t.*, c.id AS c_id, c.tenant_id AS c_tenant_id, c.environment AS c_environment, \
+     c.account_id AS c_account_id, c.person_id AS c_person_id, c.status AS c_status, \
+     c.wallet_eligible AS c_wallet_eligible, c.last4 AS c_last4, c.vault AS c_vault, \
+     c.key_version AS c_key_version, p.profile AS p_profile \
      FROM card_tokens t \
-     LEFT JOIN cards c ON c.tenant_id = t.tenant_id AND c.id = t.card_id \
-     LEFT JOIN persons p ON p.tenant_id = c.tenant_id AND p.id = c.person_id \
-     WHERE t.id = $1";
+     LEFT JOIN cards c ON c.tenant_id = t.tenant_id AND c.id = t.card_id AND c.environment = t.environment \
+     LEFT JOIN persons p ON p.tenant_id = c.tenant_id AND p.id = c.person_id AND p.environment = c.environment \
+     WHERE t.id = $1 AND t.environment = $2";
+
+/// The ids of a tenant's objects outside one environment, with what they are.
+const OTHER_ENVIRONMENT_IDS: &str = "SELECT 'person' AS kind, id FROM persons WHERE tenant_id = $1 AND environment <> $2 \
+     UNION ALL SELECT 'account' AS kind, id FROM accounts WHERE tenant_id = $1 AND environment <> $2 \
+     UNION ALL SELECT 'card' AS kind, id FROM cards WHERE tenant_id = $1 AND environment <> $2";
+
+fn kind_and_id(r: &dyn Cols) -> Result<(String, String)> {
+    Ok((r.text("kind")?, r.text("id")?))
+}
 
 fn meta_value(r: &dyn Cols) -> Result<String> {
     r.text("value")
@@ -153,107 +164,183 @@ impl<E: Engine> Store for SqlStore<E> {
             .await
     }
 
-    async fn load_data_keys(&self) -> Result<Vec<DataKeyRow>> {
+    async fn load_data_keys(&self, env: Environment) -> Result<Vec<DataKeyRow>> {
         self.engine
             .fetch_all(
-                "SELECT * FROM data_keys ORDER BY tenant_id, version",
-                vec![],
+                "SELECT * FROM data_keys WHERE environment = $1 ORDER BY tenant_id, version",
+                vec![Arg::text(env.as_str())],
                 rows::data_key,
             )
             .await
     }
 
-    async fn get_person(&self, tenant: &TenantId, id: &PersonId) -> Result<Option<Person>> {
+    async fn get_person(
+        &self,
+        tenant: &TenantId,
+        env: Environment,
+        id: &PersonId,
+    ) -> Result<Option<Person>> {
         self.engine
             .fetch_opt(
-                "SELECT * FROM persons WHERE tenant_id = $1 AND id = $2",
-                vec![Arg::text(tenant.as_str()), Arg::string(id.to_string())],
+                "SELECT * FROM persons WHERE tenant_id = $1 AND id = $2 AND environment = $3",
+                vec![
+                    Arg::text(tenant.as_str()),
+                    Arg::string(id.to_string()),
+                    Arg::text(env.as_str()),
+                ],
                 rows::person,
             )
             .await
     }
 
-    async fn get_account(&self, tenant: &TenantId, id: &str) -> Result<Option<Account>> {
+    async fn get_account(
+        &self,
+        tenant: &TenantId,
+        env: Environment,
+        id: &str,
+    ) -> Result<Option<Account>> {
         self.engine
             .fetch_opt(
-                "SELECT * FROM accounts WHERE tenant_id = $1 AND id = $2",
-                vec![Arg::text(tenant.as_str()), Arg::text(id)],
+                "SELECT * FROM accounts WHERE tenant_id = $1 AND id = $2 AND environment = $3",
+                vec![
+                    Arg::text(tenant.as_str()),
+                    Arg::text(id),
+                    Arg::text(env.as_str()),
+                ],
                 rows::account,
             )
             .await
     }
 
-    async fn get_card(&self, tenant: &TenantId, id: &CardId) -> Result<Option<Card>> {
+    async fn get_card(
+        &self,
+        tenant: &TenantId,
+        env: Environment,
+        id: &CardId,
+    ) -> Result<Option<Card>> {
         self.engine
             .fetch_opt(
-                "SELECT * FROM cards WHERE tenant_id = $1 AND id = $2",
-                vec![Arg::text(tenant.as_str()), Arg::string(id.to_string())],
+                "SELECT * FROM cards WHERE tenant_id = $1 AND id = $2 AND environment = $3",
+                vec![
+                    Arg::text(tenant.as_str()),
+                    Arg::string(id.to_string()),
+                    Arg::text(env.as_str()),
+                ],
                 rows::card,
             )
             .await
     }
 
-    async fn list_cards(&self, tenant: &TenantId) -> Result<Vec<Card>> {
+    async fn list_cards(&self, tenant: &TenantId, env: Environment) -> Result<Vec<Card>> {
         self.engine
             .fetch_all(
-                "SELECT * FROM cards WHERE tenant_id = $1 ORDER BY id",
-                vec![Arg::text(tenant.as_str())],
+                "SELECT * FROM cards WHERE tenant_id = $1 AND environment = $2 ORDER BY id",
+                vec![Arg::text(tenant.as_str()), Arg::text(env.as_str())],
                 rows::card,
             )
             .await
     }
 
-    async fn list_persons(&self, tenant: &TenantId) -> Result<Vec<Person>> {
+    async fn list_persons(&self, tenant: &TenantId, env: Environment) -> Result<Vec<Person>> {
         self.engine
             .fetch_all(
-                "SELECT * FROM persons WHERE tenant_id = $1 ORDER BY id",
-                vec![Arg::text(tenant.as_str())],
+                "SELECT * FROM persons WHERE tenant_id = $1 AND environment = $2 ORDER BY id",
+                vec![Arg::text(tenant.as_str()), Arg::text(env.as_str())],
                 rows::person,
             )
             .await
     }
 
-    async fn list_accounts(&self, tenant: &TenantId) -> Result<Vec<Account>> {
+    async fn list_accounts(&self, tenant: &TenantId, env: Environment) -> Result<Vec<Account>> {
         self.engine
             .fetch_all(
-                "SELECT * FROM accounts WHERE tenant_id = $1 ORDER BY id",
-                vec![Arg::text(tenant.as_str())],
+                "SELECT * FROM accounts WHERE tenant_id = $1 AND environment = $2 ORDER BY id",
+                vec![Arg::text(tenant.as_str()), Arg::text(env.as_str())],
                 rows::account,
             )
             .await
     }
 
-    async fn get_access_token(&self, id: &TokenId) -> Result<Option<AccessTokenRecord>> {
+    async fn other_environment_ids(
+        &self,
+        tenant: &TenantId,
+        env: Environment,
+    ) -> Result<OtherEnvironmentIds> {
+        let found = self
+            .engine
+            .fetch_all(
+                OTHER_ENVIRONMENT_IDS,
+                vec![Arg::text(tenant.as_str()), Arg::text(env.as_str())],
+                kind_and_id,
+            )
+            .await?;
+        let mut ids = OtherEnvironmentIds::default();
+        for (kind, id) in found {
+            let stored = match kind.as_str() {
+                "person" => PersonId::parse(&id).map(|p| ids.persons.insert(p)).is_ok(),
+                "account" => AccountId::parse(&id)
+                    .map(|a| ids.accounts.insert(a))
+                    .is_ok(),
+                _ => CardId::parse(&id).map(|c| ids.cards.insert(c)).is_ok(),
+            };
+            if !stored {
+                return Err(corrupt("id"));
+            }
+        }
+        Ok(ids)
+    }
+
+    async fn get_access_token(
+        &self,
+        id: &TokenId,
+        env: Environment,
+    ) -> Result<Option<AccessTokenRecord>> {
         self.engine
             .fetch_opt(
-                "SELECT * FROM access_tokens WHERE id = $1",
-                vec![Arg::blob(&id.0)],
+                "SELECT * FROM access_tokens WHERE id = $1 AND environment = $2",
+                vec![Arg::blob(&id.0), Arg::text(env.as_str())],
                 rows::access_token,
             )
             .await
     }
 
-    async fn get_card_token(&self, id: &TokenId) -> Result<Option<CardTokenRecord>> {
+    async fn get_card_token(
+        &self,
+        id: &TokenId,
+        env: Environment,
+    ) -> Result<Option<CardTokenRecord>> {
         self.engine
             .fetch_opt(
-                "SELECT * FROM card_tokens WHERE id = $1",
-                vec![Arg::blob(&id.0)],
+                "SELECT * FROM card_tokens WHERE id = $1 AND environment = $2",
+                vec![Arg::blob(&id.0), Arg::text(env.as_str())],
                 rows::card_token,
             )
             .await
     }
 
-    async fn get_redemption(&self, id: &TokenId) -> Result<Option<RedemptionContext>> {
+    async fn get_redemption(
+        &self,
+        id: &TokenId,
+        env: Environment,
+    ) -> Result<Option<RedemptionContext>> {
         self.engine
-            .fetch_opt(REDEMPTION, vec![Arg::blob(&id.0)], rows::redemption)
+            .fetch_opt(
+                REDEMPTION,
+                vec![Arg::blob(&id.0), Arg::text(env.as_str())],
+                rows::redemption,
+            )
             .await
     }
 
-    async fn get_mfa_session(&self, id: &MfaSessionId) -> Result<Option<MfaSession>> {
+    async fn get_mfa_session(
+        &self,
+        id: &MfaSessionId,
+        env: Environment,
+    ) -> Result<Option<MfaSession>> {
         self.engine
             .fetch_opt(
-                "SELECT * FROM mfa_sessions WHERE id = $1",
-                vec![Arg::string(id.to_string())],
+                "SELECT * FROM mfa_sessions WHERE id = $1 AND environment = $2",
+                vec![Arg::string(id.to_string()), Arg::text(env.as_str())],
                 rows::mfa_session,
             )
             .await

@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "mfa lockout",
         include_str!("../migrations/sqlite/0004_mfa_lockout.sql"),
     ),
+    (
+        5,
+        "environments",
+        include_str!("../migrations/sqlite/0005_environments.sql"),
+    ),
 ];
 
 /// Read connections. Reads run on the calling thread and take microseconds, so a few serve

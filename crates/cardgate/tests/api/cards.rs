@@ -639,7 +639,7 @@ async fn a_data_key_rotation_reseals_the_vault_and_every_card_keeps_working() {
     let before = app
         .svc
         .store
-        .get_card(&tenant, &card_id)
+        .get_card(&tenant, cardgate_core::Environment::Sandbox, &card_id)
         .await
         .unwrap()
         .unwrap();
@@ -657,7 +657,7 @@ async fn a_data_key_rotation_reseals_the_vault_and_every_card_keeps_working() {
     let after = app
         .svc
         .store
-        .get_card(&tenant, &card_id)
+        .get_card(&tenant, cardgate_core::Environment::Sandbox, &card_id)
         .await
         .unwrap()
         .unwrap();
@@ -689,6 +689,7 @@ async fn a_data_key_rotation_reseals_the_vault_and_every_card_keeps_working() {
         .store
         .get_card(
             &cardgate_core::TenantId::parse("other").unwrap(),
+            cardgate_core::Environment::Sandbox,
             &cardgate_core::CardId::parse(CARD_OTHER).unwrap(),
         )
         .await

@@ -250,6 +250,25 @@ impl TestApp {
         .await
     }
 
+    /// An instance on an existing database, importing nothing.
+    pub async fn open(database_url: &str, master_key: &str, env: Environment) -> TestApp {
+        init_logs();
+        Self::start(database_url, master_key, env, tempfile::tempdir().unwrap()).await
+    }
+
+    /// Imports an import file (as JSON) in this instance's environment.
+    pub async fn import(
+        &self,
+        file: &Value,
+    ) -> Result<
+        cardgate_http::service::admin::ImportReport,
+        cardgate_http::service::admin::ImportErrorOr,
+    > {
+        let plan =
+            cardgate_core::import::parse(file.to_string().as_bytes(), self.svc.now_ms()).unwrap();
+        self.svc.import(plan).await
+    }
+
     async fn start(
         database_url: &str,
         master_key: &str,

@@ -309,7 +309,7 @@ pub async fn attempts_of(app: &TestApp, sid: &str) -> i64 {
     let id = cardgate_core::ids::MfaSessionId::parse(sid).unwrap();
     app.svc
         .store
-        .get_mfa_session(&id)
+        .get_mfa_session(&id, app.svc.env())
         .await
         .unwrap()
         .unwrap()

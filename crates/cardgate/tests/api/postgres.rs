@@ -1,8 +1,10 @@
 //! The PostgreSQL suite: the main flows on PostgreSQL, single use exactly once across
-//! replicas and across real processes, and environment isolation on a shared database.
+//! replicas and across real processes, and environment isolation on a shared database (the
+//! scenarios of `environments`, and `migration`'s version-3 database).
 
 use crate::cli::ServeChild;
 use crate::helpers::*;
+use crate::{environments, migration};
 use cardgate_core::audit::ChainBreak;
 use cardgate_core::Environment;
 use futures::future::join_all;
@@ -327,4 +329,87 @@ async fn a_burst_of_wrong_codes_across_two_replicas_checks_at_most_five() {
     app.svc.clock.advance(std::time::Duration::from_secs(30));
     other.svc.clock.advance(std::time::Duration::from_secs(30));
     crate::mfa::the_right_code_in_a_burst_is_not_told_apart(&[&app, &other]).await;
+}
+
+/// A sandbox and a production instance on one fresh PostgreSQL database (see
+/// `environments`), or `None` when the suite is skipped.
+async fn sandbox_and_production_on_postgres() -> Option<(TestApp, TestApp)> {
+    let admin = postgres_admin_url()?;
+    let url = fresh_postgres_db(&admin).await;
+    Some(environments::sandbox_and_production(Db::Postgres(url)).await)
+}
+
+#[tokio::test]
+async fn a_client_cannot_revoke_a_card_token_of_the_other_environment_on_postgresql() {
+    let Some((sandbox, production)) = sandbox_and_production_on_postgres().await else {
+        return;
+    };
+    environments::a_client_cannot_revoke_a_card_token_of_the_other_environment(
+        &sandbox,
+        &production,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn credentials_cannot_mint_for_or_reveal_the_other_environments_cards_on_postgresql() {
+    let Some((sandbox, production)) = sandbox_and_production_on_postgres().await else {
+        return;
+    };
+    environments::credentials_cannot_mint_for_or_reveal_the_other_environments_cards(
+        &sandbox,
+        &production,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn persons_and_mfa_sessions_stay_in_their_environment_on_postgresql() {
+    let Some((sandbox, production)) = sandbox_and_production_on_postgres().await else {
+        return;
+    };
+    environments::persons_and_mfa_sessions_stay_in_their_environment(&sandbox, &production).await;
+}
+
+#[tokio::test]
+async fn imports_in_each_environment_create_objects_only_visible_there_on_postgresql() {
+    let Some((sandbox, production)) = sandbox_and_production_on_postgres().await else {
+        return;
+    };
+    environments::imports_in_each_environment_create_objects_only_visible_there(
+        &sandbox,
+        &production,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_import_naming_an_id_of_the_other_environment_is_refused_and_writes_nothing_on_postgresql(
+) {
+    let Some((sandbox, production)) = sandbox_and_production_on_postgres().await else {
+        return;
+    };
+    environments::an_import_naming_an_id_of_the_other_environment_is_refused_and_writes_nothing(
+        &sandbox,
+        &production,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn admin_verbs_change_only_their_own_environment_on_postgresql() {
+    let Some((sandbox, production)) = sandbox_and_production_on_postgres().await else {
+        return;
+    };
+    environments::admin_verbs_change_only_their_own_environment(&sandbox, &production).await;
+}
+
+#[tokio::test]
+async fn a_version_3_postgresql_database_migrates_its_rows_to_the_environments_of_their_tokens() {
+    let Some(admin) = postgres_admin_url() else {
+        return;
+    };
+    let url = fresh_postgres_db(&admin).await;
+    migration::a_version_3_database_migrates_its_rows_to_the_environments_of_their_tokens(&url)
+        .await;
 }

@@ -6,16 +6,22 @@ use cardgate_core::audit::{AuditEvent, LogVerifier};
 use cardgate_core::ids::MfaSessionId;
 use cardgate_core::mfa::{Channel, MfaSession};
 use cardgate_core::model::{
-    TenantSettings, DEFAULT_CARD_TOKEN_MAX_TTL, DEFAULT_CARD_TOKEN_MAX_USES,
+    PersonProfile, TenantSettings, DEFAULT_CARD_TOKEN_MAX_TTL, DEFAULT_CARD_TOKEN_MAX_USES,
 };
 use cardgate_core::scope::ScopeSet;
 use cardgate_core::secret::SecretHash;
 use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord, TokenId, TokenKind, UseLimit};
 use cardgate_core::{
-    Account, Card, CardId, CardStatus, ClientId, Environment, Operation, PersonId, Tenant, TenantId,
+    Account, Card, CardId, CardStatus, ClientId, Environment, Operation, Person, PersonId, Tenant,
+    TenantId,
 };
-use cardgate_store::{Guard, GuardKind, Store, Write, WriteOutcome, WriteSet, AUDIT_CHAINS};
+use cardgate_store::{
+    DataKeyRow, Guard, GuardKind, OtherEnvironmentIds, Store, StoreError, Write, WriteOutcome,
+    WriteSet, AUDIT_CHAINS,
+};
 use std::sync::Arc;
+
+const SB: Environment = Environment::Sandbox;
 
 fn tenant() -> Tenant {
     Tenant {
@@ -73,6 +79,157 @@ fn card_token(id: TokenId, card: CardId, limit: UseLimit) -> CardTokenRecord {
     }
 }
 
+/// Persons, accounts, cards and data keys belong to one environment: reads in another do
+/// not find them, and no write moves them there (the write fails and changes nothing).
+async fn environments(store: &Arc<dyn Store>, t: &Tenant, card: &Card) {
+    let backend = store.backend();
+    let prod = Environment::Production;
+    assert_eq!(
+        store.get_card(&t.id, prod, &card.id).await.unwrap(),
+        None,
+        "{backend}: another environment's card is not found"
+    );
+    assert!(store.list_cards(&t.id, prod).await.unwrap().is_empty());
+    assert_eq!(
+        store.list_cards(&t.id, SB).await.unwrap(),
+        vec![card.clone()]
+    );
+    let account = store
+        .get_account(&t.id, SB, card.account_id.as_str())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(account.environment, SB, "{backend}");
+    assert_eq!(
+        store
+            .get_account(&t.id, prod, card.account_id.as_str())
+            .await
+            .unwrap(),
+        None,
+        "{backend}"
+    );
+    // Not the card's cardholder: the contract's redemption reads a card without one.
+    let person = Person {
+        id: PersonId::new_random(),
+        tenant_id: t.id.clone(),
+        environment: SB,
+        profile: PersonProfile {
+            first_name: "P".into(),
+            last_name: "Q".into(),
+            email: None,
+            isd_code: None,
+            mobile_number: None,
+            dob: None,
+        },
+        totp_secret_enc: None,
+        key_version: 1,
+    };
+    store
+        .apply(&[WriteSet::of(vec![Write::UpsertPerson(person.clone())])])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_persons(&t.id, SB).await.unwrap(),
+        vec![person.clone()],
+        "{backend}"
+    );
+    assert_eq!(
+        store.get_person(&t.id, prod, &person.id).await.unwrap(),
+        None,
+        "{backend}"
+    );
+    let elsewhere = store.other_environment_ids(&t.id, prod).await.unwrap();
+    assert_eq!(
+        (
+            elsewhere.persons.into_iter().collect::<Vec<_>>(),
+            elsewhere.accounts.into_iter().collect::<Vec<_>>(),
+            elsewhere.cards.into_iter().collect::<Vec<_>>()
+        ),
+        (
+            vec![person.id],
+            vec![card.account_id.clone()],
+            vec![card.id]
+        ),
+        "{backend}: ids used in sandbox, seen from production"
+    );
+    assert_eq!(
+        store.other_environment_ids(&t.id, SB).await.unwrap(),
+        OtherEnvironmentIds::default(),
+        "{backend}"
+    );
+    // An upsert naming another environment's object fails, with the whole batch.
+    let logged_before = logged(store).await;
+    let moves = [
+        Write::UpsertCard(Card {
+            environment: prod,
+            last4: "9999".into(),
+            ..card.clone()
+        }),
+        Write::UpsertAccount(Account {
+            environment: prod,
+            account_number: "99".into(),
+            ..account.clone()
+        }),
+        Write::UpsertPerson(Person {
+            environment: prod,
+            key_version: 9,
+            ..person.clone()
+        }),
+    ];
+    for w in moves {
+        let res = store
+            .apply(&[WriteSet::of(vec![audit("move"), w.clone()])])
+            .await;
+        assert!(
+            matches!(res, Err(StoreError::OtherEnvironment(_))),
+            "{backend}: {w:?} → {res:?}"
+        );
+    }
+    assert_eq!(
+        logged(store).await,
+        logged_before,
+        "{backend}: nothing of the batches was written"
+    );
+    assert_eq!(
+        store.get_card(&t.id, SB, &card.id).await.unwrap().as_ref(),
+        Some(card),
+        "{backend}: the card stayed as it was"
+    );
+    assert_eq!(
+        store
+            .get_account(&t.id, SB, card.account_id.as_str())
+            .await
+            .unwrap(),
+        Some(account),
+        "{backend}"
+    );
+    assert_eq!(
+        store.get_person(&t.id, SB, &person.id).await.unwrap(),
+        Some(person),
+        "{backend}"
+    );
+    // Data keys are per (tenant, environment, version).
+    let key = |env: Environment, byte: u8| DataKeyRow {
+        tenant_id: t.id.clone(),
+        environment: env,
+        version: 1,
+        key_enc: vec![byte; 60],
+        created_at_ms: 5,
+    };
+    store
+        .apply(&[WriteSet::of(vec![
+            Write::InsertDataKey(key(SB, 1)),
+            Write::InsertDataKey(key(prod, 2)),
+        ])])
+        .await
+        .unwrap();
+    assert_eq!(store.load_data_keys(SB).await.unwrap(), vec![key(SB, 1)]);
+    assert_eq!(
+        store.load_data_keys(prod).await.unwrap(),
+        vec![key(prod, 2)]
+    );
+}
+
 /// Everything a backend must do the same way.
 async fn contract(store: Arc<dyn Store>) {
     let backend = store.backend();
@@ -82,6 +239,7 @@ async fn contract(store: Arc<dyn Store>) {
     let card = Card {
         id: card_id,
         tenant_id: t.id.clone(),
+        environment: SB,
         account_id: cardgate_core::AccountId::parse("A1").unwrap(),
         person_id: person,
         status: CardStatus::Inactive,
@@ -97,6 +255,7 @@ async fn contract(store: Arc<dyn Store>) {
             Write::UpsertAccount(Account {
                 id: card.account_id.clone(),
                 tenant_id: t.id.clone(),
+                environment: SB,
                 account_number: "12".into(),
                 person_ids: vec![person],
             }),
@@ -114,18 +273,20 @@ async fn contract(store: Arc<dyn Store>) {
         "{backend}: tenants round-trip"
     );
     assert_eq!(
-        store.get_card(&t.id, &card_id).await.unwrap(),
+        store.get_card(&t.id, SB, &card_id).await.unwrap(),
         Some(card.clone()),
         "{backend}: cards round-trip"
     );
     assert_eq!(
         store
-            .get_card(&TenantId::parse("t2").unwrap(), &card_id)
+            .get_card(&TenantId::parse("t2").unwrap(), SB, &card_id)
             .await
             .unwrap(),
         None,
         "{backend}: tenant isolation"
     );
+
+    environments(&store, &t, &card).await;
 
     // meta_init keeps the first value.
     assert_eq!(store.meta_init("k", "first").await.unwrap(), "first");
@@ -165,7 +326,7 @@ async fn contract(store: Arc<dyn Store>) {
         ],
         "{backend}"
     );
-    let got = store.get_card_token(&hash).await.unwrap().unwrap();
+    let got = store.get_card_token(&hash, SB).await.unwrap().unwrap();
     assert_eq!(
         (got.uses_made, got.use_limit),
         (1, UseLimit::Once),
@@ -176,7 +337,7 @@ async fn contract(store: Arc<dyn Store>) {
         vec![Operation::ViewCard, Operation::GetPin],
         "{backend}"
     );
-    let ctx = store.get_redemption(&hash).await.unwrap().unwrap();
+    let ctx = store.get_redemption(&hash, SB).await.unwrap().unwrap();
     assert_eq!(
         (ctx.card.map(|c| c.id), ctx.cardholder_name),
         (Some(card_id), None),
@@ -184,7 +345,7 @@ async fn contract(store: Arc<dyn Store>) {
     );
     assert_eq!(ctx.token, got, "{backend}");
     assert_eq!(
-        store.get_redemption(&tid(b"nope")).await.unwrap(),
+        store.get_redemption(&tid(b"nope"), SB).await.unwrap(),
         None,
         "{backend}"
     );
@@ -271,7 +432,7 @@ async fn contract(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .get_card_token(&fresh[3])
+            .get_card_token(&fresh[3], SB)
             .await
             .unwrap()
             .unwrap()
@@ -318,7 +479,12 @@ async fn contract(store: Arc<dyn Store>) {
         "{backend}"
     );
     assert_eq!(
-        store.get_card_token(&h3).await.unwrap().unwrap().uses_made,
+        store
+            .get_card_token(&h3, SB)
+            .await
+            .unwrap()
+            .unwrap()
+            .uses_made,
         0,
         "{backend}: the redemption was rolled back"
     );
@@ -332,7 +498,7 @@ async fn contract(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .get_card(&t.id, &card_id)
+            .get_card(&t.id, SB, &card_id)
             .await
             .unwrap()
             .unwrap()
@@ -343,7 +509,7 @@ async fn contract(store: Arc<dyn Store>) {
 
     // A precondition on the card as it was read: it holds while the card is unchanged, and
     // when it fails the set writes nothing at all (not even its refusal).
-    let now_card = store.get_card(&t.id, &card_id).await.unwrap().unwrap();
+    let now_card = store.get_card(&t.id, SB, &card_id).await.unwrap().unwrap();
     let is = |c: &Card| Guard::CardIs {
         tenant: c.tenant_id.clone(),
         card: c.id,
@@ -443,7 +609,13 @@ async fn contract(store: Arc<dyn Store>) {
     );
     let uses = |h: TokenId| {
         let store = store.clone();
-        async move { store.get_card_token(&h).await.unwrap().map(|t| t.uses_made) }
+        async move {
+            store
+                .get_card_token(&h, SB)
+                .await
+                .unwrap()
+                .map(|t| t.uses_made)
+        }
     };
     assert_eq!(
         (
@@ -528,7 +700,7 @@ async fn contract(store: Arc<dyn Store>) {
         vec![A, refused()],
         "{backend}: an expired session checks no code"
     );
-    let stored = store.get_mfa_session(&sid).await.unwrap().unwrap();
+    let stored = store.get_mfa_session(&sid, SB).await.unwrap().unwrap();
     assert_eq!(
         (stored.attempts, stored.code_hash, stored.channel),
         (1, Some([7; 32]), Channel::Sms),
@@ -573,7 +745,7 @@ async fn contract(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .get_mfa_session(&sid2)
+            .get_mfa_session(&sid2, SB)
             .await
             .unwrap()
             .unwrap()
@@ -716,7 +888,7 @@ async fn contract(store: Arc<dyn Store>) {
         }],
         "{backend}"
     );
-    let stored = store.get_mfa_session(&sid3).await.unwrap().unwrap();
+    let stored = store.get_mfa_session(&sid3, SB).await.unwrap().unwrap();
     assert_eq!(
         (stored.attempts, stored.consumed),
         (1, false),
@@ -760,7 +932,10 @@ async fn contract(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(
-        store.get_access_token(&ah).await.unwrap(),
+        store
+            .get_access_token(&ah, Environment::Production)
+            .await
+            .unwrap(),
         Some(record),
         "{backend}"
     );
@@ -786,7 +961,13 @@ async fn contract(store: Arc<dyn Store>) {
     // A failing write spoils only its own batch, and nothing of it is kept.
     let dup = WriteSet::of(vec![
         audit("dup"),
-        Write::InsertAccessToken(store.get_access_token(&ah).await.unwrap().unwrap()),
+        Write::InsertAccessToken(
+            store
+                .get_access_token(&ah, Environment::Production)
+                .await
+                .unwrap()
+                .unwrap(),
+        ),
     ]);
     let head_before = logged(&store).await;
     assert!(

@@ -13,7 +13,8 @@ use cardgate_core::model::ClientSettings;
 use cardgate_core::scope::ScopeSet;
 use cardgate_core::secret::{Secret, SecretHash};
 use cardgate_core::{
-    AccessTokenFormat, Card, Client, ClientId, Environment, Person, PersonId, Tenant, TenantId,
+    AccessTokenFormat, Account, Card, Client, ClientId, Environment, Person, PersonId, Tenant,
+    TenantId,
 };
 use cardgate_jose::aead::AeadKey;
 use cardgate_store::{Guard, Write, WriteOutcome, WriteSet};
@@ -54,11 +55,14 @@ fn open_with(key: &AeadKey, aad: &str, sealed: &[u8]) -> Option<zeroize::Zeroizi
 }
 
 impl Service {
-    /// Applies an import plan in one transaction. Unchanged entities are not rewritten (sealed
-    /// values are compared in clear), so re-importing the same file changes nothing.
+    /// Applies an import plan in one transaction. Persons, accounts and cards are created in
+    /// this instance's environment (clients keep their own); an id that another environment
+    /// already uses is refused. Unchanged entities are not rewritten (sealed values are
+    /// compared in clear), so re-importing the same file changes nothing.
     pub async fn import(&self, plan: ImportPlan) -> Result<ImportReport, ImportErrorOr> {
         let snap = self.snapshot();
         let now = self.now_ms();
+        let env = self.env();
         let mut writes = Vec::new();
         let mut report = ImportReport {
             tenants: plan.tenants.len(),
@@ -78,7 +82,7 @@ impl Service {
             let (key_version, data_key) = match snap.keys.current_data_key(&t.id) {
                 Ok((v, k)) => (v, k.clone()),
                 Err(_) => {
-                    let row = new_data_key_row(self.master(), &t.id, 1, now)?;
+                    let row = new_data_key_row(self.master(), &t.id, env, 1, now)?;
                     let key = AeadKey::from_bytes(
                         &self
                             .master()
@@ -186,14 +190,29 @@ impl Service {
                 }
             }
 
+            // Ids are unique per tenant across environments: another environment's object is
+            // never changed nor moved here.
+            let elsewhere = self.store.other_environment_ids(&t.id, env).await?;
+            let taken = |path: String, what: &str| -> ImportErrorOr {
+                ImportError {
+                    path,
+                    message: format!(
+                        "a {what} with this id exists in another environment (this import creates {what}s in {env})"
+                    ),
+                }
+                .into()
+            };
             let persons: HashMap<PersonId, Person> = self
                 .store
-                .list_persons(&t.id)
+                .list_persons(&t.id, env)
                 .await?
                 .into_iter()
                 .map(|p| (p.id, p))
                 .collect();
-            for p in &t.persons {
+            for (pi, p) in t.persons.iter().enumerate() {
+                if elsewhere.persons.contains(&p.id) {
+                    return Err(taken(format!("{tp}.persons[{pi}].id"), "person"));
+                }
                 let existing = persons.get(&p.id);
                 let same_totp = match (
                     &p.totp_secret,
@@ -224,6 +243,7 @@ impl Service {
                 let person = Person {
                     id: p.id,
                     tenant_id: t.id.clone(),
+                    environment: env,
                     profile: p.profile.clone(),
                     totp_secret_enc,
                     key_version: version,
@@ -234,28 +254,41 @@ impl Service {
                 }
             }
 
-            let accounts: HashMap<String, cardgate_core::Account> = self
+            let accounts: HashMap<String, Account> = self
                 .store
-                .list_accounts(&t.id)
+                .list_accounts(&t.id, env)
                 .await?
                 .into_iter()
                 .map(|a| (a.id.to_string(), a))
                 .collect();
-            for a in &t.accounts {
-                if accounts.get(a.id.as_str()) != Some(a) {
-                    writes.push(Write::UpsertAccount(a.clone()));
+            for (ai, a) in t.accounts.iter().enumerate() {
+                if elsewhere.accounts.contains(&a.id) {
+                    return Err(taken(format!("{tp}.accounts[{ai}].id"), "account"));
+                }
+                let account = Account {
+                    id: a.id.clone(),
+                    tenant_id: t.id.clone(),
+                    environment: env,
+                    account_number: a.account_number.clone(),
+                    person_ids: a.person_ids.clone(),
+                };
+                if accounts.get(a.id.as_str()) != Some(&account) {
+                    writes.push(Write::UpsertAccount(account));
                     changes += 1;
                 }
             }
 
             let cards: HashMap<cardgate_core::CardId, Card> = self
                 .store
-                .list_cards(&t.id)
+                .list_cards(&t.id, env)
                 .await?
                 .into_iter()
                 .map(|c| (c.id, c))
                 .collect();
-            for c in &t.cards {
+            for (ci, c) in t.cards.iter().enumerate() {
+                if elsewhere.cards.contains(&c.id) {
+                    return Err(taken(format!("{tp}.cards[{ci}].id"), "card"));
+                }
                 let existing = cards.get(&c.id);
                 let same_secrets = existing.is_some_and(|e| {
                     snap.keys
@@ -283,6 +316,7 @@ impl Service {
                 let card = Card {
                     id: c.id,
                     tenant_id: t.id.clone(),
+                    environment: env,
                     account_id: c.account_id.clone(),
                     person_id: c.person_id,
                     status: c.status,
@@ -322,17 +356,19 @@ impl Service {
         Ok(report)
     }
 
-    /// Adds one card (`cardgate card add`) to an existing tenant: its account must exist and
-    /// its cardholder hold that account; an existing card id is refused (change cards by
-    /// import). The card data is sealed under the tenant's current data key.
+    /// Adds one card (`cardgate card add`) to an existing tenant, in this instance's
+    /// environment: its account must exist there and its cardholder hold that account; an
+    /// existing card id is refused (change cards by import), also another environment's. The
+    /// card data is sealed under the tenant's current data key of this environment.
     pub async fn add_card(&self, tenant: &TenantId, card: CardPlan) -> Result<(), ServiceError> {
         let snap = self.snapshot();
+        let env = self.env();
         if !snap.tenants.contains_key(tenant) {
             return Err(ServiceError::NotFound("tenant"));
         }
         let account = self
             .store
-            .get_account(tenant, card.account_id.as_str())
+            .get_account(tenant, env, card.account_id.as_str())
             .await?
             .ok_or_else(|| {
                 ServiceError::BadRequest("card.account_id: no such account in this tenant".into())
@@ -342,10 +378,21 @@ impl Service {
                 "card.person_id: the cardholder must be a holder of the card's account".into(),
             ));
         }
-        if self.store.get_card(tenant, &card.id).await?.is_some() {
+        if self.store.get_card(tenant, env, &card.id).await?.is_some() {
             return Err(ServiceError::Conflict(format!(
                 "card {} already exists (change cards with cardgate import)",
                 card.id
+            )));
+        }
+        if self
+            .store
+            .other_environment_ids(tenant, env)
+            .await?
+            .cards
+            .contains(&card.id)
+        {
+            return Err(ServiceError::Conflict(format!(
+                "card.id: a card with this id exists in another environment (card add creates cards in {env})"
             )));
         }
         let (version, key) = snap
@@ -359,6 +406,7 @@ impl Service {
         let row = Card {
             id: card.id,
             tenant_id: tenant.clone(),
+            environment: env,
             account_id: card.account_id,
             person_id: card.person_id,
             status: card.status,
@@ -397,7 +445,13 @@ impl Service {
             )));
         }
         if let Some(p) = &new.person_id {
-            if self.store.get_person(&new.tenant, p).await?.is_none() {
+            // The client acts in its own environment, so its cardholder must be there.
+            if self
+                .store
+                .get_person(&new.tenant, new.environment, p)
+                .await?
+                .is_none()
+            {
                 return Err(ServiceError::NotFound("person"));
             }
         }
@@ -511,10 +565,12 @@ impl Service {
         Ok(kid)
     }
 
-    /// Creates a new data key version for `tenant` and re-seals every card and TOTP secret
-    /// under it. Reads keep working throughout: each row names the key version it uses.
+    /// Creates a new data key version for `tenant` in this environment and re-seals every card
+    /// and TOTP secret of this environment under it (another environment's keys and data are
+    /// untouched). Reads keep working throughout: each row names the key version it uses.
     pub async fn rotate_data_key(&self, tenant: &TenantId) -> Result<(i64, usize), ServiceError> {
         let snap = self.snapshot();
+        let env = self.env();
         if !snap.tenants.contains_key(tenant) {
             return Err(ServiceError::NotFound("tenant"));
         }
@@ -525,14 +581,14 @@ impl Service {
             .unwrap_or(0);
         let now = self.now_ms();
         let version = old + 1;
-        let row = new_data_key_row(self.master(), tenant, version, now)?;
+        let row = new_data_key_row(self.master(), tenant, env, version, now)?;
         let audit = self.audit(
             Some(tenant),
             "admin",
             "data_key.rotated",
             "ok",
             format!("tenant:{tenant}"),
-            json!({"version": version}),
+            json!({"version": version, "environment": env.as_str()}),
         );
         self.commit(WriteSet::of(vec![
             Write::InsertDataKey(row),
@@ -542,7 +598,7 @@ impl Service {
         .await?;
         self.reload().await?;
         let mut resealed = 0;
-        for listed in self.store.list_cards(tenant).await? {
+        for listed in self.store.list_cards(tenant, env).await? {
             // Compare-and-swap on the sealed bytes; a concurrent PIN change wins, and the
             // card is re-read and re-sealed again (a few times at most).
             let mut card = listed;
@@ -568,7 +624,7 @@ impl Service {
                     resealed += 1;
                     break;
                 }
-                match self.store.get_card(tenant, &card.id).await? {
+                match self.store.get_card(tenant, env, &card.id).await? {
                     Some(fresh) => card = fresh,
                     None => break,
                 }
@@ -576,7 +632,7 @@ impl Service {
         }
         let snap = self.snapshot();
         let (v, key) = snap.keys.current_data_key(tenant)?;
-        for mut person in self.store.list_persons(tenant).await? {
+        for mut person in self.store.list_persons(tenant, env).await? {
             let Some(enc) = &person.totp_secret_enc else {
                 continue;
             };

@@ -131,7 +131,8 @@ impl Service {
             .map_err(|_| ServiceError::Internal("vault entry is corrupt".into()))
     }
 
-    /// Loads a card of the principal's tenant; another tenant's card is simply not found.
+    /// Loads a card of the principal's tenant in this environment; another tenant's or
+    /// environment's card is simply not found.
     /// `remembered` allows the hot cache's copy (then the answer says it came from there),
     /// which a decision may use only together with [`Service::card_is`] as a precondition of
     /// its commit, and which is never a reason to refuse: read it afresh first.
@@ -148,7 +149,7 @@ impl Service {
         }
         let card = self
             .store
-            .get_card(tenant, card_id)
+            .get_card(tenant, self.env(), card_id)
             .await?
             .ok_or(ServiceError::NotFound("card"))?;
         Ok((self.hot.put_card(card), false))
@@ -369,7 +370,7 @@ impl Service {
         let Ok(sid) = MfaSessionId::parse(session_id) else {
             return Err(ServiceError::Mfa(MfaCheck::NotApplicable));
         };
-        let session = match self.store.get_mfa_session(&sid).await? {
+        let session = match self.store.get_mfa_session(&sid, self.env()).await? {
             Some(s) if &s.tenant_id == tenant_id => s,
             _ => return Err(refuse(MfaCheck::NotApplicable, format!("person:{person}")).await),
         };
@@ -488,7 +489,7 @@ impl Service {
             // session may have checked its last.
             WriteOutcome::Applied => {
                 self.note_lockout(s, now).await;
-                return Ok(match self.store.get_mfa_session(&session.id).await? {
+                return Ok(match self.store.get_mfa_session(&session.id, self.env()).await? {
                     Some(fresh) if fresh.attempts >= mfa::MAX_ATTEMPTS => MfaCheck::Locked,
                     _ => MfaCheck::WrongCode,
                 });
@@ -500,7 +501,7 @@ impl Service {
             WriteOutcome::Refused {
                 by: GuardKind::MfaAttempt,
                 ..
-            } => match self.store.get_mfa_session(&session.id).await? {
+            } => match self.store.get_mfa_session(&session.id, self.env()).await? {
                 Some(fresh) => mfa::state(&fresh, now).err().unwrap_or(MfaCheck::Locked),
                 None => MfaCheck::NotApplicable,
             },
@@ -547,7 +548,7 @@ impl Service {
         tenant: &TenantId,
         person: &PersonId,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, ServiceError> {
-        let Some(p) = self.store.get_person(tenant, person).await? else {
+        let Some(p) = self.store.get_person(tenant, self.env(), person).await? else {
             return Ok(None);
         };
         self.ensure_data_key(tenant, p.key_version).await?;
@@ -607,7 +608,11 @@ impl Service {
             .await;
             return Err(ServiceError::NotFound("person"));
         }
-        let Some(person) = self.store.get_person(&tenant_id, person_id).await? else {
+        let Some(person) = self
+            .store
+            .get_person(&tenant_id, self.env(), person_id)
+            .await?
+        else {
             self.audit_refusal(
                 Some(&tenant_id),
                 actor,
@@ -734,7 +739,7 @@ impl Service {
                 }
             }
         }
-        let Some(ctx) = self.store.get_redemption(&presented.id).await? else {
+        let Some(ctx) = self.store.get_redemption(&presented.id, self.env()).await? else {
             return Ok(None);
         };
         if !usable(&ctx.token) {
@@ -930,7 +935,7 @@ impl Service {
                 } => {
                     // Lost a race: classify from the current state (another use, or a revocation).
                     self.hot.forget_token(&id);
-                    let now_record = match self.store.get_card_token(&id).await? {
+                    let now_record = match self.store.get_card_token(&id, self.env()).await? {
                         Some(r) => r,
                         None => (*record).clone(),
                     };

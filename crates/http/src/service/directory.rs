@@ -1,6 +1,6 @@
-//! The in-memory directory of tenants, clients and keys that every request reads (never the
-//! database). It is rebuilt when the store's config version changes, which every replica
-//! polls for.
+//! The in-memory directory of tenants, clients and keys (this environment's) that every
+//! request reads (never the database). It is rebuilt when the store's config version
+//! changes, which every replica polls for.
 
 use super::keys::{KeyRing, MasterKey};
 use super::ServiceError;
@@ -50,7 +50,7 @@ impl Snapshot {
             master,
             env,
             &store.load_signing_keys(env).await?,
-            &store.load_data_keys().await?,
+            &store.load_data_keys(env).await?,
             now_ms,
         )?;
         Ok(Self {

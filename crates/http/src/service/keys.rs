@@ -1,5 +1,5 @@
-//! The master key and what it wraps: per-tenant data keys (the vault) and the ES256 signing
-//! keys. Rotated signing keys stay published until every token they signed has expired.
+//! The master key and what it wraps: per-tenant, per-environment data keys (the vault) and
+//! the ES256 signing keys. Rotated signing keys stay published until every token they signed has expired.
 
 use super::ServiceError;
 use cardgate_core::tokens::MAX_SIGNED_TOKEN_TTL_SECONDS;
@@ -74,7 +74,8 @@ pub fn signing_key_aad(kid: &str) -> String {
     format!("cardgate:signing-key:{kid}")
 }
 
-/// Every key the running service holds, unwrapped, for one environment.
+/// Every key the running service holds, unwrapped, for one environment (its signing keys and
+/// every tenant's data keys of that environment).
 #[derive(Default)]
 pub struct KeyRing {
     pub active: Option<Arc<SigningKey>>,
@@ -119,7 +120,7 @@ impl KeyRing {
                 SigningKey::from_pkcs8(&row.kid, &pkcs8).map_err(ServiceError::crypto)?,
             ));
         }
-        for row in data {
+        for row in data.iter().filter(|r| r.environment == env) {
             let key = master.open(&data_key_aad(&row.tenant_id, row.version), &row.key_enc)?;
             ring.data_keys.insert(
                 (row.tenant_id.clone(), row.version),
@@ -170,16 +171,19 @@ pub fn new_signing_key_row(
     })
 }
 
-/// A fresh data key version for a tenant, sealed for storage.
+/// A fresh data key version for a tenant in one environment, sealed for storage. (Its
+/// associated data names no environment: each environment's rows are unwrapped on their own.)
 pub fn new_data_key_row(
     master: &MasterKey,
     tenant: &TenantId,
+    env: Environment,
     version: i64,
     now_ms: i64,
 ) -> Result<DataKeyRow, ServiceError> {
     let key = AeadKey::generate().map_err(ServiceError::crypto)?;
     Ok(DataKeyRow {
         tenant_id: tenant.clone(),
+        environment: env,
         version,
         key_enc: master.seal(&data_key_aad(tenant, version), key.bytes())?,
         created_at_ms: now_ms,

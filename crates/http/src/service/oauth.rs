@@ -180,7 +180,7 @@ impl Service {
             let presented = PresentedToken::parse(token, OPAQUE_ACCESS_TOKEN_PREFIX).ok_or(())?;
             let record = self
                 .store
-                .get_access_token(&presented.id)
+                .get_access_token(&presented.id, self.env())
                 .await
                 .map_err(|_| ())?
                 .ok_or(())?;
@@ -233,8 +233,9 @@ impl Service {
         Ok(claims)
     }
 
-    /// The stored record of a presented card token, if it is one (its id is known and its
-    /// digest matches, compared in constant time).
+    /// The stored record of a presented card token, if it is one of this environment (its id
+    /// is known here and its digest matches, compared in constant time). Another
+    /// environment's token is not found, exactly like an unknown one.
     pub async fn find_card_token(
         &self,
         token: &str,
@@ -244,7 +245,7 @@ impl Service {
         };
         Ok(self
             .store
-            .get_card_token(&presented.id)
+            .get_card_token(&presented.id, self.env())
             .await?
             .filter(|t| presented.matches(&t.hash)))
     }
@@ -310,8 +311,9 @@ impl Service {
         v
     }
 
-    /// RFC 7009: revokes `token` if it belongs to `caller`'s tenant; otherwise does nothing.
-    /// The answer is the same either way, so revocation reveals nothing about foreign tokens.
+    /// RFC 7009: revokes `token` if it belongs to `caller`'s tenant and this environment;
+    /// otherwise does nothing. The answer is the same either way, so revocation reveals
+    /// nothing about foreign tokens.
     pub async fn revoke(&self, caller: &Principal, token: &str) -> Result<(), ServiceError> {
         let tenant = &caller.client.tenant_id;
         let actor = caller.actor();
