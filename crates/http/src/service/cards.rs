@@ -489,10 +489,12 @@ impl Service {
             // session may have checked its last.
             WriteOutcome::Applied => {
                 self.note_lockout(s, now).await;
-                return Ok(match self.store.get_mfa_session(&session.id, self.env()).await? {
-                    Some(fresh) if fresh.attempts >= mfa::MAX_ATTEMPTS => MfaCheck::Locked,
-                    _ => MfaCheck::WrongCode,
-                });
+                return Ok(
+                    match self.store.get_mfa_session(&session.id, self.env()).await? {
+                        Some(fresh) if fresh.attempts >= mfa::MAX_ATTEMPTS => MfaCheck::Locked,
+                        _ => MfaCheck::WrongCode,
+                    },
+                );
             }
             WriteOutcome::Refused {
                 by: GuardKind::MfaPersonAttempt,
