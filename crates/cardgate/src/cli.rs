@@ -227,7 +227,7 @@ fn master_key(common: &Common) -> Result<MasterKey, String> {
         tracing::warn!(path = %file.display(), "using the sandbox master key from the data folder; set CARDGATE_MASTER_KEY for real deployments");
         return MasterKey::parse(&text);
     }
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    create_private_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let key = MasterKey::generate().map_err(|e| e.to_string())?;
     write_private(&file, &key.to_base64())
         .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
@@ -238,6 +238,16 @@ fn master_key(common: &Common) -> Result<MasterKey, String> {
     );
     tracing::warn!(path = %file.display(), "generated a sandbox master key");
     Ok(key)
+}
+
+/// Creates `dir` (and its missing parents) readable by its owner only (`0700`); an existing
+/// folder keeps its permissions.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
 }
 
 fn write_private(path: &Path, content: &str) -> std::io::Result<()> {

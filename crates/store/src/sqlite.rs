@@ -10,6 +10,7 @@ use crate::{Result, StoreError};
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::Connection as _;
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -54,12 +55,8 @@ impl SqlStore<SqliteEngine> {
             .trim_start_matches("sqlite://")
             .trim_start_matches("sqlite:");
         let path = path.split('?').next().unwrap_or(path);
-        if let Some(dir) = std::path::Path::new(path).parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Database(format!("cannot create {}: {e}", dir.display()))
-                })?;
-            }
+        if !path.is_empty() && path != ":memory:" {
+            create_private(Path::new(path))?;
         }
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
             .create_if_missing(true)
@@ -86,6 +83,43 @@ impl SqlStore<SqliteEngine> {
                 next_reader: AtomicUsize::new(0),
             },
         })
+    }
+}
+
+/// Creates the database's folder (`0700`) and file (`0600`) if they do not exist yet, so that
+/// only their owner can read them; SQLite gives the `-wal` and `-shm` files it creates beside
+/// the database the database file's permissions. An empty file is an empty database to
+/// SQLite. Existing folders and files keep their permissions; a database file that others
+/// may read is reported once.
+fn create_private(db: &Path) -> Result<()> {
+    let failed = |what: &Path, e: std::io::Error| {
+        StoreError::Database(format!("cannot create {}: {e}", what.display()))
+    };
+    if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let mut folder = std::fs::DirBuilder::new();
+        folder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut folder, 0o700);
+        folder.create(dir).map_err(|e| failed(dir, e))?;
+    }
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    match file.open(db) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            #[cfg(unix)]
+            if let Ok(meta) = std::fs::metadata(db) {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    tracing::warn!(path = %db.display(), mode = format!("{mode:o}"), "the database file is open to other users; `chmod 600` it (and its -wal and -shm files)");
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(failed(db, e)),
     }
 }
 
