@@ -178,8 +178,14 @@ pub enum KeysCommand {
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// Check every audit hash chain; fails on any edited, removed, reordered or truncated event.
+    /// Check every audit chain's keyed links; fails on any edited, removed, reordered or
+    /// truncated event.
     Verify,
+    /// Re-link a log that predates keyed links: verify it once under the old unkeyed rule
+    /// and, only if intact, re-link it under the key derived from the master key (every
+    /// command, `serve` included, does this at start); refuses a broken log, naming where it
+    /// breaks.
+    Relink,
 }
 
 pub fn init_logging(common: &Common) {
@@ -270,7 +276,7 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
 
 async fn open(common: &Common, public_url: String) -> Result<Arc<Service>, String> {
     let master = master_key(common)?;
-    let store = cardgate_store::connect(&common.database_url)
+    let store = cardgate_store::connect(&common.database_url, master.audit_key())
         .await
         .map_err(|e| e.to_string())?;
     let settings = Settings {
@@ -346,6 +352,23 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 }
                 Err(b) => Err(format!("audit chain broken: {b}")),
             }
+        }
+        Command::Audit(AuditCommand::Relink) => {
+            let master = master_key(&common)?;
+            let store = cardgate_store::connect(&common.database_url, master.audit_key())
+                .await
+                .map_err(|e| e.to_string())?;
+            let env = common.environment.into();
+            match Service::prepare(store.as_ref(), &master, env, "admin")
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                None => println!("the audit log is already keyed: nothing to do"),
+                Some(events) => println!(
+                    "the audit log verified under the old unkeyed rule: re-linked {events} events under the audit key"
+                ),
+            }
+            Ok(())
         }
     }
 }

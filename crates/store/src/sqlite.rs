@@ -8,6 +8,7 @@ use crate::sql::{migrator, Engine, Map, SqlStore};
 use crate::write::{WriteOutcome, WriteSet};
 use crate::{Result, StoreError};
 use async_trait::async_trait;
+use cardgate_core::audit::{AuditKey, Relink, Relinking};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::Connection as _;
 use std::path::Path;
@@ -50,7 +51,7 @@ pub type SqliteStore = SqlStore<SqliteEngine>;
 impl SqlStore<SqliteEngine> {
     /// Opens (creating if needed) a SQLite database in WAL mode with `synchronous=FULL`, so a
     /// commit is durable before any response that depends on it leaves.
-    pub async fn connect(url: &str) -> Result<Self> {
+    pub async fn connect(url: &str, audit_key: AuditKey) -> Result<Self> {
         let path = url
             .trim_start_matches("sqlite://")
             .trim_start_matches("sqlite:");
@@ -76,13 +77,14 @@ impl SqlStore<SqliteEngine> {
             let conn = SqliteConnection::connect_with(&read_opts).await?;
             readers.push(Mutex::new(DirectConn::open(conn).await?));
         }
-        Ok(Self {
-            engine: SqliteEngine {
+        Ok(Self::new(
+            SqliteEngine {
                 writer: tokio::sync::Mutex::new(writer),
                 readers,
                 next_reader: AtomicUsize::new(0),
             },
-        })
+            audit_key,
+        ))
     }
 }
 
@@ -152,12 +154,27 @@ impl Engine for SqliteEngine {
         self.reader().fetch_all(sql, &args, map)
     }
 
-    async fn apply(&self, sets: &[WriteSet], chain: i64) -> Result<Vec<WriteOutcome>> {
+    async fn apply(
+        &self,
+        sets: &[WriteSet],
+        chain: i64,
+        key: &AuditKey,
+    ) -> Result<Vec<WriteOutcome>> {
         let mut writer = self.writer.lock().await;
         let mut tx = writer.begin()?;
-        let outcomes = exec::apply_sets(&mut tx, sets, chain).await?;
+        let outcomes = exec::apply_sets(&mut tx, sets, chain, key).await?;
         tx.commit()?;
         Ok(outcomes)
+    }
+
+    async fn relink(&self, key: &AuditKey, note: &Relinking) -> Result<Relink> {
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin()?;
+        let outcome = exec::relink(&mut tx, key, note).await?;
+        if matches!(outcome, Relink::Relinked { .. }) {
+            tx.commit()?;
+        }
+        Ok(outcome)
     }
 
     async fn meta_init(&self, key: &str, value: &str) -> Result<String> {

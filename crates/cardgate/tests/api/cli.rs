@@ -286,6 +286,17 @@ async fn help_lists_every_command() {
             "--help does not list {command}: {out:?}"
         );
     }
+    let audit = cardgate(&["audit", "--help"]).await;
+    assert!(audit.success, "{audit:?}");
+    for command in ["verify", "relink"] {
+        assert!(
+            audit
+                .stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with(command)),
+            "audit --help does not list {command}: {audit:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -310,12 +321,7 @@ async fn importing_the_same_file_twice_changes_nothing_the_second_time() {
         events,
         "a no-op import must not add audit events"
     );
-    let tenants = cardgate_store::connect(&db)
-        .await
-        .unwrap()
-        .load_tenants()
-        .await
-        .unwrap();
+    let tenants = open_store(&db, &key).await.load_tenants().await.unwrap();
     assert_eq!(tenants.len(), 4);
 }
 
@@ -407,12 +413,7 @@ async fn a_bad_import_file_is_refused_as_a_whole_naming_the_field() {
             !out.stderr.contains("4012888888881881") && !out.stderr.contains("9753"),
             "{what}: the refusal repeats card data\n{out:?}"
         );
-        let tenants = cardgate_store::connect(&db)
-            .await
-            .unwrap()
-            .load_tenants()
-            .await
-            .unwrap();
+        let tenants = open_store(&db, &key).await.load_tenants().await.unwrap();
         assert!(
             tenants.is_empty(),
             "{what}: the import wrote {} tenant(s)",
