@@ -420,9 +420,10 @@ pub(crate) async fn append_after_head<T: WriteTx>(
 }
 
 /// Audit events after `(chain, seq)` = `($1, $2)`, in `(chain, seq)` order, at most `$3`.
+/// (A row comparison, so both engines walk the primary key: PostgreSQL scanned the table for
+/// every page of the `chain > $1 OR (chain = $1 AND seq > $2)` form.)
 pub(crate) const AUDIT_PAGE: &str =
-    "SELECT * FROM audit_events WHERE chain > $1 OR (chain = $1 AND seq > $2) \
-     ORDER BY chain, seq LIMIT $3";
+    "SELECT * FROM audit_events WHERE (chain, seq) > ($1, $2) ORDER BY chain, seq LIMIT $3";
 
 /// Events read per statement while re-linking.
 const RELINK_PAGE: i64 = 1000;
