@@ -181,8 +181,14 @@ pub enum KeysCommand {
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// Check every audit hash chain; fails on any edited, removed, reordered or truncated event.
+    /// Check every audit chain's keyed links; fails on any edited, removed, reordered or
+    /// truncated event.
     Verify,
+    /// Re-link a log that predates keyed links: verify it once under the old unkeyed rule
+    /// and, only if intact, re-link it under the key derived from the master key (every
+    /// command, `serve` included, does this at start); refuses a broken log, naming where it
+    /// breaks.
+    Relink,
 }
 
 pub fn init_logging(common: &Common) {
@@ -230,7 +236,7 @@ fn master_key(common: &Common) -> Result<MasterKey, String> {
         tracing::warn!(path = %file.display(), "using the sandbox master key from the data folder; set CARDGATE_MASTER_KEY for real deployments");
         return MasterKey::parse(&text);
     }
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    create_private_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let key = MasterKey::generate().map_err(|e| e.to_string())?;
     write_private(&file, &key.to_base64())
         .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
@@ -241,6 +247,16 @@ fn master_key(common: &Common) -> Result<MasterKey, String> {
     );
     tracing::warn!(path = %file.display(), "generated a sandbox master key");
     Ok(key)
+}
+
+/// Creates `dir` (and its missing parents) readable by its owner only (`0700`); an existing
+/// folder keeps its permissions.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
 }
 
 fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
@@ -263,7 +279,7 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
 
 async fn open(common: &Common, public_url: String) -> Result<Arc<Service>, String> {
     let master = master_key(common)?;
-    let store = cardgate_store::connect(&common.database_url)
+    let store = cardgate_store::connect(&common.database_url, master.audit_key())
         .await
         .map_err(|e| e.to_string())?;
     let settings = Settings {
@@ -339,6 +355,23 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 }
                 Err(b) => Err(format!("audit chain broken: {b}")),
             }
+        }
+        Command::Audit(AuditCommand::Relink) => {
+            let master = master_key(&common)?;
+            let store = cardgate_store::connect(&common.database_url, master.audit_key())
+                .await
+                .map_err(|e| e.to_string())?;
+            let env = common.environment.into();
+            match Service::prepare(store.as_ref(), &master, env, "admin")
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                None => println!("the audit log is already keyed: nothing to do"),
+                Some(events) => println!(
+                    "the audit log verified under the old unkeyed rule: re-linked {events} events under the audit key"
+                ),
+            }
+            Ok(())
         }
     }
 }

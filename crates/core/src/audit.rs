@@ -1,8 +1,19 @@
-//! The audit log: an append-only, hash-chained record of issuance, redemption, refusal and
-//! admin change. Events never carry secrets, tokens, PANs, CVVs or PINs.
+//! The audit log: an append-only record of issuance, redemption, refusal and admin change,
+//! in chains whose links are HMAC-SHA256 under a key derived from the master key, so that
+//! write access to the database alone cannot rewrite a chain that verifies. Events never
+//! carry secrets, tokens, PANs, CVVs or PINs.
 
-use cardgate_jose::digest::{hex, sha256};
+use cardgate_jose::digest::{ct_eq, hex, sha256, HmacKey};
 use serde_json::Value;
+
+/// The `meta` key recording how the log's links are made, and its value once they are keyed.
+/// A log without it predates keyed links and is re-linked (once, if it verifies) at start.
+pub const LINKS_META_KEY: &str = "audit_links";
+pub const KEYED_LINKS: &str = "hmac-sha256-v1";
+
+/// The hash before the first event of every chain under the old, unkeyed rule.
+pub const UNKEYED_GENESIS: &str =
+    "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// An event about to be appended.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,40 +52,132 @@ pub struct StoredAuditEvent {
     pub hash: String,
 }
 
-/// The hash before the first event.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// What a link covers: an event's number in its chain and every field.
+struct Fields<'a> {
+    seq: i64,
+    ts_ms: i64,
+    tenant_id: Option<&'a str>,
+    environment: &'a str,
+    actor: &'a str,
+    action: &'a str,
+    outcome: &'a str,
+    subject: &'a str,
+    details: &'a str,
+}
 
 fn push_field(buf: &mut Vec<u8>, field: &str) {
     buf.extend_from_slice(&(field.len() as u64).to_be_bytes());
     buf.extend_from_slice(field.as_bytes());
 }
 
-/// `hash = SHA-256(prev_hash || seq || ts || len-prefixed fields)`, hex.
-#[allow(clippy::too_many_arguments)]
-pub fn chain_hash(
-    prev_hash: &str,
-    seq: i64,
-    ts_ms: i64,
-    tenant_id: Option<&str>,
-    environment: &str,
-    actor: &str,
-    action: &str,
-    outcome: &str,
-    subject: &str,
-    details: &str,
-) -> String {
-    let mut buf = Vec::with_capacity(256 + details.len());
+/// `prev_hash || seq || ts || len-prefixed fields`, after `buf`'s prefix.
+fn link_input(mut buf: Vec<u8>, prev_hash: &str, f: &Fields) -> Vec<u8> {
     push_field(&mut buf, prev_hash);
-    buf.extend_from_slice(&seq.to_be_bytes());
-    buf.extend_from_slice(&ts_ms.to_be_bytes());
-    push_field(&mut buf, tenant_id.unwrap_or(""));
-    push_field(&mut buf, environment);
-    push_field(&mut buf, actor);
-    push_field(&mut buf, action);
-    push_field(&mut buf, outcome);
-    push_field(&mut buf, subject);
-    push_field(&mut buf, details);
-    hex(&sha256(&buf))
+    buf.extend_from_slice(&f.seq.to_be_bytes());
+    buf.extend_from_slice(&f.ts_ms.to_be_bytes());
+    for field in [
+        f.tenant_id.unwrap_or(""),
+        f.environment,
+        f.actor,
+        f.action,
+        f.outcome,
+        f.subject,
+        f.details,
+    ] {
+        push_field(&mut buf, field);
+    }
+    buf
+}
+
+/// The key every link is made with, derived from the master key: only its holder can make a
+/// chain (or a chain's start) that verifies.
+#[derive(Clone)]
+pub struct AuditKey(HmacKey);
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey(..)")
+    }
+}
+
+impl AuditKey {
+    pub fn new(key: &[u8; 32]) -> Self {
+        Self(HmacKey::new(key))
+    }
+
+    /// The value before the first event of `chain`, keyed: emptying a chain and setting its
+    /// head back to a start needs the key (or a copy of that chain's own start).
+    pub fn genesis(&self, chain: i64) -> String {
+        let mut buf = Vec::with_capacity(40);
+        push_field(&mut buf, "cardgate audit genesis v1");
+        buf.extend_from_slice(&chain.to_be_bytes());
+        hex(&self.0.sign(&buf))
+    }
+
+    /// The link `ev` gets when it follows `prev_hash` (re-linking a stored event).
+    pub fn link_after(&self, ev: &StoredAuditEvent, prev_hash: &str) -> String {
+        self.link(ev.chain, prev_hash, &ev.fields())
+    }
+
+    /// `HMAC-SHA256(key, tag || chain || prev_hash || seq || ts || len-prefixed fields)`, hex.
+    fn link(&self, chain: i64, prev_hash: &str, f: &Fields) -> String {
+        let mut buf = Vec::with_capacity(320 + f.details.len());
+        push_field(&mut buf, "cardgate audit link v1");
+        buf.extend_from_slice(&chain.to_be_bytes());
+        hex(&self.0.sign(&link_input(buf, prev_hash, f)))
+    }
+}
+
+/// The old link: `SHA-256(prev_hash || seq || ts || len-prefixed fields)`, hex. Anyone can
+/// compute it, so it is only ever checked, once, on a log about to be re-linked.
+fn unkeyed_link(prev_hash: &str, f: &Fields) -> String {
+    hex(&sha256(&link_input(Vec::with_capacity(256), prev_hash, f)))
+}
+
+/// Which links a verifier accepts.
+#[derive(Debug, Clone)]
+pub enum LinkRule {
+    /// HMAC-SHA256 under the audit key from a keyed start per chain: the only rule `audit
+    /// verify` accepts.
+    Keyed(AuditKey),
+    /// The rule before keyed links (plain SHA-256 from an all-zero start), checked only to
+    /// re-link a log that predates keyed links.
+    Unkeyed,
+}
+
+impl LinkRule {
+    /// The value before the first event of `chain`.
+    pub fn genesis(&self, chain: i64) -> String {
+        match self {
+            Self::Keyed(key) => key.genesis(chain),
+            Self::Unkeyed => UNKEYED_GENESIS.to_string(),
+        }
+    }
+
+    /// The hash `ev` must carry after its `prev_hash`.
+    pub fn hash_of(&self, ev: &StoredAuditEvent) -> String {
+        let f = ev.fields();
+        match self {
+            Self::Keyed(key) => key.link(ev.chain, &ev.prev_hash, &f),
+            Self::Unkeyed => unkeyed_link(&ev.prev_hash, &f),
+        }
+    }
+}
+
+impl StoredAuditEvent {
+    fn fields(&self) -> Fields<'_> {
+        Fields {
+            seq: self.seq,
+            ts_ms: self.ts_ms,
+            tenant_id: self.tenant_id.as_deref(),
+            environment: &self.environment,
+            actor: &self.actor,
+            action: &self.action,
+            outcome: &self.outcome,
+            subject: &self.subject,
+            details: &self.details,
+        }
+    }
 }
 
 impl AuditEvent {
@@ -83,26 +186,25 @@ impl AuditEvent {
         details.to_string()
     }
 
-    /// The hash of this event as number `seq` after `prev_hash`.
-    pub fn hash_after(&self, seq: i64, prev_hash: &str) -> String {
-        chain_hash(
-            prev_hash,
+    /// The link of this event as number `seq` of `chain` after `prev_hash`.
+    pub fn hash_after(&self, key: &AuditKey, chain: i64, seq: i64, prev_hash: &str) -> String {
+        let f = Fields {
             seq,
-            self.ts_ms,
-            self.tenant_id.as_deref(),
-            &self.environment,
-            &self.actor,
-            &self.action,
-            &self.outcome,
-            &self.subject,
-            &self.details,
-        )
+            ts_ms: self.ts_ms,
+            tenant_id: self.tenant_id.as_deref(),
+            environment: &self.environment,
+            actor: &self.actor,
+            action: &self.action,
+            outcome: &self.outcome,
+            subject: &self.subject,
+            details: &self.details,
+        };
+        key.link(chain, prev_hash, &f)
     }
 
     /// Places the event after `prev_hash` as number `seq` of `chain`.
-    pub fn seal(&self, chain: i64, seq: i64, prev_hash: &str) -> StoredAuditEvent {
-        let details = self.details.clone();
-        let hash = self.hash_after(seq, prev_hash);
+    pub fn seal(&self, key: &AuditKey, chain: i64, seq: i64, prev_hash: &str) -> StoredAuditEvent {
+        let hash = self.hash_after(key, chain, seq, prev_hash);
         StoredAuditEvent {
             chain,
             seq,
@@ -113,11 +215,50 @@ impl AuditEvent {
             action: self.action.clone(),
             outcome: self.outcome.clone(),
             subject: self.subject.clone(),
-            details,
+            details: self.details.clone(),
             prev_hash: prev_hash.to_string(),
             hash,
         }
     }
+}
+
+/// Who re-links an unkeyed log, and when: what the event recording it says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Relinking {
+    pub ts_ms: i64,
+    pub environment: String,
+    /// `system` at start, `admin` from `cardgate audit relink`.
+    pub actor: String,
+}
+
+impl Relinking {
+    /// The event appended after `events` unkeyed events were re-linked.
+    pub fn event(&self, events: i64) -> AuditEvent {
+        AuditEvent {
+            ts_ms: self.ts_ms,
+            tenant_id: None,
+            environment: self.environment.clone(),
+            actor: self.actor.clone(),
+            action: "audit.relinked".into(),
+            outcome: "ok".into(),
+            subject: "audit_log".into(),
+            details: AuditEvent::render_details(
+                &serde_json::json!({"events": events, "links": KEYED_LINKS}),
+            ),
+        }
+    }
+}
+
+/// What re-linking a log under the key did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Relink {
+    /// The log was keyed already: nothing changed.
+    AlreadyKeyed,
+    /// Every chain verified under the unkeyed rule and was re-linked under the key, in one
+    /// transaction: this many events (an empty log is simply keyed).
+    Relinked { events: i64 },
+    /// The unkeyed log does not verify: nothing was re-linked.
+    Broken(ChainBreak),
 }
 
 /// The last event of one chain, as the store records it. The log is a few independent
@@ -143,23 +284,27 @@ pub enum ChainBreak {
     Head { chain: i64, head_seq: i64 },
     #[error("chain {chain}, event {seq}: no such chain (the event was moved or forged)")]
     UnknownChain { chain: i64, seq: i64 },
+    #[error("the database does not record keyed links (cardgate re-links a log that predates them when it starts, or with `cardgate audit relink`)")]
+    NotKeyed,
 }
 
 /// Incremental verifier of one chain: feed its events in `seq` order, then check against its
 /// head.
 #[derive(Debug, Clone)]
 pub struct ChainVerifier {
+    rule: LinkRule,
     chain: i64,
     expected_seq: i64,
     prev_hash: String,
 }
 
 impl ChainVerifier {
-    pub fn new(chain: i64) -> Self {
+    pub fn new(chain: i64, rule: LinkRule) -> Self {
         Self {
+            prev_hash: rule.genesis(chain),
+            rule,
             chain,
             expected_seq: 1,
-            prev_hash: GENESIS.to_string(),
         }
     }
 
@@ -181,19 +326,7 @@ impl ChainVerifier {
         if ev.prev_hash != self.prev_hash {
             return Err(ChainBreak::Link { chain, seq: ev.seq });
         }
-        let recomputed = chain_hash(
-            &ev.prev_hash,
-            ev.seq,
-            ev.ts_ms,
-            ev.tenant_id.as_deref(),
-            &ev.environment,
-            &ev.actor,
-            &ev.action,
-            &ev.outcome,
-            &ev.subject,
-            &ev.details,
-        );
-        if recomputed != ev.hash {
+        if !ct_eq(self.rule.hash_of(ev).as_bytes(), ev.hash.as_bytes()) {
             return Err(ChainBreak::Content { chain, seq: ev.seq });
         }
         self.expected_seq += 1;
@@ -226,12 +359,17 @@ pub struct LogVerifier {
 }
 
 impl LogVerifier {
-    pub fn new(mut heads: Vec<ChainHead>) -> Self {
+    /// A verifier of the chains `heads` names, accepting the links of `rule`.
+    pub fn new(mut heads: Vec<ChainHead>, rule: LinkRule) -> Self {
         heads.sort_by_key(|h| h.chain);
-        let chains = heads.iter().map(|h| ChainVerifier::new(h.chain)).collect();
+        let chains: Vec<ChainVerifier> = heads
+            .iter()
+            .map(|h| ChainVerifier::new(h.chain, rule.clone()))
+            .collect();
         let at_head = heads
             .iter()
-            .map(|h| (h.seq == 0).then(|| GENESIS.to_string()))
+            .zip(&chains)
+            .map(|(h, v)| (h.seq == 0).then(|| v.prev_hash.clone()))
             .collect();
         Self {
             heads,
@@ -289,6 +427,10 @@ impl LogVerifier {
 mod tests {
     use super::*;
 
+    fn key() -> AuditKey {
+        AuditKey::new(&[7; 32])
+    }
+
     fn ev(action: &str) -> AuditEvent {
         AuditEvent {
             ts_ms: 1,
@@ -304,11 +446,12 @@ mod tests {
 
     #[test]
     fn the_verifier_finds_edits_removals_and_reorders() {
-        let a = ev("one").seal(1, 1, GENESIS);
-        let b = ev("two").seal(1, 2, &a.hash);
-        let c = ev("three").seal(1, 3, &b.hash);
+        let k = key();
+        let a = ev("one").seal(&k, 1, 1, &k.genesis(1));
+        let b = ev("two").seal(&k, 1, 2, &a.hash);
+        let c = ev("three").seal(&k, 1, 3, &b.hash);
         let run = |evs: &[&StoredAuditEvent]| {
-            let mut v = ChainVerifier::new(1);
+            let mut v = ChainVerifier::new(1, LinkRule::Keyed(k.clone()));
             for e in evs {
                 v.push(e)?;
             }
@@ -341,9 +484,10 @@ mod tests {
 
     #[test]
     fn every_chain_is_checked_and_an_event_cannot_change_chains() {
-        let a1 = ev("a1").seal(1, 1, GENESIS);
-        let b1 = ev("b1").seal(2, 1, GENESIS);
-        let b2 = ev("b2").seal(2, 2, &b1.hash);
+        let k = key();
+        let a1 = ev("a1").seal(&k, 1, 1, &k.genesis(1));
+        let b1 = ev("b1").seal(&k, 2, 1, &k.genesis(2));
+        let b2 = ev("b2").seal(&k, 2, 2, &b1.hash);
         let heads = || {
             vec![
                 ChainHead {
@@ -359,12 +503,12 @@ mod tests {
                 ChainHead {
                     chain: 3,
                     seq: 0,
-                    hash: GENESIS.into(),
+                    hash: k.genesis(3),
                 },
             ]
         };
         let run = |evs: &[&StoredAuditEvent]| {
-            let mut v = LogVerifier::new(heads());
+            let mut v = LogVerifier::new(heads(), LinkRule::Keyed(k.clone()));
             for e in evs {
                 v.push(e)?;
             }
@@ -379,7 +523,7 @@ mod tests {
                 head_seq: 2
             })
         );
-        // The first event of chain 2 relabelled as chain 3 (both start at genesis).
+        // The first event of chain 2 relabelled as chain 3.
         let mut moved = b1.clone();
         moved.chain = 3;
         assert!(run(&[&a1, &b2, &moved]).is_err());
@@ -391,8 +535,8 @@ mod tests {
         );
         // An event appended during the walk counts if the later heads cover it; one that no
         // head covers (forged beyond the head) breaks the chain.
-        let a2 = ev("a2").seal(1, 2, &a1.hash);
-        let mut v = LogVerifier::new(heads());
+        let a2 = ev("a2").seal(&k, 1, 2, &a1.hash);
+        let mut v = LogVerifier::new(heads(), LinkRule::Keyed(k.clone()));
         for e in [&a1, &a2, &b1, &b2] {
             v.push(e).unwrap();
         }
@@ -410,5 +554,74 @@ mod tests {
             hash: a2.hash.clone(),
         };
         assert_eq!(v.finish(&later), Ok(4));
+    }
+
+    #[test]
+    fn only_the_key_makes_links_and_chain_starts_that_verify() {
+        let (k, other) = (key(), AuditKey::new(&[8; 32]));
+        assert_ne!(k.genesis(1), k.genesis(2), "each chain starts apart");
+        assert_ne!(k.genesis(1), other.genesis(1));
+        assert_ne!(k.genesis(1), UNKEYED_GENESIS);
+        let made_with = |key: &AuditKey| {
+            let a = ev("one").seal(key, 1, 1, &key.genesis(1));
+            let b = ev("two").seal(key, 1, 2, &a.hash);
+            vec![a, b]
+        };
+        let verify = |rule: LinkRule, evs: &[StoredAuditEvent]| {
+            let head = ChainHead {
+                chain: 1,
+                seq: evs.len() as i64,
+                hash: evs.last().map_or(rule.genesis(1), |e| e.hash.clone()),
+            };
+            let mut v = LogVerifier::new(vec![head.clone()], rule);
+            for e in evs {
+                v.push(e)?;
+            }
+            v.finish(&[head])
+        };
+        let keyed = || LinkRule::Keyed(k.clone());
+        assert_eq!(verify(keyed(), &made_with(&k)), Ok(2));
+        assert_eq!(
+            verify(keyed(), &made_with(&other)),
+            Err(ChainBreak::Link { chain: 1, seq: 1 }),
+            "another key's chain does not start where this key's does"
+        );
+
+        // A log of the old rule, from the all-zero start: only the unkeyed rule accepts it.
+        let mut unkeyed = made_with(&k);
+        let mut prev = UNKEYED_GENESIS.to_string();
+        for e in &mut unkeyed {
+            e.prev_hash = prev;
+            e.hash = LinkRule::Unkeyed.hash_of(e);
+            prev = e.hash.clone();
+        }
+        assert_eq!(verify(LinkRule::Unkeyed, &unkeyed), Ok(2));
+        assert_eq!(
+            verify(keyed(), &unkeyed),
+            Err(ChainBreak::Link { chain: 1, seq: 1 })
+        );
+
+        // An edit re-linked with the old rule after a keyed start.
+        let mut forged = made_with(&k);
+        forged[1].outcome = "refused".into();
+        forged[1].hash = LinkRule::Unkeyed.hash_of(&forged[1]);
+        assert_eq!(
+            verify(keyed(), &forged),
+            Err(ChainBreak::Content { chain: 1, seq: 2 })
+        );
+
+        // A chain emptied and its head set back to the all-zero start.
+        let reset = ChainHead {
+            chain: 1,
+            seq: 0,
+            hash: UNKEYED_GENESIS.into(),
+        };
+        assert_eq!(
+            LogVerifier::new(vec![reset.clone()], keyed()).finish(&[reset]),
+            Err(ChainBreak::Head {
+                chain: 1,
+                head_seq: 0
+            })
+        );
     }
 }

@@ -21,6 +21,30 @@ pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
     out
 }
 
+/// An HMAC-SHA256 key prepared once (its padded states computed) for many MACs.
+#[derive(Clone)]
+pub struct HmacKey(ring::hmac::Key);
+
+impl HmacKey {
+    pub fn new(key: &[u8]) -> Self {
+        Self(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key))
+    }
+
+    /// HMAC-SHA256 of `data`.
+    pub fn sign(&self, data: &[u8]) -> [u8; 32] {
+        let tag = ring::hmac::sign(&self.0, data);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+}
+
+impl std::fmt::Debug for HmacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HmacKey(..)")
+    }
+}
+
 /// HMAC-SHA1, used only by TOTP (RFC 6238 mandates it for the common authenticator apps).
 pub fn hmac_sha1(key: &[u8], data: &[u8]) -> [u8; 20] {
     let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key);
@@ -51,4 +75,17 @@ pub fn random_token() -> Result<String> {
 
 pub fn hex(bytes: &[u8]) -> String {
     data_encoding::HEXLOWER.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prepared_hmac_key_gives_rfc_4231_test_case_2() {
+        let expected = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+        let data = b"what do ya want for nothing?";
+        assert_eq!(hex(&HmacKey::new(b"Jefe").sign(data)), expected);
+        assert_eq!(hex(&hmac_sha256(b"Jefe", data)), expected);
+    }
 }

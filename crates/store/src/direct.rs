@@ -201,6 +201,22 @@ impl WriteTx for SqliteTx<'_> {
         Ok(())
     }
 
+    async fn fetch_all<U: Send + 'static>(
+        &mut self,
+        sql: &'static str,
+        args: Vec<Arg<'_>>,
+        map: Map<U>,
+    ) -> Result<Vec<U>> {
+        let mut st = self.conn.prepare_cached(sql).map_err(db_err)?;
+        bind(&mut st, &args)?;
+        let mut rows = st.raw_query();
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(db_err)? {
+            out.push(map(row)?);
+        }
+        Ok(out)
+    }
+
     async fn chain_head(&mut self, chain: i64) -> Result<(i64, String)> {
         // The write transaction (BEGIN IMMEDIATE) already excludes every other writer.
         let mut st = self

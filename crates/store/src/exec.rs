@@ -2,10 +2,15 @@
 //! batch of write sets applies inside one open transaction, and the audit chain append. Each
 //! backend supplies a [`WriteTx`], the way to run one statement in its transaction.
 
+use crate::rows::{self, Cols};
+use crate::sql::Map;
 use crate::write::{Guard, Write, WriteOutcome, WriteSet};
 use crate::{Result, StoreError};
 use async_trait::async_trait;
-use cardgate_core::audit::AuditEvent;
+use cardgate_core::audit::{
+    AuditEvent, AuditKey, ChainHead, LinkRule, LogVerifier, Relink, Relinking, KEYED_LINKS,
+    LINKS_META_KEY,
+};
 use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord};
 use cardgate_core::Operation;
 use std::borrow::Cow;
@@ -73,13 +78,45 @@ pub(crate) trait WriteTx: Send + Sized {
     async fn count(&mut self, sql: &'static str, args: Vec<Arg<'_>>) -> Result<u64>;
     /// Appends rows to `table` (one statement per row or per chunk, as the engine prefers).
     async fn insert_rows(&mut self, table: &'static Table, rows: Vec<Vec<Arg<'_>>>) -> Result<()>;
+    /// Runs a query inside the transaction and maps every row it returns.
+    async fn fetch_all<U: Send + 'static>(
+        &mut self,
+        sql: &'static str,
+        args: Vec<Arg<'_>>,
+        map: Map<U>,
+    ) -> Result<Vec<U>>;
     /// The head of audit chain `chain`, locked for the rest of the transaction where the
     /// engine needs it.
     async fn chain_head(&mut self, chain: i64) -> Result<(i64, String)>;
 
-    /// Appends a batch's audit events to `chain` and moves its head there.
-    async fn append_audit(&mut self, chain: i64, events: &[&AuditEvent]) -> Result<()> {
-        append_after_head(self, chain, events).await.map(|_| ())
+    /// Appends a batch's audit events to `chain`, linked under `key`, and moves its head there.
+    async fn append_audit(
+        &mut self,
+        key: &AuditKey,
+        chain: i64,
+        events: &[&AuditEvent],
+    ) -> Result<()> {
+        append_after_head(self, key, chain, events)
+            .await
+            .map(|_| ())
+    }
+
+    /// Sets the links of stored audit events: `(chain, seq, prev_hash, hash)` each. Engines
+    /// where a statement costs a network round trip set them all with one.
+    async fn set_links(&mut self, links: &[(i64, i64, String, String)]) -> Result<()> {
+        for (chain, seq, prev, hash) in links {
+            self.exec(
+                "UPDATE audit_events SET prev_hash = $1, hash = $2 WHERE chain = $3 AND seq = $4",
+                vec![
+                    Arg::text(prev),
+                    Arg::text(hash),
+                    Arg::int(*chain),
+                    Arg::int(*seq),
+                ],
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Which of `checks` (each a [`Guard::CardIs`]) hold. Engines where a statement costs a
@@ -297,12 +334,14 @@ impl Pending<'_> {
 /// Applies `sets` in order inside the open transaction `tx` (the caller begins and commits).
 /// A set whose guard fails is refused whole (a savepoint when a guard that wrote precedes another) and its
 /// `on_refused` writes apply instead (none when a precondition failed); the other sets still
-/// apply. The audit events of the whole batch are appended last, to `chain`, whose head stays
-/// locked until commit (PostgreSQL); writers on other chains go on meanwhile.
+/// apply. The audit events of the whole batch are appended last, to `chain` (linked under
+/// `key`), whose head stays locked until commit (PostgreSQL); writers on other chains go on
+/// meanwhile.
 pub(crate) async fn apply_sets<T: WriteTx>(
     tx: &mut T,
     sets: &[WriteSet],
     chain: i64,
+    key: &AuditKey,
 ) -> Result<Vec<WriteOutcome>> {
     let mut audits: Vec<&AuditEvent> = Vec::new();
     let mut pending = Pending::default();
@@ -359,19 +398,25 @@ pub(crate) async fn apply_sets<T: WriteTx>(
     }
     pending.flush(tx).await?;
     if !audits.is_empty() {
-        tx.append_audit(chain, &audits).await?;
+        tx.append_audit(key, chain, &audits).await?;
     }
     Ok(outcomes)
 }
 
-/// Links `events` after `(seq, head)`: each one's `(seq, prev_hash, hash)`.
-pub(crate) fn link(events: &[&AuditEvent], seq: i64, head: &str) -> Vec<(i64, String, String)> {
+/// Links `events` after `(seq, head)` of `chain` under `key`: each one's `(seq, prev_hash, hash)`.
+pub(crate) fn link(
+    key: &AuditKey,
+    chain: i64,
+    events: &[&AuditEvent],
+    seq: i64,
+    head: &str,
+) -> Vec<(i64, String, String)> {
     let mut prev = head.to_owned();
     events
         .iter()
         .zip(seq + 1..)
         .map(|(ev, seq)| {
-            let hash = ev.hash_after(seq, &prev);
+            let hash = ev.hash_after(key, chain, seq, &prev);
             (seq, std::mem::replace(&mut prev, hash.clone()), hash)
         })
         .collect()
@@ -381,11 +426,12 @@ pub(crate) fn link(events: &[&AuditEvent], seq: i64, head: &str) -> Vec<(i64, St
 /// now, and moves the head: the default [`WriteTx::append_audit`].
 pub(crate) async fn append_after_head<T: WriteTx>(
     tx: &mut T,
+    key: &AuditKey,
     chain: i64,
     events: &[&AuditEvent],
 ) -> Result<(i64, String)> {
     let (seq, head) = tx.chain_head(chain).await?;
-    let links = link(events, seq, &head);
+    let links = link(key, chain, events, seq, &head);
     let rows = events
         .iter()
         .zip(&links)
@@ -399,6 +445,107 @@ pub(crate) async fn append_after_head<T: WriteTx>(
     )
     .await?;
     Ok((seq, head))
+}
+
+/// Audit events after `(chain, seq)` = `($1, $2)`, in `(chain, seq)` order, at most `$3`.
+/// (A row comparison, so both engines walk the primary key: PostgreSQL scanned the table for
+/// every page of the `chain > $1 OR (chain = $1 AND seq > $2)` form.)
+pub(crate) const AUDIT_PAGE: &str =
+    "SELECT * FROM audit_events WHERE (chain, seq) > ($1, $2) ORDER BY chain, seq LIMIT $3";
+
+/// Events read per statement while re-linking.
+const RELINK_PAGE: i64 = 1000;
+
+/// Re-links a log that predates keyed links, inside the open transaction `tx` (the caller
+/// commits only on [`Relink::Relinked`]): every chain's head is locked, so no writer of any
+/// version appends meanwhile; every chain is verified as it is under the unkeyed rule; each
+/// event's link is remade under `key` from its chain's keyed start; the heads move to the new
+/// links; the keyed format is recorded; and the re-link itself is appended as an event. A
+/// chain that does not verify is [`Relink::Broken`], and the caller writes nothing.
+pub(crate) async fn relink<T: WriteTx>(
+    tx: &mut T,
+    key: &AuditKey,
+    note: &Relinking,
+) -> Result<Relink> {
+    let ids = tx
+        .fetch_all(
+            "SELECT id FROM audit_head ORDER BY id",
+            vec![],
+            |r: &dyn Cols| r.int("id"),
+        )
+        .await?;
+    let mut heads = Vec::with_capacity(ids.len());
+    for chain in ids {
+        let (seq, hash) = tx.chain_head(chain).await?;
+        heads.push(ChainHead { chain, seq, hash });
+    }
+    let format = tx
+        .fetch_all(
+            "SELECT value FROM meta WHERE key = $1",
+            vec![Arg::text(LINKS_META_KEY)],
+            |r: &dyn Cols| r.text("value"),
+        )
+        .await?;
+    match format.first() {
+        Some(f) if f == KEYED_LINKS => return Ok(Relink::AlreadyKeyed),
+        Some(f) => {
+            return Err(StoreError::Corrupt(format!(
+                "the audit log's links are in an unknown format {f:?}"
+            )))
+        }
+        None => {}
+    }
+    let mut unkeyed = LogVerifier::new(heads.clone(), LinkRule::Unkeyed);
+    let mut tips: Vec<(i64, String)> = heads
+        .iter()
+        .map(|h| (h.chain, key.genesis(h.chain)))
+        .collect();
+    let (mut after, mut events) = ((0, 0), 0);
+    loop {
+        let page = tx
+            .fetch_all(
+                AUDIT_PAGE,
+                vec![Arg::int(after.0), Arg::int(after.1), Arg::int(RELINK_PAGE)],
+                rows::audit_event,
+            )
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = (last.chain, last.seq);
+        let mut links = Vec::with_capacity(page.len());
+        for ev in &page {
+            if let Err(b) = unkeyed.push(ev) {
+                return Ok(Relink::Broken(b));
+            }
+            let tip = tips
+                .iter_mut()
+                .find(|(c, _)| *c == ev.chain)
+                .map(|(_, tip)| tip)
+                .ok_or_else(|| rows::corrupt("audit chain"))?;
+            let hash = key.link_after(ev, tip);
+            links.push((ev.chain, ev.seq, std::mem::replace(tip, hash.clone()), hash));
+        }
+        tx.set_links(&links).await?;
+        events += links.len() as i64;
+    }
+    if let Err(b) = unkeyed.finish(&heads) {
+        return Ok(Relink::Broken(b));
+    }
+    for (chain, tip) in &tips {
+        tx.exec(
+            "UPDATE audit_head SET hash = $1 WHERE id = $2",
+            vec![Arg::text(tip), Arg::int(*chain)],
+        )
+        .await?;
+    }
+    tx.exec(
+        META_INIT,
+        vec![Arg::text(LINKS_META_KEY), Arg::text(KEYED_LINKS)],
+    )
+    .await?;
+    if let (Some(first), true) = (heads.first(), events > 0) {
+        append_after_head(tx, key, first.chain, &[&note.event(events)]).await?;
+    }
+    Ok(Relink::Relinked { events })
 }
 
 /// Runs the guards of one set in order; the first that fails refuses it, undoing what the

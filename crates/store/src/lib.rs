@@ -12,7 +12,7 @@ mod sqlite;
 mod write;
 
 use async_trait::async_trait;
-use cardgate_core::audit::{ChainHead, StoredAuditEvent};
+use cardgate_core::audit::{AuditKey, ChainHead, Relink, Relinking, StoredAuditEvent};
 use cardgate_core::ids::MfaSessionId;
 use cardgate_core::mfa::MfaSession;
 use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord, TokenId};
@@ -180,9 +180,16 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_page(&self, after: (i64, i64), limit: i64) -> Result<Vec<StoredAuditEvent>>;
     /// The head of every audit chain.
     async fn audit_heads(&self) -> Result<Vec<ChainHead>>;
+    /// Makes sure the audit log is keyed: a log that predates keyed links is verified once
+    /// under the old, unkeyed rule and, only if every chain is intact, re-linked under the
+    /// store's audit key in one transaction (recorded by the event `note` makes). Until the
+    /// log is keyed the store writes nothing. Call it only once the master key the audit key
+    /// comes from is known to be this database's.
+    async fn relink_audit(&self, note: &Relinking) -> Result<Relink>;
 
     /// Applies write sets in one transaction, in order, as writer number `writer`, whose audit
-    /// events go to chain `writer % AUDIT_CHAINS + 1`. A set whose guard
+    /// events go to chain `writer % AUDIT_CHAINS + 1`, linked under the store's audit key
+    /// (refused while the log is not keyed, see [`Store::relink_audit`]). A set whose guard
     /// fails is refused as a whole (its `on_refused` writes are applied instead); the others
     /// still apply.
     async fn apply_as(&self, writer: usize, sets: &[WriteSet]) -> Result<Vec<WriteOutcome>>;
@@ -201,12 +208,13 @@ pub(crate) fn chain_of(writer: usize) -> i64 {
     (writer % AUDIT_CHAINS) as i64 + 1
 }
 
-/// Opens the backend the URL names and runs its migrations.
-pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+/// Opens the backend the URL names and runs its migrations. Its audit links are made (and
+/// re-linked) under `audit_key`.
+pub async fn connect(url: &str, audit_key: AuditKey) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url).await?))
+        Ok(Arc::new(SqliteStore::connect(url, audit_key).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::connect(url).await?))
+        Ok(Arc::new(PostgresStore::connect(url, audit_key).await?))
     } else {
         Err(StoreError::UnsupportedUrl)
     }

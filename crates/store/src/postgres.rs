@@ -5,7 +5,7 @@ use crate::sql::{migrator, Engine, Map, SqlStore};
 use crate::write::{Guard, WriteOutcome, WriteSet};
 use crate::{Result, StoreError};
 use async_trait::async_trait;
-use cardgate_core::audit::AuditEvent;
+use cardgate_core::audit::{AuditEvent, AuditKey, Relink, Relinking};
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions};
 use sqlx::query::Query;
 use sqlx::{Postgres, Row};
@@ -59,7 +59,7 @@ pub type PostgresStore = SqlStore<PgEngine>;
 impl SqlStore<PgEngine> {
     /// Connects to PostgreSQL; migrations take the migrator's advisory lock, so replicas
     /// starting together migrate once.
-    pub async fn connect(url: &str) -> Result<Self> {
+    pub async fn connect(url: &str, audit_key: AuditKey) -> Result<Self> {
         let opts = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
@@ -71,12 +71,13 @@ impl SqlStore<PgEngine> {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Database(e.to_string()))?;
-        Ok(Self {
-            engine: PgEngine {
+        Ok(Self::new(
+            PgEngine {
                 pool,
                 heads: std::sync::Mutex::default(),
             },
-        })
+            audit_key,
+        ))
     }
 }
 
@@ -115,19 +116,38 @@ impl Engine for PgEngine {
         rows.iter().map(|r| map(r)).collect()
     }
 
-    async fn apply(&self, sets: &[WriteSet], chain: i64) -> Result<Vec<WriteOutcome>> {
+    async fn apply(
+        &self,
+        sets: &[WriteSet],
+        chain: i64,
+        key: &AuditKey,
+    ) -> Result<Vec<WriteOutcome>> {
         let head = self.known_heads().remove(&chain);
         let mut tx = PgTx {
             tx: self.pool.begin().await?,
             head,
         };
-        let outcomes = exec::apply_sets(&mut tx, sets, chain).await?;
+        let outcomes = exec::apply_sets(&mut tx, sets, chain, key).await?;
         let PgTx { tx, head } = tx;
         tx.commit().await?;
         if let Some(head) = head {
             self.known_heads().insert(chain, head);
         }
         Ok(outcomes)
+    }
+
+    async fn relink(&self, key: &AuditKey, note: &Relinking) -> Result<Relink> {
+        let mut tx = PgTx {
+            tx: self.pool.begin().await?,
+            head: None,
+        };
+        let outcome = exec::relink(&mut tx, key, note).await?;
+        if matches!(outcome, Relink::Relinked { .. }) {
+            tx.tx.commit().await?;
+            // Every head moved: what this process remembers of them is stale.
+            self.known_heads().clear();
+        }
+        Ok(outcome)
     }
 
     async fn meta_init(&self, key: &str, value: &str) -> Result<String> {
@@ -204,6 +224,37 @@ impl WriteTx for PgTx {
             });
             q.build().execute(&mut *self.tx).await?;
         }
+        Ok(())
+    }
+
+    async fn fetch_all<U: Send + 'static>(
+        &mut self,
+        sql: &'static str,
+        args: Vec<Arg<'_>>,
+        map: Map<U>,
+    ) -> Result<Vec<U>> {
+        let q = args.iter().fold(sqlx::query(sql), bind);
+        let rows = q.fetch_all(&mut *self.tx).await?;
+        rows.iter().map(|r| map(r)).collect()
+    }
+
+    async fn set_links(&mut self, links: &[(i64, i64, String, String)]) -> Result<()> {
+        let chains: Vec<i64> = links.iter().map(|l| l.0).collect();
+        let seqs: Vec<i64> = links.iter().map(|l| l.1).collect();
+        let prevs: Vec<&str> = links.iter().map(|l| l.2.as_str()).collect();
+        let hashes: Vec<&str> = links.iter().map(|l| l.3.as_str()).collect();
+        sqlx::query(
+            "UPDATE audit_events e SET prev_hash = u.prev, hash = u.hash \
+             FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[]) AS u(chain, seq, prev, hash) \
+             WHERE e.chain = u.chain AND e.seq = u.seq",
+        )
+        .bind(&chains)
+        .bind(&seqs)
+        .bind(&prevs)
+        .bind(&hashes)
+        .persistent(false)
+        .execute(&mut *self.tx)
+        .await?;
         Ok(())
     }
 
@@ -287,9 +338,14 @@ impl WriteTx for PgTx {
     /// last left, and the head moves only if it is still there (its row lock then held
     /// until commit), the insert only if the head moved. If another replica appended to the
     /// chain meanwhile, nothing was written: read and lock the head, and link again.
-    async fn append_audit(&mut self, chain: i64, events: &[&AuditEvent]) -> Result<()> {
+    async fn append_audit(
+        &mut self,
+        key: &AuditKey,
+        chain: i64,
+        events: &[&AuditEvent],
+    ) -> Result<()> {
         if let Some((seq, head)) = self.head.take() {
-            let links = exec::link(events, seq, &head);
+            let links = exec::link(key, chain, events, seq, &head);
             if let Some((last_seq, _, last_hash)) = links.last() {
                 let mut cols: AuditColumns = Default::default();
                 for (ev, (seq, prev, hash)) in events.iter().zip(&links) {
@@ -345,7 +401,7 @@ impl WriteTx for PgTx {
                 }
             }
         }
-        self.head = Some(exec::append_after_head(self, chain, events).await?);
+        self.head = Some(exec::append_after_head(self, key, chain, events).await?);
         Ok(())
     }
 

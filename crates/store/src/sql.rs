@@ -2,12 +2,14 @@
 //! [`Engine`] (SQLite or PostgreSQL), which only runs statements. Parameters are `$n`, which
 //! both engines accept; rows are read through [`Cols`] by the functions in `rows`.
 
-use crate::exec::Arg;
+use crate::exec::{Arg, AUDIT_PAGE};
 use crate::rows::{self, corrupt, Cols};
 use crate::write::{WriteOutcome, WriteSet};
 use crate::{DataKeyRow, OtherEnvironmentIds, RedemptionContext, Result, SigningKeyRow, Store};
 use async_trait::async_trait;
-use cardgate_core::audit::{ChainHead, StoredAuditEvent};
+use cardgate_core::audit::{
+    AuditKey, ChainHead, Relink, Relinking, StoredAuditEvent, KEYED_LINKS, LINKS_META_KEY,
+};
 use cardgate_core::ids::MfaSessionId;
 use cardgate_core::mfa::MfaSession;
 use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord, TokenId};
@@ -16,6 +18,7 @@ use cardgate_core::{
 };
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A row mapper: what a query's rows become.
 pub(crate) type Map<T> = fn(&dyn Cols) -> Result<T>;
@@ -33,8 +36,17 @@ pub(crate) trait Engine: Send + Sync + 'static {
         args: Vec<Arg<'_>>,
         map: Map<T>,
     ) -> Result<Vec<T>>;
-    /// Applies `sets` in one transaction, appending their audit events to `chain`.
-    async fn apply(&self, sets: &[WriteSet], chain: i64) -> Result<Vec<WriteOutcome>>;
+    /// Applies `sets` in one transaction, appending their audit events to `chain`, linked
+    /// under `key`.
+    async fn apply(
+        &self,
+        sets: &[WriteSet],
+        chain: i64,
+        key: &AuditKey,
+    ) -> Result<Vec<WriteOutcome>>;
+    /// Re-links an unkeyed audit log under `key` in one transaction (`exec::relink`),
+    /// committed only if it was re-linked.
+    async fn relink(&self, key: &AuditKey, note: &Relinking) -> Result<Relink>;
     /// Sets `key` unless set; returns its value (one transaction).
     async fn meta_init(&self, key: &str, value: &str) -> Result<String>;
 
@@ -51,6 +63,34 @@ pub(crate) trait Engine: Send + Sync + 'static {
 /// A store on one engine.
 pub struct SqlStore<E> {
     pub(crate) engine: E,
+    /// What every audit link is made with.
+    audit_key: AuditKey,
+    /// Whether the log is known to be keyed: until it is, the store writes nothing, so no
+    /// keyed link ever lands on an unkeyed chain (which could then never be re-linked).
+    keyed: AtomicBool,
+}
+
+impl<E> SqlStore<E> {
+    pub(crate) fn new(engine: E, audit_key: AuditKey) -> Self {
+        Self {
+            engine,
+            audit_key,
+            keyed: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Whether the log is keyed (read from the database until it is, then remembered: a log is
+/// never legitimately unkeyed again).
+async fn is_keyed<E: Engine>(store: &SqlStore<E>) -> Result<bool> {
+    if store.keyed.load(Ordering::Acquire) {
+        return Ok(true);
+    }
+    let keyed = store.meta_get(LINKS_META_KEY).await?.as_deref() == Some(KEYED_LINKS);
+    if keyed {
+        store.keyed.store(true, Ordering::Release);
+    }
+    Ok(keyed)
 }
 
 pub(crate) fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
@@ -373,8 +413,7 @@ impl<E: Engine> Store for SqlStore<E> {
     async fn audit_page(&self, after: (i64, i64), limit: i64) -> Result<Vec<StoredAuditEvent>> {
         self.engine
             .fetch_all(
-                "SELECT * FROM audit_events WHERE chain > $1 OR (chain = $1 AND seq > $2) \
-                 ORDER BY chain, seq LIMIT $3",
+                AUDIT_PAGE,
                 vec![Arg::int(after.0), Arg::int(after.1), Arg::int(limit)],
                 rows::audit_event,
             )
@@ -397,6 +436,26 @@ impl<E: Engine> Store for SqlStore<E> {
     }
 
     async fn apply_as(&self, writer: usize, sets: &[WriteSet]) -> Result<Vec<WriteOutcome>> {
-        self.engine.apply(sets, crate::chain_of(writer)).await
+        if !is_keyed(self).await? {
+            return Err(crate::StoreError::Corrupt(
+                "the audit log is not keyed yet; nothing is written until it is re-linked \
+                 (cardgate does that at start, or `cardgate audit relink`)"
+                    .into(),
+            ));
+        }
+        self.engine
+            .apply(sets, crate::chain_of(writer), &self.audit_key)
+            .await
+    }
+
+    async fn relink_audit(&self, note: &Relinking) -> Result<Relink> {
+        if is_keyed(self).await? {
+            return Ok(Relink::AlreadyKeyed);
+        }
+        let outcome = self.engine.relink(&self.audit_key, note).await?;
+        if !matches!(outcome, Relink::Broken(_)) {
+            self.keyed.store(true, Ordering::Release);
+        }
+        Ok(outcome)
     }
 }

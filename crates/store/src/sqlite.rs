@@ -8,8 +8,10 @@ use crate::sql::{migrator, Engine, Map, SqlStore};
 use crate::write::{WriteOutcome, WriteSet};
 use crate::{Result, StoreError};
 use async_trait::async_trait;
+use cardgate_core::audit::{AuditKey, Relink, Relinking};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::Connection as _;
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -59,17 +61,13 @@ pub type SqliteStore = SqlStore<SqliteEngine>;
 impl SqlStore<SqliteEngine> {
     /// Opens (creating if needed) a SQLite database in WAL mode with `synchronous=FULL`, so a
     /// commit is durable before any response that depends on it leaves.
-    pub async fn connect(url: &str) -> Result<Self> {
+    pub async fn connect(url: &str, audit_key: AuditKey) -> Result<Self> {
         let path = url
             .trim_start_matches("sqlite://")
             .trim_start_matches("sqlite:");
         let path = path.split('?').next().unwrap_or(path);
-        if let Some(dir) = std::path::Path::new(path).parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Database(format!("cannot create {}: {e}", dir.display()))
-                })?;
-            }
+        if !path.is_empty() && path != ":memory:" {
+            create_private(Path::new(path))?;
         }
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
             .create_if_missing(true)
@@ -89,13 +87,51 @@ impl SqlStore<SqliteEngine> {
             let conn = SqliteConnection::connect_with(&read_opts).await?;
             readers.push(Mutex::new(DirectConn::open(conn).await?));
         }
-        Ok(Self {
-            engine: SqliteEngine {
+        Ok(Self::new(
+            SqliteEngine {
                 writer: tokio::sync::Mutex::new(writer),
                 readers,
                 next_reader: AtomicUsize::new(0),
             },
-        })
+            audit_key,
+        ))
+    }
+}
+
+/// Creates the database's folder (`0700`) and file (`0600`) if they do not exist yet, so that
+/// only their owner can read them; SQLite gives the `-wal` and `-shm` files it creates beside
+/// the database the database file's permissions. An empty file is an empty database to
+/// SQLite. Existing folders and files keep their permissions; a database file that others
+/// may read is reported once.
+fn create_private(db: &Path) -> Result<()> {
+    let failed = |what: &Path, e: std::io::Error| {
+        StoreError::Database(format!("cannot create {}: {e}", what.display()))
+    };
+    if let Some(dir) = db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let mut folder = std::fs::DirBuilder::new();
+        folder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut folder, 0o700);
+        folder.create(dir).map_err(|e| failed(dir, e))?;
+    }
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    match file.open(db) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            #[cfg(unix)]
+            if let Ok(meta) = std::fs::metadata(db) {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    tracing::warn!(path = %db.display(), mode = format!("{mode:o}"), "the database file is open to other users; `chmod 600` it (and its -wal and -shm files)");
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(failed(db, e)),
     }
 }
 
@@ -128,12 +164,27 @@ impl Engine for SqliteEngine {
         self.reader().fetch_all(sql, &args, map)
     }
 
-    async fn apply(&self, sets: &[WriteSet], chain: i64) -> Result<Vec<WriteOutcome>> {
+    async fn apply(
+        &self,
+        sets: &[WriteSet],
+        chain: i64,
+        key: &AuditKey,
+    ) -> Result<Vec<WriteOutcome>> {
         let mut writer = self.writer.lock().await;
         let mut tx = writer.begin()?;
-        let outcomes = exec::apply_sets(&mut tx, sets, chain).await?;
+        let outcomes = exec::apply_sets(&mut tx, sets, chain, key).await?;
         tx.commit()?;
         Ok(outcomes)
+    }
+
+    async fn relink(&self, key: &AuditKey, note: &Relinking) -> Result<Relink> {
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin()?;
+        let outcome = exec::relink(&mut tx, key, note).await?;
+        if matches!(outcome, Relink::Relinked { .. }) {
+            tx.commit()?;
+        }
+        Ok(outcome)
     }
 
     async fn meta_init(&self, key: &str, value: &str) -> Result<String> {

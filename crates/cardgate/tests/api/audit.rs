@@ -9,13 +9,13 @@ use serde_json::json;
 const WRONG_SECRET: &str = "acme-backend-wrong-secret-0123456789abcdefg";
 
 /// Tokens issued and used along the way, for leak checks.
-struct Activity {
+pub struct Activity {
     tokens: Vec<String>,
 }
 
 /// A token issued, a wrong secret refused, card tokens minted and redeemed, a spent token
 /// refused, a PIN changed, an Equals token issued and an access token revoked.
-async fn some_activity(app: &TestApp) -> Activity {
+pub async fn some_activity(app: &TestApp) -> Activity {
     let mut tokens = Vec::new();
     let jwt = app.access_token(BACKEND).await;
     let opaque = app.access_token(OPAQUE).await;
@@ -224,4 +224,412 @@ async fn no_audit_event_holds_a_secret_a_token_or_card_data() {
             );
         }
     }
+}
+
+// ---- what someone with only SQL access can do ---------------------------------------------
+
+/// The hash before the first event under the old, unkeyed rule.
+const ZEROS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One stored event, read with plain SQL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    chain: i64,
+    seq: i64,
+    ts_ms: i64,
+    tenant_id: Option<String>,
+    environment: String,
+    actor: String,
+    action: String,
+    outcome: String,
+    subject: String,
+    details: String,
+    prev_hash: String,
+    hash: String,
+}
+
+/// A bound value.
+enum Val<'a> {
+    Int(i64),
+    Text(&'a str),
+}
+
+/// A plain SQL connection to a test database, the access an attacker would have: no
+/// cardgate code in between.
+pub enum Sql {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+macro_rules! event_row {
+    ($r:expr) => {{
+        use sqlx::Row as _;
+        let r = $r;
+        Row {
+            chain: r.get("chain"),
+            seq: r.get("seq"),
+            ts_ms: r.get("ts_ms"),
+            tenant_id: r.get("tenant_id"),
+            environment: r.get("environment"),
+            actor: r.get("actor"),
+            action: r.get("action"),
+            outcome: r.get("outcome"),
+            subject: r.get("subject"),
+            details: r.get("details"),
+            prev_hash: r.get("prev_hash"),
+            hash: r.get("hash"),
+        }
+    }};
+}
+
+macro_rules! bind_all {
+    ($q:expr, $args:expr) => {{
+        let mut q = $q;
+        for a in $args {
+            q = match a {
+                Val::Int(v) => q.bind(*v),
+                Val::Text(v) => q.bind(*v),
+            };
+        }
+        q
+    }};
+}
+
+impl Sql {
+    pub async fn connect(url: &str) -> Sql {
+        if url.starts_with("sqlite:") {
+            Sql::Sqlite(sqlx::SqlitePool::connect(url).await.unwrap())
+        } else {
+            Sql::Postgres(sqlx::PgPool::connect(url).await.unwrap())
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Sql::Sqlite(p) => p.close().await,
+            Sql::Postgres(p) => p.close().await,
+        }
+    }
+
+    /// Runs one statement; how many rows it changed.
+    async fn run(&self, sql: &str, args: &[Val<'_>]) -> u64 {
+        match self {
+            Sql::Sqlite(p) => bind_all!(sqlx::query(sql), args)
+                .execute(p)
+                .await
+                .unwrap()
+                .rows_affected(),
+            Sql::Postgres(p) => bind_all!(sqlx::query(sql), args)
+                .execute(p)
+                .await
+                .unwrap()
+                .rows_affected(),
+        }
+    }
+
+    /// The integers a one-column query returns.
+    async fn ints(&self, sql: &str) -> Vec<i64> {
+        match self {
+            Sql::Sqlite(p) => sqlx::query_scalar(sql).fetch_all(p).await,
+            Sql::Postgres(p) => sqlx::query_scalar(sql).fetch_all(p).await,
+        }
+        .unwrap()
+    }
+
+    /// Every event, in `(chain, seq)` order.
+    pub async fn events(&self) -> Vec<Row> {
+        let sql = "SELECT * FROM audit_events ORDER BY chain, seq";
+        match self {
+            Sql::Sqlite(p) => sqlx::query(sql)
+                .fetch_all(p)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| event_row!(r))
+                .collect(),
+            Sql::Postgres(p) => sqlx::query(sql)
+                .fetch_all(p)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| event_row!(r))
+                .collect(),
+        }
+    }
+
+    /// Every head and the meta table (the rest of what an attacker could change).
+    async fn heads_and_meta(&self) -> (Vec<(i64, i64, String)>, Vec<(String, String)>) {
+        let (heads, meta) = (
+            "SELECT id, seq, hash FROM audit_head ORDER BY id",
+            "SELECT key, value FROM meta ORDER BY key",
+        );
+        match self {
+            Sql::Sqlite(p) => (
+                sqlx::query_as(heads).fetch_all(p).await.unwrap(),
+                sqlx::query_as(meta).fetch_all(p).await.unwrap(),
+            ),
+            Sql::Postgres(p) => (
+                sqlx::query_as(heads).fetch_all(p).await.unwrap(),
+                sqlx::query_as(meta).fetch_all(p).await.unwrap(),
+            ),
+        }
+    }
+}
+
+/// The old, unkeyed link, written out here as an attacker with database access would compute
+/// it (no cardgate code): hex SHA-256 of the length-prefixed previous hash, the sequence number
+/// and timestamp (big-endian), and the length-prefixed text fields.
+fn unkeyed_hash(prev: &str, e: &Row) -> String {
+    let mut buf = Vec::new();
+    let field = |buf: &mut Vec<u8>, s: &str| {
+        buf.extend_from_slice(&(s.len() as u64).to_be_bytes());
+        buf.extend_from_slice(s.as_bytes());
+    };
+    field(&mut buf, prev);
+    buf.extend_from_slice(&e.seq.to_be_bytes());
+    buf.extend_from_slice(&e.ts_ms.to_be_bytes());
+    for f in [
+        e.tenant_id.as_deref().unwrap_or(""),
+        &e.environment,
+        &e.actor,
+        &e.action,
+        &e.outcome,
+        &e.subject,
+        &e.details,
+    ] {
+        field(&mut buf, f);
+    }
+    data_encoding::HEXLOWER.encode(ring::digest::digest(&ring::digest::SHA256, &buf).as_ref())
+}
+
+/// Re-links `chain` from event `from` on with the old rule (after the stored hash of the event
+/// before it, or the all-zero genesis), and moves its head to the result.
+async fn rewrite_unkeyed(db: &Sql, chain: i64, from: i64) {
+    let events: Vec<Row> = db
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.chain == chain)
+        .collect();
+    let mut prev = events
+        .iter()
+        .find(|e| e.seq == from - 1)
+        .map_or(ZEROS.to_string(), |e| e.hash.clone());
+    let mut last = from - 1;
+    for e in events.iter().filter(|e| e.seq >= from) {
+        let hash = unkeyed_hash(&prev, e);
+        db.run(
+            "UPDATE audit_events SET prev_hash = $1, hash = $2 WHERE chain = $3 AND seq = $4",
+            &[
+                Val::Text(&prev),
+                Val::Text(&hash),
+                Val::Int(chain),
+                Val::Int(e.seq),
+            ],
+        )
+        .await;
+        (prev, last) = (hash, e.seq);
+    }
+    db.run(
+        "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = $3",
+        &[Val::Int(last), Val::Text(&prev), Val::Int(chain)],
+    )
+    .await;
+}
+
+/// Turns a database's log into one written before keyed links: every chain linked with the
+/// old rule from the all-zero genesis, and no record of the keyed format.
+pub async fn make_unkeyed(db: &Sql) {
+    for chain in db.ints("SELECT id FROM audit_head ORDER BY id").await {
+        rewrite_unkeyed(db, chain, 1).await;
+    }
+    db.run("DELETE FROM meta WHERE key = 'audit_links'", &[])
+        .await;
+}
+
+/// The first refusal in chain 1: an event whose outcome a cover-up would change.
+async fn first_refusal(db: &Sql) -> i64 {
+    db.ints("SELECT MIN(seq) FROM audit_events WHERE chain = 1 AND outcome <> 'ok'")
+        .await[0]
+}
+
+/// Asserts that `relinked` is `unkeyed` with every link remade, followed by the one event
+/// that records the re-link.
+pub fn assert_relinked(unkeyed: &[Row], relinked: &[Row]) {
+    assert_eq!(
+        relinked.len(),
+        unkeyed.len() + 1,
+        "one event records the re-link"
+    );
+    let record = relinked
+        .iter()
+        .find(|e| !unkeyed.iter().any(|u| (u.chain, u.seq) == (e.chain, e.seq)))
+        .unwrap();
+    assert_eq!(
+        (record.action.as_str(), record.outcome.as_str()),
+        ("audit.relinked", "ok")
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&record.details).unwrap()["events"],
+        unkeyed.len()
+    );
+    for old in unkeyed {
+        let new = relinked
+            .iter()
+            .find(|e| (e.chain, e.seq) == (old.chain, old.seq))
+            .unwrap();
+        let content = |e: &Row| Row {
+            prev_hash: String::new(),
+            hash: String::new(),
+            ..e.clone()
+        };
+        assert_eq!(content(old), content(new), "the re-link changes links only");
+        assert_ne!(
+            old.hash, new.hash,
+            "event {} of chain {} re-linked",
+            old.seq, old.chain
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_log_rewritten_with_only_sql_access_fails_audit_verify() {
+    enum Rewrite {
+        EditThenRelink,
+        ResetChain,
+    }
+    let cases = [
+        (
+            "an event's details edited, its link and every later one recomputed with the unkeyed rule, the head moved",
+            Rewrite::EditThenRelink,
+        ),
+        (
+            "chain 1 emptied and its head set back to the all-zero genesis",
+            Rewrite::ResetChain,
+        ),
+    ];
+    for (what, rewrite) in cases {
+        let app = TestApp::spawn().await;
+        some_activity(&app).await;
+        assert!(verified_audit_count(&app.database_url, &app.master_key).await > 4);
+
+        let db = Sql::connect(&app.database_url).await;
+        match rewrite {
+            Rewrite::EditThenRelink => {
+                let seq = first_refusal(&db).await;
+                let edited = db
+                    .run(
+                        "UPDATE audit_events SET outcome = 'ok', details = '{}' WHERE chain = 1 AND seq = $1",
+                        &[Val::Int(seq)],
+                    )
+                    .await;
+                assert_eq!(edited, 1, "{what}");
+                rewrite_unkeyed(&db, 1, seq).await;
+            }
+            Rewrite::ResetChain => {
+                db.run("DELETE FROM audit_events WHERE chain = 1", &[])
+                    .await;
+                db.run(
+                    "UPDATE audit_head SET seq = 0, hash = $1 WHERE id = 1",
+                    &[Val::Text(ZEROS)],
+                )
+                .await;
+            }
+        }
+        db.close().await;
+
+        let out = cardgate_on(&app, &["audit", "verify"]).await;
+        assert!(!out.success, "{what}: verify passed\n{out:?}");
+        assert!(out.stderr.contains("audit chain broken"), "{what}\n{out:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_unkeyed_log_is_relinked_when_serve_starts_and_then_verifies() {
+    let app = TestApp::spawn().await;
+    some_activity(&app).await;
+    let db = Sql::connect(&app.database_url).await;
+    make_unkeyed(&db).await;
+    let unkeyed = db.events().await;
+
+    let server = crate::cli::ServeChild::start(&app.database_url, &app.master_key, &[]).await;
+    let relinked = db.events().await;
+    assert!(
+        server.stderr().contains("re-linked under the audit key"),
+        "{}",
+        server.stderr()
+    );
+    drop(server);
+    db.close().await;
+    assert_relinked(&unkeyed, &relinked);
+    assert_eq!(
+        verified_audit_count(&app.database_url, &app.master_key).await,
+        relinked.len() as i64
+    );
+}
+
+#[tokio::test]
+async fn audit_relink_relinks_an_unkeyed_log_once() {
+    let app = TestApp::spawn().await;
+    some_activity(&app).await;
+    let db = Sql::connect(&app.database_url).await;
+    make_unkeyed(&db).await;
+    let unkeyed = db.events().await;
+
+    let out = cardgate_on(&app, &["audit", "relink"]).await;
+    assert!(out.success, "{out:?}");
+    assert!(
+        out.stdout
+            .contains(&format!("re-linked {} events", unkeyed.len())),
+        "{out:?}"
+    );
+    assert_relinked(&unkeyed, &db.events().await);
+    let again = cardgate_on(&app, &["audit", "relink"]).await;
+    assert!(again.success, "{again:?}");
+    assert!(again.stdout.contains("already keyed"), "{again:?}");
+    db.close().await;
+    assert_eq!(
+        verified_audit_count(&app.database_url, &app.master_key).await,
+        unkeyed.len() as i64 + 1
+    );
+}
+
+#[tokio::test]
+async fn a_broken_unkeyed_log_is_never_relinked_and_serve_refuses_to_start_naming_the_break() {
+    let app = TestApp::spawn().await;
+    some_activity(&app).await;
+    let db = Sql::connect(&app.database_url).await;
+    make_unkeyed(&db).await;
+    let seq = first_refusal(&db).await;
+    db.run(
+        "UPDATE audit_events SET outcome = 'ok' WHERE chain = 1 AND seq = $1",
+        &[Val::Int(seq)],
+    )
+    .await;
+    let before = (db.events().await, db.heads_and_meta().await);
+
+    let listen = format!("127.0.0.1:{}", crate::cli::free_port());
+    let serve = cardgate_on(&app, &["serve", "--listen", &listen]).await;
+    let relink = cardgate_on(&app, &["audit", "relink"]).await;
+    let verify = cardgate_on(&app, &["audit", "verify"]).await;
+    for (command, out) in [
+        ("serve", serve),
+        ("audit relink", relink),
+        ("audit verify", verify),
+    ] {
+        assert!(
+            !out.success,
+            "{command} accepted a broken unkeyed log\n{out:?}"
+        );
+        assert!(
+            out.stderr.contains(&format!("chain 1, event {seq}"))
+                && out.stderr.contains("not re-linked"),
+            "{command} does not name the break\n{out:?}"
+        );
+    }
+    assert_eq!(
+        (db.events().await, db.heads_and_meta().await),
+        before,
+        "nothing was re-linked"
+    );
 }

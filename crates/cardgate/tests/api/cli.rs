@@ -286,6 +286,17 @@ async fn help_lists_every_command() {
             "--help does not list {command}: {out:?}"
         );
     }
+    let audit = cardgate(&["audit", "--help"]).await;
+    assert!(audit.success, "{audit:?}");
+    for command in ["verify", "relink"] {
+        assert!(
+            audit
+                .stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with(command)),
+            "audit --help does not list {command}: {audit:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -310,12 +321,7 @@ async fn importing_the_same_file_twice_changes_nothing_the_second_time() {
         events,
         "a no-op import must not add audit events"
     );
-    let tenants = cardgate_store::connect(&db)
-        .await
-        .unwrap()
-        .load_tenants()
-        .await
-        .unwrap();
+    let tenants = open_store(&db, &key).await.load_tenants().await.unwrap();
     assert_eq!(tenants.len(), 4);
 }
 
@@ -407,12 +413,7 @@ async fn a_bad_import_file_is_refused_as_a_whole_naming_the_field() {
             !out.stderr.contains("4012888888881881") && !out.stderr.contains("9753"),
             "{what}: the refusal repeats card data\n{out:?}"
         );
-        let tenants = cardgate_store::connect(&db)
-            .await
-            .unwrap()
-            .load_tenants()
-            .await
-            .unwrap();
+        let tenants = open_store(&db, &key).await.load_tenants().await.unwrap();
         assert!(
             tenants.is_empty(),
             "{what}: the import wrote {} tenant(s)",
@@ -911,4 +912,42 @@ async fn card_add_puts_a_working_card_in_a_running_apps_tenant_and_refuses_bad_o
     );
     let out = cardgate_on(&app, &["card", "add", "--tenant", "nope", &file]).await;
     assert!(!out.success && out.stderr.contains("tenant"), "{out:?}");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_data_folder_and_its_database_files_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("state").join("cardgate");
+    let db = format!("sqlite://{}/x.db", data.display());
+    let file = write_json(
+        dir.path(),
+        "small.json",
+        &json!({"tenants": [small_tenant("solo")]}),
+    );
+
+    // An import into a folder that does not exist yet, without a master key (sandbox).
+    let out = cardgate(&["--database-url", &db, "import", &file]).await;
+    assert!(out.success, "{out:?}");
+    for folder in [dir.path().join("state"), data.clone()] {
+        assert_eq!(mode(&folder), 0o700, "{}", folder.display());
+    }
+    for name in ["x.db", "master.key"] {
+        assert_eq!(mode(&data.join(name)), 0o600, "{name}");
+    }
+
+    // A running server has the write-ahead log and its index open beside the database.
+    let key = std::fs::read_to_string(data.join("master.key")).unwrap();
+    let server = ServeChild::start(&db, key.trim(), &[]).await;
+    for name in ["x.db", "x.db-wal", "x.db-shm"] {
+        assert_eq!(mode(&data.join(name)), 0o600, "{name}\n{}", server.stderr());
+    }
 }

@@ -195,6 +195,14 @@ pub async fn fresh_postgres_db(admin_url: &str) -> String {
     format!("{base}/{name}")
 }
 
+/// The store at `database_url`, its audit links made under `master_key`'s audit key.
+pub async fn open_store(database_url: &str, master_key: &str) -> Arc<dyn cardgate_store::Store> {
+    let audit_key = MasterKey::parse(master_key).unwrap().audit_key();
+    cardgate_store::connect(database_url, audit_key)
+        .await
+        .unwrap()
+}
+
 pub enum Db {
     Sqlite,
     Postgres(String),
@@ -275,7 +283,7 @@ impl TestApp {
         env: Environment,
         dir: tempfile::TempDir,
     ) -> TestApp {
-        let store = cardgate_store::connect(database_url).await.unwrap();
+        let store = open_store(database_url, master_key).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let settings = Settings {

@@ -413,3 +413,30 @@ async fn a_version_3_postgresql_database_migrates_its_rows_to_the_environments_o
     migration::a_version_3_database_migrates_its_rows_to_the_environments_of_their_tokens(&url)
         .await;
 }
+
+#[tokio::test]
+async fn an_unkeyed_log_is_relinked_once_by_replicas_starting_together_and_then_verifies() {
+    use crate::audit::{assert_relinked, make_unkeyed, some_activity, Sql};
+    let Some(app) = spawn_on_postgres().await else {
+        return;
+    };
+    some_activity(&app).await;
+    let db = Sql::connect(&app.database_url).await;
+    make_unkeyed(&db).await;
+    let unkeyed = db.events().await;
+
+    // Both re-link at start; the heads' locks let exactly one of them do it.
+    let (a, b) = tokio::join!(
+        app.replica(Environment::Sandbox),
+        app.replica(Environment::Sandbox)
+    );
+    assert_relinked(&unkeyed, &db.events().await);
+    let n = unkeyed.len() as i64 + 1;
+    assert_eq!(a.svc.verify_audit().await.unwrap(), Ok(n));
+    // Both go on appending keyed links.
+    for r in [&a, &b] {
+        r.access_token(OPAQUE).await;
+    }
+    assert_eq!(b.svc.verify_audit().await.unwrap(), Ok(n + 2));
+    db.close().await;
+}

@@ -2,7 +2,7 @@
 //! `CARDGATE_TEST_POSTGRES_URL` is set (required in CI).
 
 use crate::helpers::{fresh_postgres_db, postgres_admin_url};
-use cardgate_core::audit::{AuditEvent, LogVerifier};
+use cardgate_core::audit::{AuditEvent, AuditKey, LinkRule, LogVerifier, Relink, Relinking};
 use cardgate_core::ids::MfaSessionId;
 use cardgate_core::mfa::{Channel, MfaSession};
 use cardgate_core::model::{
@@ -40,6 +40,27 @@ fn tenant() -> Tenant {
         },
         webhook_secret_enc: Some(vec![1, 2, 3]),
     }
+}
+
+/// The audit key of the stores these tests open.
+fn audit_key() -> AuditKey {
+    AuditKey::new(&[7; 32])
+}
+
+/// The store at `url`, its (new) audit log keyed so that it can write.
+async fn keyed_store(url: &str) -> Arc<dyn Store> {
+    let store = cardgate_store::connect(url, audit_key()).await.unwrap();
+    let note = Relinking {
+        ts_ms: 1,
+        environment: "sandbox".into(),
+        actor: "test".into(),
+    };
+    assert_eq!(
+        store.relink_audit(&note).await.unwrap(),
+        Relink::Relinked { events: 0 },
+        "a new database's empty log is keyed"
+    );
+    store
 }
 
 fn audit(action: &str) -> Write {
@@ -1021,9 +1042,7 @@ async fn logged(store: &Arc<dyn Store>) -> i64 {
 #[tokio::test]
 async fn the_sqlite_store_keeps_the_store_contract() {
     let dir = tempfile::tempdir().unwrap();
-    let store = cardgate_store::connect(&format!("sqlite://{}/s.db", dir.path().display()))
-        .await
-        .unwrap();
+    let store = keyed_store(&format!("sqlite://{}/s.db", dir.path().display())).await;
     assert_eq!(store.backend(), "sqlite");
     contract(store).await;
 }
@@ -1033,9 +1052,7 @@ async fn the_postgres_store_keeps_the_store_contract() {
     let Some(admin) = postgres_admin_url() else {
         return;
     };
-    let store = cardgate_store::connect(&fresh_postgres_db(&admin).await)
-        .await
-        .unwrap();
+    let store = keyed_store(&fresh_postgres_db(&admin).await).await;
     assert_eq!(store.backend(), "postgres");
     contract(store).await;
 }
@@ -1047,7 +1064,7 @@ async fn verify_all(
     page: i64,
 ) -> Result<i64, cardgate_core::audit::ChainBreak> {
     let heads = store.audit_heads().await.unwrap();
-    let mut v = LogVerifier::new(heads.clone());
+    let mut v = LogVerifier::new(heads.clone(), LinkRule::Keyed(audit_key()));
     let mut after = (0, 0);
     loop {
         let events = store.audit_page(after, page).await.unwrap();
@@ -1068,8 +1085,8 @@ async fn two_postgres_replicas_appending_to_one_audit_chain_keep_it_intact() {
     // Two stores on one database, both as writer 0 (chain 1): each one's remembered head of
     // the chain goes stale whenever the other appends.
     let url = fresh_postgres_db(&admin).await;
-    let a = cardgate_store::connect(&url).await.unwrap();
-    let b = cardgate_store::connect(&url).await.unwrap();
+    let a = keyed_store(&url).await;
+    let b = cardgate_store::connect(&url, audit_key()).await.unwrap();
     let one = |action: &str| vec![WriteSet::of(vec![audit(action), audit(action)])];
     a.apply_as(0, &one("a1")).await.unwrap();
     b.apply_as(0, &one("b1")).await.unwrap();
@@ -1096,7 +1113,7 @@ async fn two_postgres_replicas_appending_to_one_audit_chain_keep_it_intact() {
 #[tokio::test]
 async fn an_unknown_database_url_is_refused() {
     assert!(matches!(
-        cardgate_store::connect("mysql://x").await,
+        cardgate_store::connect("mysql://x", audit_key()).await,
         Err(cardgate_store::StoreError::UnsupportedUrl)
     ));
 }
@@ -1105,12 +1122,33 @@ async fn an_unknown_database_url_is_refused() {
 async fn migrations_run_once_and_a_second_start_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/m.db", dir.path().display());
-    let first = cardgate_store::connect(&url).await.unwrap();
+    let first = keyed_store(&url).await;
     first
         .apply(&[WriteSet::of(vec![Write::UpsertTenant(tenant())])])
         .await
         .unwrap();
     drop(first);
-    let second = cardgate_store::connect(&url).await.unwrap();
+    let second = cardgate_store::connect(&url, audit_key()).await.unwrap();
     assert_eq!(second.load_tenants().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_store_writes_nothing_until_its_audit_log_is_keyed() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/k.db", dir.path().display());
+    let unkeyed = cardgate_store::connect(&url, audit_key()).await.unwrap();
+    let set = || {
+        vec![WriteSet::of(vec![
+            Write::UpsertTenant(tenant()),
+            audit("setup"),
+        ])]
+    };
+    assert!(unkeyed.apply(&set()).await.is_err());
+    assert!(unkeyed.load_tenants().await.unwrap().is_empty());
+    let keyed = keyed_store(&url).await;
+    keyed.apply(&set()).await.unwrap();
+    assert_eq!(verify_all(&keyed, 10).await, Ok(1));
+    // The first store sees the log keyed now.
+    unkeyed.apply(&set()).await.unwrap();
+    assert_eq!(verify_all(&keyed, 10).await, Ok(2));
 }

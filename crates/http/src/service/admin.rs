@@ -6,7 +6,7 @@ use super::cards::{totp_aad, vault_aad};
 use super::keys::{new_data_key_row, new_signing_key_row};
 use super::webhook::webhook_secret_aad;
 use super::{Service, ServiceError};
-use cardgate_core::audit::{ChainBreak, LogVerifier};
+use cardgate_core::audit::{ChainBreak, LinkRule, LogVerifier, KEYED_LINKS, LINKS_META_KEY};
 use cardgate_core::cards::CardSecrets;
 use cardgate_core::import::{CardPlan, ImportError, ImportPlan};
 use cardgate_core::model::ClientSettings;
@@ -656,9 +656,14 @@ impl Service {
         Ok((version, resealed))
     }
 
-    /// Walks every audit chain. Returns the number of events, or where a chain breaks.
+    /// Walks every audit chain, accepting only links made under the audit key. Returns the
+    /// number of events, or where a chain breaks (a log not recorded as keyed fails too).
     pub async fn verify_audit(&self) -> Result<Result<i64, ChainBreak>, ServiceError> {
-        let mut verifier = LogVerifier::new(self.store.audit_heads().await?);
+        if self.store.meta_get(LINKS_META_KEY).await?.as_deref() != Some(KEYED_LINKS) {
+            return Ok(Err(ChainBreak::NotKeyed));
+        }
+        let rule = LinkRule::Keyed(self.master().audit_key());
+        let mut verifier = LogVerifier::new(self.store.audit_heads().await?, rule);
         let mut after = (0, 0);
         loop {
             let page = self.store.audit_page(after, 1000).await?;

@@ -2,6 +2,7 @@
 //! the ES256 signing keys. Rotated signing keys stay published until every token they signed has expired.
 
 use super::ServiceError;
+use cardgate_core::audit::AuditKey;
 use cardgate_core::tokens::MAX_SIGNED_TOKEN_TTL_SECONDS;
 use cardgate_core::{Environment, TenantId};
 use cardgate_jose::aead::AeadKey;
@@ -47,6 +48,14 @@ impl MasterKey {
     /// A key derived for one purpose (HMAC-SHA256 as a PRF).
     pub fn derive(&self, purpose: &str) -> [u8; 32] {
         hmac_sha256(self.0.bytes(), purpose.as_bytes())
+    }
+
+    /// The key every audit link is made with: only a holder of the master key can write (or
+    /// rewrite) a chain that `audit verify` accepts.
+    pub fn audit_key(&self) -> AuditKey {
+        AuditKey::new(&zeroize::Zeroizing::new(
+            self.derive("cardgate audit chain key v1"),
+        ))
     }
 
     pub fn seal(&self, aad: &str, plaintext: &[u8]) -> Result<Vec<u8>, ServiceError> {

@@ -12,7 +12,7 @@ pub mod oauth;
 pub mod webhook;
 
 use crate::metrics::Metrics;
-use cardgate_core::audit::AuditEvent;
+use cardgate_core::audit::{AuditEvent, Relink, Relinking};
 use cardgate_core::cards::{MintRefusal, Redemption};
 use cardgate_core::mfa::MfaCheck;
 use cardgate_core::secret::SecretHash;
@@ -151,13 +151,18 @@ pub struct Service {
 }
 
 impl Service {
-    /// Opens the service on `store`: checks the master key, ensures a signing key exists for
-    /// this environment and loads the directory.
-    pub async fn start(
-        store: Arc<dyn Store>,
-        master: MasterKey,
-        settings: Settings,
-    ) -> Result<Arc<Self>, ServiceError> {
+    /// Readies a database for `master`, before anything else touches it: checks that the
+    /// master key is this database's (recording it in a new one), then makes sure the audit
+    /// log is keyed, re-linking under the audit key a log that predates keyed links. A log
+    /// that does not verify as it is under the old rule is refused, naming where it breaks,
+    /// and nothing is re-linked (nor written after). Returns how many events were re-linked
+    /// now, if any were; `actor` records who did it.
+    pub async fn prepare(
+        store: &dyn Store,
+        master: &MasterKey,
+        env: Environment,
+        actor: &str,
+    ) -> Result<Option<i64>, ServiceError> {
         let stored = store
             .meta_init("master_key_check", &master.check_value())
             .await?;
@@ -165,6 +170,37 @@ impl Service {
             return Err(ServiceError::Internal(
                 "the master key does not match the one this database was created with".into(),
             ));
+        }
+        let note = Relinking {
+            ts_ms: Clock::default().now_ms(),
+            environment: env.as_str().to_string(),
+            actor: actor.to_string(),
+        };
+        match store.relink_audit(&note).await? {
+            Relink::AlreadyKeyed => Ok(None),
+            Relink::Relinked { events } => Ok(Some(events)),
+            Relink::Broken(b) => Err(ServiceError::Conflict(format!(
+                "the database records no keyed audit links, and its audit log does not verify \
+                 under the old unkeyed rule: {b}. It was not re-linked, and cardgate writes \
+                 nothing to this database until it is (see the README, Security model)"
+            ))),
+        }
+    }
+
+    /// Opens the service on `store`: readies the database ([`Service::prepare`]), ensures a
+    /// signing key exists for this environment and loads the directory.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        master: MasterKey,
+        settings: Settings,
+    ) -> Result<Arc<Self>, ServiceError> {
+        let relinked =
+            Self::prepare(store.as_ref(), &master, settings.environment, "system").await?;
+        if let Some(events) = relinked.filter(|n| *n > 0) {
+            tracing::warn!(
+                events,
+                "the audit log predated keyed links: verified as it was and re-linked under the audit key"
+            );
         }
         let clock = Clock::default();
         let now = clock.now_ms();
