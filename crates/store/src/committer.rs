@@ -110,6 +110,11 @@ impl Committer {
         Self { tx }
     }
 
+    /// How many write sets wait for a writer (not counting the batches being applied).
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Queues `set` and waits until it is committed (or refused by its guard).
     pub async fn submit(&self, set: WriteSet) -> Result<WriteOutcome> {
         let (reply, rx) = oneshot::channel();

@@ -4,6 +4,7 @@
 use cardgate_core::Environment;
 use cardgate_http::service::keys::MasterKey;
 use cardgate_http::service::{Service, Settings};
+use cardgate_store::Store;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use std::io::Write;
@@ -223,6 +224,20 @@ impl TestApp {
     }
 
     pub async fn spawn_on(db: Db, env: Environment, webhook: Option<&str>) -> TestApp {
+        Self::spawn_with(db, env, webhook, |store| store).await
+    }
+
+    /// A sandbox server on SQLite whose store is `wrap` around the real one (fault injection).
+    pub async fn spawn_wrapped(wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>) -> TestApp {
+        Self::spawn_with(Db::Sqlite, Environment::Sandbox, None, wrap).await
+    }
+
+    async fn spawn_with(
+        db: Db,
+        env: Environment,
+        webhook: Option<&str>,
+        wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+    ) -> TestApp {
         init_logs();
         let dir = tempfile::tempdir().unwrap();
         let database_url = match db {
@@ -231,7 +246,8 @@ impl TestApp {
         };
         let master = MasterKey::generate().unwrap();
         let master_key = master.to_base64();
-        let app = Self::start(&database_url, &master_key, env, dir).await;
+        let store = wrap(cardgate_store::connect(&database_url).await.unwrap());
+        let app = Self::start_on(store, &database_url, &master_key, env, dir).await;
         let plan =
             cardgate_core::import::parse(fixture(webhook).to_string().as_bytes(), app.svc.now_ms())
                 .unwrap();
@@ -257,6 +273,16 @@ impl TestApp {
         dir: tempfile::TempDir,
     ) -> TestApp {
         let store = cardgate_store::connect(database_url).await.unwrap();
+        Self::start_on(store, database_url, master_key, env, dir).await
+    }
+
+    async fn start_on(
+        store: Arc<dyn Store>,
+        database_url: &str,
+        master_key: &str,
+        env: Environment,
+        dir: tempfile::TempDir,
+    ) -> TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let settings = Settings {
