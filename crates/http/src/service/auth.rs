@@ -1,7 +1,7 @@
 //! Who is calling: client authentication by id + secret (Basic or form), by API key, or by
 //! a Bearer access token. Secrets are compared as SHA-256 digests in constant time.
 
-use super::Service;
+use super::{Service, ServiceError};
 use cardgate_core::scope::ScopeSet;
 use cardgate_core::secret::SecretHash;
 use cardgate_core::Client;
@@ -78,20 +78,16 @@ impl Service {
         }
     }
 
-    /// A Bearer access token from `/oauth2/token` or Fiserv, with its granted scopes.
-    pub async fn authenticate_access_token(&self, token: &str) -> Result<Principal, AuthFailure> {
-        let access = self
-            .verify_access_token(token)
-            .await
-            .map_err(|_| AuthFailure::InvalidToken)?;
+    /// A Bearer access token from `/oauth2/token` or Fiserv, with its granted scopes. A store
+    /// that cannot look the token up is [`ServiceError::Unavailable`], never an invalid token.
+    pub async fn authenticate_access_token(&self, token: &str) -> Result<Principal, ServiceError> {
+        let invalid = || ServiceError::Auth(AuthFailure::InvalidToken);
+        let access = self.verify_access_token(token).await?.ok_or_else(invalid)?;
         let snap = self.snapshot();
-        let client = snap
-            .clients
-            .get(&access.client_id)
-            .ok_or(AuthFailure::InvalidToken)?;
-        let client = self.usable(client).map_err(|_| AuthFailure::InvalidToken)?;
+        let client = snap.clients.get(&access.client_id).ok_or_else(invalid)?;
+        let client = self.usable(client).map_err(|_| invalid())?;
         if client.tenant_id.as_str() != access.tenant_id {
-            return Err(AuthFailure::InvalidToken);
+            return Err(invalid());
         }
         Ok(Principal {
             client,

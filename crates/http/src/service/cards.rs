@@ -134,8 +134,7 @@ impl Service {
             }
         }
         let card = self
-            .store
-            .get_card(tenant, card_id)
+            .read(self.store.get_card(tenant, card_id))
             .await?
             .ok_or(ServiceError::NotFound("card"))?;
         Ok((self.hot.put_card(card), false))
@@ -167,7 +166,7 @@ impl Service {
         for fresh in [false, true] {
             let (card, remembered) = match self.card_of(&tenant_id, card_id, !fresh).await {
                 Ok(c) => c,
-                Err(e) => {
+                Err(e @ ServiceError::NotFound(_)) => {
                     self.audit_refusal(
                         Some(&tenant_id),
                         actor,
@@ -178,6 +177,7 @@ impl Service {
                     .await;
                     return Err(e);
                 }
+                Err(e) => return Err(e),
             };
             let mismatch = input
                 .account_hint
@@ -344,7 +344,7 @@ impl Service {
         let Ok(sid) = MfaSessionId::parse(session_id) else {
             return Err(ServiceError::Mfa(MfaCheck::NotApplicable));
         };
-        let session = match self.store.get_mfa_session(&sid).await? {
+        let session = match self.read(self.store.get_mfa_session(&sid)).await? {
             Some(s) if &s.tenant_id == tenant_id => s,
             _ => {
                 self.audit_refusal(
@@ -420,7 +420,7 @@ impl Service {
         tenant: &TenantId,
         person: &PersonId,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, ServiceError> {
-        let Some(p) = self.store.get_person(tenant, person).await? else {
+        let Some(p) = self.read(self.store.get_person(tenant, person)).await? else {
             return Ok(None);
         };
         self.ensure_data_key(tenant, p.key_version).await?;
@@ -480,7 +480,10 @@ impl Service {
             .await;
             return Err(ServiceError::NotFound("person"));
         }
-        let Some(person) = self.store.get_person(&tenant_id, person_id).await? else {
+        let Some(person) = self
+            .read(self.store.get_person(&tenant_id, person_id))
+            .await?
+        else {
             self.audit_refusal(
                 Some(&tenant_id),
                 actor,
@@ -598,7 +601,7 @@ impl Service {
                 }
             }
         }
-        let Some(ctx) = self.store.get_redemption(&presented.id).await? else {
+        let Some(ctx) = self.read(self.store.get_redemption(&presented.id)).await? else {
             return Ok(None);
         };
         if !usable(&ctx.token) {
@@ -791,7 +794,7 @@ impl Service {
                 WriteOutcome::Refused(1) => {
                     // Lost a race: classify from the current state (another use, or a revocation).
                     self.hot.forget_token(&id);
-                    let now_record = match self.store.get_card_token(&id).await? {
+                    let now_record = match self.read(self.store.get_card_token(&id)).await? {
                         Some(r) => r,
                         None => (*record).clone(),
                     };
