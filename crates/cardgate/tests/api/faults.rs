@@ -50,12 +50,12 @@ pub enum Outage {
 
 /// The error of a database that cannot be reached.
 pub fn unreachable() -> StoreError {
-    StoreError::Database("injected: the database cannot be reached".into())
+    StoreError::Unavailable("injected: the database cannot be reached".into())
 }
 
 /// The error of a `COMMIT` whose answer was lost.
 pub fn lost_commit() -> StoreError {
-    StoreError::Database("injected: the connection was lost during COMMIT".into())
+    StoreError::CommitUnknown("injected: the connection was lost during COMMIT".into())
 }
 
 /// The error of a statement that failed (its transaction rolled back).
@@ -294,8 +294,10 @@ impl Batch {
                 json!({"operations": ["VIEW_CARD"], "max_uses": 3}),
             )
             .await;
+        // On another card: a PIN change re-seals its card, and a set decided on the card as it
+        // was would then (rightly) not apply in the same batch.
         let set_pin = app
-            .card_token(BACKEND, CARD, json!({"operations": ["SET_PIN"]}))
+            .card_token(BACKEND, CARD_BOB, json!({"operations": ["SET_PIN"]}))
             .await;
         Batch {
             single,
@@ -326,16 +328,16 @@ impl Batch {
             })
         };
         faulty.holding().await;
-        let url = |p: &str| app.url(&format!("/v1/cards/{CARD}/{p}"));
+        let url = |card: &str, p: &str| app.url(&format!("/v1/cards/{card}/{p}"));
         let requests = vec![
-            app.http.get(url("details")).bearer_auth(&self.single),
-            app.http.get(url("details")).bearer_auth(&self.triple),
+            app.http.get(url(CARD, "details")).bearer_auth(&self.single),
+            app.http.get(url(CARD, "details")).bearer_auth(&self.triple),
             app.http
-                .put(url("pin"))
+                .put(url(CARD_BOB, "pin"))
                 .bearer_auth(&self.set_pin)
                 .json(&json!({"pin": NEW_PIN})),
             app.http
-                .post(url("tokens"))
+                .post(url(CARD, "tokens"))
                 .basic_auth(BACKEND.0, Some(BACKEND.1))
                 .json(&json!({"operations": ["VIEW_CARD"]})),
         ];
@@ -363,12 +365,12 @@ impl Batch {
 
 const NEW_PIN: &str = "135790";
 
-/// The card's PIN, read with a fresh GET_PIN token.
+/// Bob's card's PIN, read with a fresh GET_PIN token.
 async fn current_pin(app: &TestApp) -> Value {
     let token = app
-        .card_token(BACKEND, CARD, json!({"operations": ["GET_PIN"]}))
+        .card_token(BACKEND, CARD_BOB, json!({"operations": ["GET_PIN"]}))
         .await;
-    let (status, body) = status_and_json(app.get_pin(&token, CARD).await).await;
+    let (status, body) = status_and_json(app.get_pin(&token, CARD_BOB).await).await;
     assert_eq!(status, 200, "{body}");
     body["pin"].clone()
 }
@@ -380,7 +382,8 @@ async fn a_commit_whose_outcome_is_unknown_is_answered_503_and_never_applied_twi
     let before = card_tokens_stored(&app).await;
 
     let (held, answers) = batch.send(&app, &faulty, Fault::LostCommit).await;
-    assert_eq!(held.status(), 201, "the held mint itself commits");
+    let (status, body) = status_and_json(held).await;
+    assert_eq!(status, 201, "the held mint itself commits: {body}");
     let what = [
         "single-use redemption",
         "3-use redemption",

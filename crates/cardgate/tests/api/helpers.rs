@@ -55,6 +55,11 @@ pub const TEST_TIMEOUTS: cardgate_http::Timeouts = cardgate_http::Timeouts {
     shutdown: std::time::Duration::from_secs(1),
 };
 
+/// How long a test server's requests wait for the store before answering 503. Longer than
+/// the production bound (`service::STORE_WAIT`, 1 s): on a loaded test machine an fsync can
+/// take that long, and only the outage tests are about that bound (they set it back).
+pub const TEST_STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The fixture: tenants acme (no step-up), other, stepup (VIEW_CARD needs MFA) and slow
 /// (2 token requests a minute).
 pub fn fixture(webhook_url: Option<&str>) -> Value {
@@ -292,6 +297,7 @@ impl TestApp {
         let svc = Service::start(store, MasterKey::parse(master_key).unwrap(), settings)
             .await
             .unwrap();
+        svc.set_store_wait(TEST_STORE_WAIT);
         svc.spawn_pollers(std::time::Duration::from_millis(200));
         let router = cardgate_http::router(svc.clone());
         tokio::spawn(cardgate_http::serve(
