@@ -286,9 +286,11 @@ async fn open(common: &Common, public_url: String) -> Result<Arc<Service>, Strin
         environment: common.environment.into(),
         public_url,
     };
-    Service::start(store, master, settings)
+    let svc = Service::start(store, master, settings)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    svc.set_store_wait(cardgate_http::service::COMMAND_STORE_WAIT);
+    Ok(svc)
 }
 
 pub async fn run(cli: Cli) -> Result<(), String> {
@@ -473,6 +475,8 @@ async fn serve(common: &Common, args: ServeArgs) -> Result<(), String> {
         import(&svc, DEMO.as_bytes()).await?;
         print_demo(&public_url);
     }
+    // Requests wait for the store at most this long, then answer 503.
+    svc.set_store_wait(cardgate_http::service::STORE_WAIT);
     svc.spawn_pollers(Duration::from_secs(1));
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, environment = %svc.env(), backend = svc.store.backend(), "cardgate is listening");

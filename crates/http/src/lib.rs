@@ -27,6 +27,7 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// lists agree.
 pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
+    ("get", "/readyz"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
     ("post", "/oauth2/token"),
@@ -49,6 +50,7 @@ pub fn router(svc: Arc<Service>) -> Router {
     use native::{cards, oauth};
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi))
         .route("/oauth2/token", post(oauth::token))
@@ -131,8 +133,29 @@ async fn track(State(svc): State<Arc<Service>>, req: Request, next: Next) -> Res
     res
 }
 
+/// Liveness: the process answers. It never looks at the store.
 async fn healthz() -> Response {
     Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+/// Readiness: the store answers a cheap read within the store wait; otherwise 503, so a load
+/// balancer stops sending traffic to a replica that cannot serve.
+async fn readyz(State(svc): State<Arc<Service>>) -> Response {
+    match svc.ready().await {
+        Ok(()) => Json(serde_json::json!({"status": "ok"})).into_response(),
+        Err(e) => {
+            tracing::warn!(cause = %e, "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(service::RETRY_AFTER_SECONDS),
+                )],
+                Json(serde_json::json!({"status": "unavailable"})),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn metrics_text(State(svc): State<Arc<Service>>) -> Response {

@@ -1,4 +1,5 @@
-//! Prometheus metrics: requests and latency by route and status, tokens issued by kind.
+//! Prometheus metrics: requests and latency by route and status, tokens issued by kind, store
+//! errors by kind.
 //! Labels are route templates, never raw paths or query strings, so no id or secret leaks.
 
 use std::collections::HashMap;
@@ -23,6 +24,47 @@ type SeriesKey = (String, &'static str, u16);
 pub struct Metrics {
     requests: RwLock<HashMap<SeriesKey, Arc<Series>>>,
     issued: RwLock<HashMap<&'static str, Arc<AtomicU64>>>,
+    store_errors: RwLock<HashMap<&'static str, Arc<AtomicU64>>>,
+}
+
+/// Adds one to `key`'s counter in `map`.
+fn bump(map: &RwLock<HashMap<&'static str, Arc<AtomicU64>>>, key: &'static str) {
+    let c = {
+        let read = map.read().unwrap_or_else(|p| p.into_inner());
+        read.get(key).cloned()
+    };
+    let c = match c {
+        Some(c) => c,
+        None => map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key)
+            .or_default()
+            .clone(),
+    };
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Renders one counter family labelled by `label`.
+fn render_counters(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    map: &RwLock<HashMap<&'static str, Arc<AtomicU64>>>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    let map = map.read().unwrap_or_else(|p| p.into_inner());
+    let mut keys: Vec<_> = map.iter().collect();
+    keys.sort_by_key(|(k, _)| **k);
+    for (k, v) in keys {
+        let _ = writeln!(
+            out,
+            "{name}{{{label}=\"{k}\"}} {}",
+            v.load(Ordering::Relaxed)
+        );
+    }
 }
 
 impl Metrics {
@@ -53,21 +95,12 @@ impl Metrics {
     }
 
     pub fn token_issued(&self, kind: &'static str) {
-        let c = {
-            let read = self.issued.read().unwrap_or_else(|p| p.into_inner());
-            read.get(kind).cloned()
-        };
-        let c = match c {
-            Some(c) => c,
-            None => self
-                .issued
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(kind)
-                .or_default()
-                .clone(),
-        };
-        c.fetch_add(1, Ordering::Relaxed);
+        bump(&self.issued, kind);
+    }
+
+    /// A store error of `kind` ([`cardgate_store::StoreError::kind`]: never its message).
+    pub fn store_error(&self, kind: &'static str) {
+        bump(&self.store_errors, kind);
     }
 
     /// The Prometheus text exposition format (version 0.0.4).
@@ -117,18 +150,20 @@ impl Metrics {
                 "cardgate_http_request_duration_seconds_count{{{labels}}} {count}"
             );
         }
-        out.push_str("# HELP cardgate_tokens_issued_total Tokens issued by kind.\n");
-        out.push_str("# TYPE cardgate_tokens_issued_total counter\n");
-        let issued = self.issued.read().unwrap_or_else(|p| p.into_inner());
-        let mut kinds: Vec<_> = issued.iter().collect();
-        kinds.sort_by_key(|(k, _)| **k);
-        for (k, v) in kinds {
-            let _ = writeln!(
-                out,
-                "cardgate_tokens_issued_total{{kind=\"{k}\"}} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
+        render_counters(
+            &mut out,
+            "cardgate_tokens_issued_total",
+            "Tokens issued by kind.",
+            "kind",
+            &self.issued,
+        );
+        render_counters(
+            &mut out,
+            "cardgate_store_errors_total",
+            "Store errors met by requests and background refreshes, by kind (unavailable, commit_unknown, statement, corrupt, writer_gone).",
+            "kind",
+            &self.store_errors,
+        );
         out
     }
 }

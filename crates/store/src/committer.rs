@@ -19,16 +19,23 @@ pub struct Committer {
     tx: mpsc::Sender<(WriteSet, Reply)>,
 }
 
-/// Takes what is queued (waiting for at least one), up to `MAX_BATCH`.
+/// Takes what is queued (waiting for at least one), up to `MAX_BATCH`. A set whose waiter has
+/// given up (its wait is bounded) is dropped: it was answered "unavailable, retry" and must
+/// not be applied after the fact.
 async fn next_batch(queue: &Queue, sets: &mut Vec<WriteSet>, replies: &mut Vec<Reply>) -> bool {
     let mut rx = queue.lock().await;
-    let Some((set, reply)) = rx.recv().await else {
-        return false;
-    };
-    sets.push(set);
-    replies.push(reply);
+    while sets.is_empty() {
+        let Some((set, reply)) = rx.recv().await else {
+            return false;
+        };
+        if !reply.is_closed() {
+            sets.push(set);
+            replies.push(reply);
+        }
+    }
     while sets.len() < MAX_BATCH {
         match rx.try_recv() {
+            Ok((_, reply)) if reply.is_closed() => {}
             Ok((set, reply)) => {
                 sets.push(set);
                 replies.push(reply);
@@ -49,22 +56,47 @@ async fn writer(store: Arc<dyn Store>, queue: Queue, index: usize) {
                     let _ = reply.send(Ok(outcome));
                 }
             }
-            Err(batch_err) if sets.len() > 1 => {
-                // One set spoiled the batch (or a deadlock was broken): apply each alone so
-                // only the faulty one fails.
-                tracing::debug!(error = %batch_err, size = sets.len(), "batch failed; applying one by one");
-                for (set, reply) in sets.iter().zip(replies.drain(..)) {
-                    let res = store.apply_as(index, std::slice::from_ref(set)).await;
-                    let _ = reply.send(res.and_then(|mut o| o.pop().ok_or(StoreError::WriterGone)));
-                }
+            Err(batch_err) if batch_err.rolled_back() && sets.len() > 1 => {
+                // One set spoiled the batch (or a deadlock was broken) and nothing of it was
+                // committed: apply each alone so only the faulty one fails.
+                tracing::debug!(error = %batch_err, size = sets.len(), "batch rolled back; applying one by one");
+                apply_one_by_one(store.as_ref(), index, &sets, replies.drain(..)).await;
             }
             Err(e) => {
+                // Unreachable, or the commit's outcome is unknown: applying the sets again
+                // could apply them twice, so every waiter gets the error as it is.
                 for reply in replies.drain(..) {
-                    let _ = reply.send(Err(StoreError::Database(e.to_string())));
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }
         sets.clear();
+    }
+}
+
+/// Applies each set in a transaction of its own. Once one fails other than by rolling back
+/// (the database went away, or a commit's outcome is unknown), the rest are not attempted.
+async fn apply_one_by_one(
+    store: &dyn Store,
+    index: usize,
+    sets: &[WriteSet],
+    replies: impl Iterator<Item = Reply>,
+) {
+    let mut stopped: Option<StoreError> = None;
+    for (set, reply) in sets.iter().zip(replies) {
+        let res = match &stopped {
+            Some(e) => Err(StoreError::Unavailable(format!("not attempted after: {e}"))),
+            None => store
+                .apply_as(index, std::slice::from_ref(set))
+                .await
+                .and_then(|mut o| o.pop().ok_or(StoreError::WriterGone)),
+        };
+        if let Err(e) = &res {
+            if stopped.is_none() && !e.rolled_back() {
+                stopped = Some(e.clone());
+            }
+        }
+        let _ = reply.send(res);
     }
 }
 
@@ -108,6 +140,11 @@ impl Committer {
             Err(e) => tracing::error!(error = %e, "cannot build the writer runtime"),
         }
         Self { tx }
+    }
+
+    /// How many write sets wait for a writer (not counting the batches being applied).
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 
     /// Queues `set` and waits until it is committed (or refused by its guard).

@@ -153,9 +153,12 @@ impl Drop for SqliteTx<'_> {
 
 impl SqliteTx<'_> {
     /// Commits (and, with `synchronous=FULL`, syncs the log). On failure, `Drop` rolls back
-    /// what is left of the transaction.
+    /// what is left of the transaction, but the outcome is unknown: the log may already hold
+    /// the commit.
     pub fn commit(self) -> Result<()> {
-        self.conn.execute_batch("COMMIT").map_err(db_err)
+        self.conn
+            .execute_batch("COMMIT")
+            .map_err(|e| StoreError::CommitUnknown(e.to_string()))
     }
 
     /// The first column of the first row `sql` returns, if any.

@@ -26,10 +26,23 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use write::{Guard, GuardKind, Write, WriteOutcome, WriteSet};
 
+/// Why the store did not answer. What a caller may do next depends on which: a set that
+/// certainly rolled back may be applied again; one whose commit's outcome is unknown must not
+/// be (it may already be durable), and neither may be answered as if it had failed for a
+/// reason of its own.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
+    /// The database could not be reached: connection refused, lost or reset, no connection
+    /// free in time, shutting down. Nothing was committed.
+    #[error("the database cannot be reached: {0}")]
+    Unavailable(String),
+    /// A statement failed; its transaction, if any, certainly rolled back.
     #[error("database error: {0}")]
     Database(String),
+    /// `COMMIT` was sent (or may have been) and its answer never came: the changes may or may
+    /// not be durable.
+    #[error("the outcome of a commit is unknown: {0}")]
+    CommitUnknown(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("unsupported database URL (use sqlite://PATH or postgres://…)")]
@@ -41,9 +54,63 @@ pub enum StoreError {
     OtherEnvironment(String),
 }
 
+impl StoreError {
+    /// A label for metrics: never carries the message.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "unavailable",
+            Self::Database(_) => "statement",
+            Self::CommitUnknown(_) => "commit_unknown",
+            Self::Corrupt(_) => "corrupt",
+            Self::UnsupportedUrl => "config",
+            Self::WriterGone => "writer_gone",
+            Self::OtherEnvironment(_) => "other_environment",
+        }
+    }
+
+    /// Whether the store cannot answer now (try again later), rather than answered an error.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable(_) | Self::CommitUnknown(_) | Self::WriterGone
+        )
+    }
+
+    /// Whether nothing of the failed transaction was committed, so its sets may be applied
+    /// again.
+    pub fn rolled_back(&self) -> bool {
+        matches!(self, Self::Database(_) | Self::OtherEnvironment(_))
+    }
+}
+
+/// SQLSTATE classes of a PostgreSQL server that cannot serve: connection exceptions (08),
+/// operator intervention such as a shutdown (57), insufficient resources (53).
+fn unavailable_sqlstate(code: &str) -> bool {
+    ["08", "57", "53"]
+        .iter()
+        .any(|class| code.starts_with(class))
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Database(e.to_string())
+        use sqlx::Error as E;
+        let unavailable = match &e {
+            E::Io(_)
+            | E::Tls(_)
+            | E::Protocol(_)
+            | E::PoolTimedOut
+            | E::PoolClosed
+            | E::WorkerCrashed => true,
+            E::Database(db) => db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some_and(|pg| unavailable_sqlstate(pg.code())),
+            _ => false,
+        };
+        if unavailable {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::Database(e.to_string())
+        }
     }
 }
 
@@ -217,5 +284,50 @@ pub async fn connect(url: &str, audit_key: AuditKey) -> Result<Arc<dyn Store>> {
         Ok(Arc::new(PostgresStore::connect(url, audit_key).await?))
     } else {
         Err(StoreError::UnsupportedUrl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    #[test]
+    fn a_database_that_cannot_be_reached_is_unavailable_and_a_failed_statement_rolled_back() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let cases: Vec<(sqlx::Error, &str)> = vec![
+            (sqlx::Error::PoolTimedOut, "unavailable"),
+            (sqlx::Error::PoolClosed, "unavailable"),
+            (sqlx::Error::Io(refused), "unavailable"),
+            (
+                sqlx::Error::Protocol("unexpected message".into()),
+                "unavailable",
+            ),
+            (sqlx::Error::RowNotFound, "statement"),
+            (sqlx::Error::ColumnNotFound("x".into()), "statement"),
+        ];
+        for (e, kind) in cases {
+            let what = e.to_string();
+            let e = StoreError::from(e);
+            assert_eq!(e.kind(), kind, "{what}");
+            assert_eq!(e.rolled_back(), kind == "statement", "{what}");
+            assert_eq!(e.is_unavailable(), kind == "unavailable", "{what}");
+        }
+    }
+
+    #[test]
+    fn a_sqlite_file_that_cannot_be_used_is_unavailable_and_a_failed_statement_rolled_back() {
+        use rusqlite::ffi;
+        let cases = [
+            (ffi::SQLITE_BUSY, "unavailable"),
+            (ffi::SQLITE_IOERR, "unavailable"),
+            (ffi::SQLITE_FULL, "unavailable"),
+            (ffi::SQLITE_CANTOPEN, "unavailable"),
+            (ffi::SQLITE_CONSTRAINT, "statement"),
+            (ffi::SQLITE_ERROR, "statement"),
+        ];
+        for (code, kind) in cases {
+            let e = rusqlite::Error::SqliteFailure(ffi::Error::new(code), None);
+            assert_eq!(crate::rows::db_err(e).kind(), kind, "SQLite code {code}");
+        }
     }
 }

@@ -45,6 +45,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 /// bound parameters, and one statement per chunk saves a network round trip per row.
 const ROWS_PER_INSERT: usize = 64;
 
+/// How long a statement waits for a connection (a free one, or a new one being opened) before
+/// the database counts as unreachable: an outage is answered, not waited out.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn commit_unknown(e: sqlx::Error) -> StoreError {
+    StoreError::CommitUnknown(e.to_string())
+}
+
 pub struct PgEngine {
     pool: sqlx::Pool<Postgres>,
     /// Each audit chain's head as this process's last commit on it left it: the guess that
@@ -64,7 +72,7 @@ impl SqlStore<PgEngine> {
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .min_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(opts)
             .await?;
         migrator(MIGRATIONS)
@@ -129,7 +137,8 @@ impl Engine for PgEngine {
         };
         let outcomes = exec::apply_sets(&mut tx, sets, chain, key).await?;
         let PgTx { tx, head } = tx;
-        tx.commit().await?;
+        // Whatever goes wrong from here on, the server may have committed.
+        tx.commit().await.map_err(commit_unknown)?;
         if let Some(head) = head {
             self.known_heads().insert(chain, head);
         }
@@ -161,7 +170,7 @@ impl Engine for PgEngine {
             .bind(key)
             .fetch_one(&mut *tx)
             .await?;
-        tx.commit().await?;
+        tx.commit().await.map_err(commit_unknown)?;
         Ok(v)
     }
 }

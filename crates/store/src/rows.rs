@@ -73,8 +73,23 @@ impl Cols for sqlx::postgres::PgRow {
     }
 }
 
+/// A SQLite error: the database file cannot be used (locked past the busy timeout, I/O
+/// error, disk full, cannot open, read-only, out of memory) is unavailable; anything else is
+/// a failed statement.
 pub(crate) fn db_err(e: rusqlite::Error) -> StoreError {
-    StoreError::Database(e.to_string())
+    use rusqlite::ErrorCode as C;
+    match e.sqlite_error_code() {
+        Some(
+            C::DatabaseBusy
+            | C::DatabaseLocked
+            | C::SystemIoFailure
+            | C::DiskFull
+            | C::CannotOpen
+            | C::ReadOnly
+            | C::OutOfMemory,
+        ) => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::Database(e.to_string()),
+    }
 }
 
 pub(crate) fn corrupt(what: &str) -> StoreError {

@@ -4,6 +4,7 @@
 use cardgate_core::Environment;
 use cardgate_http::service::keys::MasterKey;
 use cardgate_http::service::{Service, Settings};
+use cardgate_store::Store;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use std::io::Write;
@@ -53,6 +54,11 @@ pub const TEST_TIMEOUTS: cardgate_http::Timeouts = cardgate_http::Timeouts {
     body: std::time::Duration::from_secs(1),
     shutdown: std::time::Duration::from_secs(1),
 };
+
+/// How long a test server's requests wait for the store before answering 503. Longer than
+/// the production bound (`service::STORE_WAIT`, 1 s): on a loaded test machine an fsync can
+/// take that long, and only the outage tests are about that bound (they set it back).
+pub const TEST_STORE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The fixture: tenants acme (no step-up), other, stepup (VIEW_CARD needs MFA) and slow
 /// (2 token requests a minute).
@@ -231,6 +237,20 @@ impl TestApp {
     }
 
     pub async fn spawn_on(db: Db, env: Environment, webhook: Option<&str>) -> TestApp {
+        Self::spawn_with(db, env, webhook, |store| store).await
+    }
+
+    /// A sandbox server on SQLite whose store is `wrap` around the real one (fault injection).
+    pub async fn spawn_wrapped(wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>) -> TestApp {
+        Self::spawn_with(Db::Sqlite, Environment::Sandbox, None, wrap).await
+    }
+
+    async fn spawn_with(
+        db: Db,
+        env: Environment,
+        webhook: Option<&str>,
+        wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+    ) -> TestApp {
         init_logs();
         let dir = tempfile::tempdir().unwrap();
         let database_url = match db {
@@ -239,7 +259,8 @@ impl TestApp {
         };
         let master = MasterKey::generate().unwrap();
         let master_key = master.to_base64();
-        let app = Self::start(&database_url, &master_key, env, dir).await;
+        let store = wrap(open_store(&database_url, &master_key).await);
+        let app = Self::start_on(store, &database_url, &master_key, env, dir).await;
         let plan =
             cardgate_core::import::parse(fixture(webhook).to_string().as_bytes(), app.svc.now_ms())
                 .unwrap();
@@ -284,6 +305,16 @@ impl TestApp {
         dir: tempfile::TempDir,
     ) -> TestApp {
         let store = open_store(database_url, master_key).await;
+        Self::start_on(store, database_url, master_key, env, dir).await
+    }
+
+    async fn start_on(
+        store: Arc<dyn Store>,
+        database_url: &str,
+        master_key: &str,
+        env: Environment,
+        dir: tempfile::TempDir,
+    ) -> TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let settings = Settings {
@@ -293,6 +324,7 @@ impl TestApp {
         let svc = Service::start(store, MasterKey::parse(master_key).unwrap(), settings)
             .await
             .unwrap();
+        svc.set_store_wait(TEST_STORE_WAIT);
         svc.spawn_pollers(std::time::Duration::from_millis(200));
         let router = cardgate_http::router(svc.clone());
         tokio::spawn(cardgate_http::serve(

@@ -14,6 +14,14 @@ async fn healthz_answers_ok() {
 }
 
 #[tokio::test]
+async fn readyz_answers_ok_while_the_store_answers() {
+    let app = TestApp::spawn().await;
+    let res = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({"status": "ok"}));
+}
+
+#[tokio::test]
 async fn the_openapi_document_covers_exactly_the_routes_served() {
     let app = TestApp::spawn().await;
     let doc: Value = app

@@ -3,7 +3,7 @@
 //! five-minute token for one operation on one card. Errors: `{"code", "message"}`.
 
 use crate::service::cards::MintInput;
-use crate::service::{AuthFailure, Principal, Service, ServiceError};
+use crate::service::{AuthFailure, Principal, Service, ServiceError, RETRY_AFTER_SECONDS};
 use crate::wire::{self, Authorization};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
@@ -25,6 +25,7 @@ pub struct EqualsError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    retry_after: Option<u64>,
 }
 
 impl EqualsError {
@@ -33,6 +34,7 @@ impl EqualsError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -50,6 +52,10 @@ impl IntoResponse for EqualsError {
             .into_response();
         res.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(r) = self.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(r));
+        }
         res
     }
 }
@@ -133,6 +139,17 @@ impl From<ServiceError> for EqualsError {
                 "TOO_MANY_REQUESTS",
                 "rate limit exceeded",
             ),
+            ServiceError::Unavailable(cause) => {
+                tracing::error!(%cause, kind = cause.kind(), "store unavailable");
+                Self {
+                    retry_after: Some(RETRY_AFTER_SECONDS),
+                    ..Self::new(
+                        S::SERVICE_UNAVAILABLE,
+                        "SERVICE_UNAVAILABLE",
+                        "the service is temporarily unavailable; retry later",
+                    )
+                }
+            }
             ServiceError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 Self::new(S::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "internal error")

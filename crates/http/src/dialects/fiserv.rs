@@ -2,7 +2,7 @@
 //! `POST /fiserv/cs/oauth2/v1/token?scope=…` with Basic auth, `x-fapi-financial-id`, and
 //! `x-fapi-interaction-id` echoed (or generated) on every response.
 
-use crate::service::{AuthFailure, Service, ServiceError};
+use crate::service::{AuthFailure, Service, ServiceError, RETRY_AFTER_SECONDS};
 use crate::wire::{self, Authorization};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -83,6 +83,17 @@ impl From<ServiceError> for FiservError {
                     "rate limit exceeded; retry later",
                 )
             },
+            ServiceError::Unavailable(cause) => {
+                tracing::error!(%cause, kind = cause.kind(), "store unavailable");
+                Self {
+                    retry_after: Some(RETRY_AFTER_SECONDS),
+                    ..Self::new(
+                        S::SERVICE_UNAVAILABLE,
+                        "SERVICE_UNAVAILABLE",
+                        "the service is temporarily unavailable; retry later",
+                    )
+                }
+            }
             ServiceError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 Self::new(S::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "internal error")

@@ -4,7 +4,7 @@
 pub mod cards;
 pub mod oauth;
 
-use crate::service::{AuthFailure, Principal, Service, ServiceError};
+use crate::service::{AuthFailure, Principal, Service, ServiceError, RETRY_AFTER_SECONDS};
 use crate::wire::{self, Authorization};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -165,6 +165,16 @@ impl From<ServiceError> for OAuthError {
                 e.retry_after = Some(retry_after_seconds);
                 e
             }
+            ServiceError::Unavailable(cause) => {
+                tracing::error!(%cause, kind = cause.kind(), "store unavailable");
+                let mut e = Self::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the service is temporarily unavailable; retry later",
+                );
+                e.retry_after = Some(RETRY_AFTER_SECONDS);
+                e
+            }
             ServiceError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 Self::new(S::INTERNAL_SERVER_ERROR, "server_error", "internal error")
@@ -219,7 +229,8 @@ impl FromRequestParts<Arc<Service>> for ClientAuth {
             },
             Authorization::Bearer(token) => match svc.authenticate_access_token(&token).await {
                 Ok(p) => p,
-                Err(e) => return Err(refused(svc, parts, None, e).await),
+                Err(ServiceError::Auth(e)) => return Err(refused(svc, parts, None, e).await),
+                Err(e) => return Err(e.into()),
             },
             Authorization::None => return Err(ServiceError::Auth(AuthFailure::Missing).into()),
             Authorization::Malformed(m) => return Err(OAuthError::bad_request(m)),

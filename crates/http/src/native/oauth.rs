@@ -135,7 +135,7 @@ pub async fn introspect(
         .filter(|t| !t.is_empty())
         .ok_or_else(|| OAuthError::bad_request("token is required"))?;
     Ok(no_store(
-        Json(svc.introspect(&principal, token).await).into_response(),
+        Json(svc.introspect(&principal, token).await?).into_response(),
     ))
 }
 

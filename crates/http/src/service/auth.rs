@@ -1,7 +1,7 @@
 //! Who is calling: client authentication by id + secret (Basic or form), by API key, or by
 //! a Bearer access token. Secrets are compared as SHA-256 digests in constant time.
 
-use super::Service;
+use super::{Service, ServiceError};
 use cardgate_core::scope::ScopeSet;
 use cardgate_core::secret::SecretHash;
 use cardgate_core::Client;
@@ -90,20 +90,19 @@ impl Service {
         }
     }
 
-    /// A Bearer access token from `/oauth2/token` or Fiserv, with its granted scopes.
-    pub async fn authenticate_access_token(&self, token: &str) -> Result<Principal, AuthFailure> {
-        let access = self
-            .verify_access_token(token)
-            .await
-            .map_err(|_| AuthFailure::InvalidToken)?;
+    /// A Bearer access token from `/oauth2/token` or Fiserv, with its granted scopes. A store
+    /// that cannot look the token up is [`ServiceError::Unavailable`], never an invalid token.
+    pub async fn authenticate_access_token(&self, token: &str) -> Result<Principal, ServiceError> {
+        let invalid = || ServiceError::Auth(AuthFailure::InvalidToken);
+        let access = self.verify_access_token(token).await?.ok_or_else(invalid)?;
         if !self.issuer_allows(&access.client_id, &access.tenant_id, access.iat * 1000) {
-            return Err(AuthFailure::InvalidToken);
+            return Err(invalid());
         }
         let snap = self.snapshot();
         let client = snap
             .clients
             .get(&access.client_id)
-            .ok_or(AuthFailure::InvalidToken)?
+            .ok_or_else(invalid)?
             .clone();
         Ok(Principal {
             client,

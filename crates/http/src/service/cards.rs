@@ -148,8 +148,7 @@ impl Service {
             }
         }
         let card = self
-            .store
-            .get_card(tenant, self.env(), card_id)
+            .read(self.store.get_card(tenant, self.env(), card_id))
             .await?
             .ok_or(ServiceError::NotFound("card"))?;
         Ok((self.hot.put_card(card), false))
@@ -181,7 +180,7 @@ impl Service {
         for fresh in [false, true] {
             let (card, remembered) = match self.card_of(&tenant_id, card_id, !fresh).await {
                 Ok(c) => c,
-                Err(e) => {
+                Err(e @ ServiceError::NotFound(_)) => {
                     self.audit_refusal(
                         Some(&tenant_id),
                         actor,
@@ -192,6 +191,7 @@ impl Service {
                     .await;
                     return Err(e);
                 }
+                Err(e) => return Err(e),
             };
             let mismatch = input
                 .account_hint
@@ -370,7 +370,10 @@ impl Service {
         let Ok(sid) = MfaSessionId::parse(session_id) else {
             return Err(ServiceError::Mfa(MfaCheck::NotApplicable));
         };
-        let session = match self.store.get_mfa_session(&sid, self.env()).await? {
+        let session = match self
+            .read(self.store.get_mfa_session(&sid, self.env()))
+            .await?
+        {
             Some(s) if &s.tenant_id == tenant_id => s,
             _ => return Err(refuse(MfaCheck::NotApplicable, format!("person:{person}")).await),
         };
@@ -550,7 +553,10 @@ impl Service {
         tenant: &TenantId,
         person: &PersonId,
     ) -> Result<Option<Zeroizing<Vec<u8>>>, ServiceError> {
-        let Some(p) = self.store.get_person(tenant, self.env(), person).await? else {
+        let Some(p) = self
+            .read(self.store.get_person(tenant, self.env(), person))
+            .await?
+        else {
             return Ok(None);
         };
         self.ensure_data_key(tenant, p.key_version).await?;
@@ -611,8 +617,7 @@ impl Service {
             return Err(ServiceError::NotFound("person"));
         }
         let Some(person) = self
-            .store
-            .get_person(&tenant_id, self.env(), person_id)
+            .read(self.store.get_person(&tenant_id, self.env(), person_id))
             .await?
         else {
             self.audit_refusal(
@@ -741,7 +746,10 @@ impl Service {
                 }
             }
         }
-        let Some(ctx) = self.store.get_redemption(&presented.id, self.env()).await? else {
+        let Some(ctx) = self
+            .read(self.store.get_redemption(&presented.id, self.env()))
+            .await?
+        else {
             return Ok(None);
         };
         if !usable(&ctx.token) {
@@ -937,7 +945,10 @@ impl Service {
                 } => {
                     // Lost a race: classify from the current state (another use, or a revocation).
                     self.hot.forget_token(&id);
-                    let now_record = match self.store.get_card_token(&id, self.env()).await? {
+                    let now_record = match self
+                        .read(self.store.get_card_token(&id, self.env()))
+                        .await?
+                    {
                         Some(r) => r,
                         None => (*record).clone(),
                     };

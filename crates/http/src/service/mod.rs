@@ -22,7 +22,8 @@ use cardgate_store::{Store, StoreError, Write, WriteOutcome, WriteSet};
 use directory::Snapshot;
 use keys::MasterKey;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -51,15 +52,34 @@ pub enum ServiceError {
     Conflict(String),
     #[error("too many requests")]
     RateLimited { retry_after_seconds: u64 },
+    /// The store cannot answer now (unreachable, too slow, or a commit's outcome unknown):
+    /// the caller should retry after [`RETRY_AFTER_SECONDS`]. Never a refusal of its own.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(StoreError),
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
-        Self::Internal(e.to_string())
+        if e.is_unavailable() {
+            Self::Unavailable(e)
+        } else {
+            Self::Internal(e.to_string())
+        }
     }
 }
+
+/// How long a request waits for the store — a read, or its commit — before it is answered
+/// 503: an outage is answered within about a second, not waited out.
+pub const STORE_WAIT: Duration = Duration::from_secs(1);
+
+/// How long start-up and an operator's commands (import, client, keys) wait for the store:
+/// they are not requests, and a busy database should delay them rather than fail them.
+pub const COMMAND_STORE_WAIT: Duration = Duration::from_secs(60);
+
+/// What `Retry-After` says when the store cannot answer.
+pub const RETRY_AFTER_SECONDS: u64 = 1;
 
 impl ServiceError {
     pub fn crypto(e: cardgate_jose::JoseError) -> Self {
@@ -148,6 +168,8 @@ pub struct Service {
     hot: hot::HotCache,
     code_key: [u8; 32],
     http: reqwest::Client,
+    /// How long a request waits for the store ([`STORE_WAIT`] unless changed), in ms.
+    store_wait_ms: AtomicU64,
 }
 
 impl Service {
@@ -222,11 +244,15 @@ impl Service {
             hot: hot::HotCache::default(),
             settings,
             http,
+            // Start-up is not a request: it waits like an operator's command.
+            store_wait_ms: AtomicU64::new(COMMAND_STORE_WAIT.as_millis() as u64),
         });
         if svc.snapshot().keys.active.is_none() {
             svc.rotate_signing_key("system").await?;
         }
         svc.poll_revocations().await?;
+        // From here on, requests: an outage is answered, not waited out.
+        svc.set_store_wait(STORE_WAIT);
         Ok(svc)
     }
 
@@ -261,7 +287,7 @@ impl Service {
 
     /// Reloads if another process or replica changed the configuration.
     pub async fn reload_if_changed(&self) -> Result<bool, ServiceError> {
-        let v = self.store.config_version().await?;
+        let v = self.read(self.store.config_version()).await?;
         if v != self.snapshot().version {
             self.reload().await?;
             return Ok(true);
@@ -273,7 +299,7 @@ impl Service {
     pub async fn poll_revocations(&self) -> Result<(), ServiceError> {
         let now = self.now_ms();
         let since = self.revocations_polled_ms.load(Ordering::Relaxed) - 10_000;
-        let rows = self.store.revocations_since(since).await?;
+        let rows = self.read(self.store.revocations_since(since)).await?;
         let mut set = self.revoked.write().unwrap_or_else(|p| p.into_inner());
         set.retain(|_, exp| *exp > now);
         for (id, exp) in rows {
@@ -354,9 +380,59 @@ impl Service {
         })
     }
 
-    /// Commits a write set through the group committer.
+    /// How long a request waits for the store before it is answered 503.
+    pub fn store_wait(&self) -> Duration {
+        Duration::from_millis(self.store_wait_ms.load(Ordering::Relaxed))
+    }
+
+    /// Changes [`Service::store_wait`]: an operator's command waits longer
+    /// ([`COMMAND_STORE_WAIT`]), and so do tests that hold the writer on purpose.
+    pub fn set_store_wait(&self, wait: Duration) {
+        self.store_wait_ms.store(
+            u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Counts a store error by kind and turns it into the service's error.
+    fn store_failed(&self, e: StoreError) -> ServiceError {
+        self.metrics.store_error(e.kind());
+        e.into()
+    }
+
+    /// A store read on a request's path, bounded by [`Service::store_wait`]: a store that does
+    /// not answer in time is unavailable.
+    pub(crate) async fn read<T>(
+        &self,
+        read: impl Future<Output = cardgate_store::Result<T>>,
+    ) -> Result<T, ServiceError> {
+        let wait = self.store_wait();
+        match tokio::time::timeout(wait, read).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.store_failed(e)),
+            Err(_) => Err(self.store_failed(StoreError::Unavailable(format!(
+                "no answer within {wait:?}"
+            )))),
+        }
+    }
+
+    /// Whether the store answers now (a cheap read, bounded like every request's): readiness.
+    pub async fn ready(&self) -> Result<(), ServiceError> {
+        self.read(self.store.config_version()).await.map(|_| ())
+    }
+
+    /// Commits a write set through the group committer, waiting at most
+    /// [`Service::store_wait`]. A set given up on is dropped if no writer has taken it yet, so
+    /// either way its outcome is unknown to the caller, who is answered 503.
     pub async fn commit(&self, set: WriteSet) -> Result<WriteOutcome, ServiceError> {
-        Ok(self.committer.submit(set).await?)
+        let wait = self.store_wait();
+        match tokio::time::timeout(wait, self.committer.submit(set)).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(e)) => Err(self.store_failed(e)),
+            Err(_) => Err(self.store_failed(StoreError::CommitUnknown(format!(
+                "not committed within {wait:?}"
+            )))),
+        }
     }
 
     /// Records a refusal in the audit log. A failure to record is logged, not surfaced: the

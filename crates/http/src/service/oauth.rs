@@ -146,8 +146,13 @@ impl Service {
     }
 
     /// Checks an access token (JWT or opaque): signature, type, environment, expiry,
-    /// revocation. Verified tokens are cached; expiry and revocation are checked every time.
-    pub async fn verify_access_token(&self, token: &str) -> Result<Arc<VerifiedAccess>, ()> {
+    /// revocation. `None` when it is not valid; an error only when the store could not tell
+    /// (an opaque token is looked up). Verified tokens are cached; expiry and revocation are
+    /// checked every time.
+    pub async fn verify_access_token(
+        &self,
+        token: &str,
+    ) -> Result<Option<Arc<VerifiedAccess>>, ServiceError> {
         // One digest serves as the cache key for both formats (and is the opaque token's id).
         let key = SecretHash::of(token.as_bytes());
         let cached = self
@@ -160,7 +165,10 @@ impl Service {
         let access = match cached {
             Some(a) => a,
             None => {
-                let a = Arc::new(self.verify_uncached(token).await?);
+                let Some(a) = self.verify_uncached(token).await? else {
+                    return Ok(None);
+                };
+                let a = Arc::new(a);
                 let mut cache = self.cache.access.write().unwrap_or_else(|p| p.into_inner());
                 if cache.len() >= super::TOKEN_CACHE_MAX {
                     cache.clear();
@@ -170,27 +178,29 @@ impl Service {
             }
         };
         if access.exp <= self.now_ms() / 1000 || self.is_revoked(&access.token_id) {
-            return Err(());
+            return Ok(None);
         }
-        Ok(access)
+        Ok(Some(access))
     }
 
-    async fn verify_uncached(&self, token: &str) -> Result<VerifiedAccess, ()> {
+    async fn verify_uncached(&self, token: &str) -> Result<Option<VerifiedAccess>, ServiceError> {
         if token.starts_with(OPAQUE_ACCESS_TOKEN_PREFIX) {
-            let presented = PresentedToken::parse(token, OPAQUE_ACCESS_TOKEN_PREFIX).ok_or(())?;
-            let record = self
-                .store
-                .get_access_token(&presented.id, self.env())
-                .await
-                .map_err(|_| ())?
-                .ok_or(())?;
+            let Some(presented) = PresentedToken::parse(token, OPAQUE_ACCESS_TOKEN_PREFIX) else {
+                return Ok(None);
+            };
+            let Some(record) = self
+                .read(self.store.get_access_token(&presented.id, self.env()))
+                .await?
+            else {
+                return Ok(None);
+            };
             if !presented.matches(&record.hash)
                 || record.environment != self.env()
                 || record.revoked
             {
-                return Err(());
+                return Ok(None);
             }
-            return Ok(VerifiedAccess {
+            return Ok(Some(VerifiedAccess {
                 client_id: record.client_id.to_string(),
                 tenant_id: record.tenant_id.to_string(),
                 scopes: record.scopes,
@@ -199,19 +209,24 @@ impl Service {
                 token_id: presented.id.to_hex(),
                 jwt: None,
                 opaque: Some(presented.id),
-            });
+            }));
         }
-        let claims = self.verify_jwt_signature(token)?;
-        Ok(VerifiedAccess {
+        let Ok(claims) = self.verify_jwt_signature(token) else {
+            return Ok(None);
+        };
+        let Ok(scopes) = ScopeSet::parse(&claims.scope) else {
+            return Ok(None);
+        };
+        Ok(Some(VerifiedAccess {
             client_id: claims.client_id.clone(),
             tenant_id: claims.tid.clone(),
-            scopes: ScopeSet::parse(&claims.scope).map_err(|_| ())?,
+            scopes,
             iat: claims.iat,
             exp: claims.exp,
             token_id: claims.jti.clone(),
             jwt: Some(Arc::new(claims)),
             opaque: None,
-        })
+        }))
     }
 
     fn verify_jwt_signature(&self, token: &str) -> Result<AccessClaims, ()> {
@@ -244,19 +259,19 @@ impl Service {
             return Ok(None);
         };
         Ok(self
-            .store
-            .get_card_token(&presented.id, self.env())
+            .read(self.store.get_card_token(&presented.id, self.env()))
             .await?
             .filter(|t| presented.matches(&t.hash)))
     }
 
     /// RFC 7662: what `caller` may know about `token`. Tokens of other tenants, other
-    /// environments, or that are expired, revoked or used up are simply inactive.
-    pub async fn introspect(&self, caller: &Principal, token: &str) -> Value {
-        let inactive = json!({"active": false});
+    /// environments, or that are expired, revoked or used up are simply inactive; a store that
+    /// cannot tell is an error, not an inactive token.
+    pub async fn introspect(&self, caller: &Principal, token: &str) -> Result<Value, ServiceError> {
+        let inactive = Ok(json!({"active": false}));
         let tenant = caller.client.tenant_id.as_str();
         if token.starts_with(CARD_TOKEN_PREFIX) {
-            let Ok(Some(t)) = self.find_card_token(token).await else {
+            let Some(t) = self.find_card_token(token).await? else {
                 return inactive;
             };
             let now = self.now_ms();
@@ -286,9 +301,9 @@ impl Service {
                 v["sub"] = json!(c.to_string());
                 v["card_id"] = json!(c.to_string());
             }
-            return v;
+            return Ok(v);
         }
-        let Ok(a) = self.verify_access_token(token).await else {
+        let Some(a) = self.verify_access_token(token).await? else {
             return inactive;
         };
         if a.tenant_id != tenant || !self.issuer_allows(&a.client_id, tenant, a.iat * 1000) {
@@ -308,7 +323,7 @@ impl Service {
         if let Some(c) = &a.jwt {
             v["jti"] = json!(c.jti);
         }
-        v
+        Ok(v)
     }
 
     /// RFC 7009: revokes `token` if it belongs to `caller`'s tenant and this environment;
@@ -340,7 +355,7 @@ impl Service {
             }
             return Ok(());
         }
-        let Ok(a) = self.verify_access_token(token).await else {
+        let Some(a) = self.verify_access_token(token).await? else {
             return Ok(());
         };
         if a.tenant_id != tenant.as_str() {
