@@ -2,9 +2,9 @@
 
 use cardgate_core::scope::{ScopeSet, KNOWN};
 use cardgate_core::{AccessTokenFormat, ClientId, Environment, PersonId, TenantId};
-use cardgate_http::service::admin::{ImportErrorOr, NewClient};
-use cardgate_http::service::keys::MasterKey;
-use cardgate_http::service::{Service, Settings};
+use cardgate_app::admin::{ImportErrorOr, NewClient};
+use cardgate_app::keys::MasterKey;
+use cardgate_app::{Service, Settings};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -289,7 +289,7 @@ async fn open(common: &Common, public_url: String) -> Result<Arc<Service>, Strin
     let svc = Service::start(store, master, settings)
         .await
         .map_err(|e| e.to_string())?;
-    svc.set_store_wait(cardgate_http::service::COMMAND_STORE_WAIT);
+    svc.set_store_wait(cardgate_app::COMMAND_STORE_WAIT);
     Ok(svc)
 }
 
@@ -476,7 +476,7 @@ async fn serve(common: &Common, args: ServeArgs) -> Result<(), String> {
         print_demo(&public_url);
     }
     // Requests wait for the store at most this long, then answer 503.
-    svc.set_store_wait(cardgate_http::service::STORE_WAIT);
+    svc.set_store_wait(cardgate_app::STORE_WAIT);
     svc.spawn_pollers(Duration::from_secs(1));
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, environment = %svc.env(), backend = svc.store.backend(), "cardgate is listening");

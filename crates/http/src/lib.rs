@@ -1,11 +1,9 @@
-//! cardgate's HTTP surface: the axum router over the application [`service::Service`], with
+//! cardgate's HTTP surface: the axum router over the application [`cardgate_app::Service`], with
 //! the native API, the dialects, health, metrics and the OpenAPI document.
 
 pub mod dialects;
-pub mod metrics;
 pub mod native;
 pub mod server;
-pub mod service;
 pub mod wire;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -14,7 +12,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
-use service::Service;
+use cardgate_app::Service;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -149,7 +147,7 @@ async fn readyz(State(svc): State<Arc<Service>>) -> Response {
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(
                     header::RETRY_AFTER,
-                    HeaderValue::from(service::RETRY_AFTER_SECONDS),
+                    HeaderValue::from(cardgate_app::RETRY_AFTER_SECONDS),
                 )],
                 Json(serde_json::json!({"status": "unavailable"})),
             )

@@ -5,7 +5,7 @@
 
 use crate::helpers::*;
 use cardgate_core::{AccountId, CardId, Environment, PersonId, TenantId};
-use cardgate_http::service::admin::ImportErrorOr;
+use cardgate_app::admin::ImportErrorOr;
 use serde_json::{json, Value};
 
 /// Production's cardholder, account and card (imported by the production instance).

@@ -2,8 +2,8 @@
 //! verb-named request helpers, a captured log, and the fixture tenants.
 
 use cardgate_core::Environment;
-use cardgate_http::service::keys::MasterKey;
-use cardgate_http::service::{Service, Settings};
+use cardgate_app::keys::MasterKey;
+use cardgate_app::{Service, Settings};
 use cardgate_store::Store;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
@@ -290,8 +290,8 @@ impl TestApp {
         &self,
         file: &Value,
     ) -> Result<
-        cardgate_http::service::admin::ImportReport,
-        cardgate_http::service::admin::ImportErrorOr,
+        cardgate_app::admin::ImportReport,
+        cardgate_app::admin::ImportErrorOr,
     > {
         let plan =
             cardgate_core::import::parse(file.to_string().as_bytes(), self.svc.now_ms()).unwrap();

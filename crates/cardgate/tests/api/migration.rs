@@ -130,8 +130,8 @@ fn old_database(now_ms: i64) -> OldDatabase {
     use cardgate_core::model::{ClientSettings, PersonProfile, TenantSettings};
     use cardgate_core::secret::SecretHash;
     use cardgate_core::tokens::{mint_token, CARD_TOKEN_PREFIX};
-    use cardgate_http::service::cards::{totp_aad, vault_aad};
-    use cardgate_http::service::keys::{data_key_aad, MasterKey};
+    use cardgate_app::cards::{totp_aad, vault_aad};
+    use cardgate_app::keys::{data_key_aad, MasterKey};
     use cardgate_jose::aead::AeadKey;
 
     let master = MasterKey::generate().unwrap();
@@ -336,7 +336,7 @@ macro_rules! insert_rows {
 /// rows; returns its master key and the old sandbox and production card tokens.
 async fn create_version_3_database(url: &str) -> OldDatabase {
     use sqlx::Connection;
-    let old = old_database(cardgate_http::service::Clock::default().now_ms());
+    let old = old_database(cardgate_app::Clock::default().now_ms());
     let OldDatabase {
         master_key,
         rows,

@@ -6,7 +6,7 @@ use crate::helpers::*;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode};
 use cardgate_core::{AccessTokenFormat, ClientId, Environment, TenantId};
-use cardgate_http::service::admin::NewClient;
+use cardgate_app::admin::NewClient;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -2,8 +2,8 @@
 //! `GET /equals/v2/cards/{cardId}/access-token?accountId=…`, answered with a single-use,
 //! five-minute token for one operation on one card. Errors: `{"code", "message"}`.
 
-use crate::service::cards::MintInput;
-use crate::service::{AuthFailure, Principal, Service, ServiceError, RETRY_AFTER_SECONDS};
+use cardgate_app::cards::MintInput;
+use cardgate_app::{AuthFailure, Principal, Service, ServiceError, RETRY_AFTER_SECONDS};
 use crate::wire::{self, Authorization};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};

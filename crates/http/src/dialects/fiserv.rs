@@ -2,7 +2,7 @@
 //! `POST /fiserv/cs/oauth2/v1/token?scope=…` with Basic auth, `x-fapi-financial-id`, and
 //! `x-fapi-interaction-id` echoed (or generated) on every response.
 
-use crate::service::{AuthFailure, Service, ServiceError, RETRY_AFTER_SECONDS};
+use cardgate_app::{AuthFailure, Service, ServiceError, RETRY_AFTER_SECONDS};
 use crate::wire::{self, Authorization};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;

@@ -2,8 +2,8 @@
 //! operation. Card data answers are `no-store` and can come back as a JWE for the device.
 
 use super::{CardTokenBearer, ClientAuth, OAuthError};
-use crate::service::cards::{MintInput, Redeemed};
-use crate::service::Service;
+use cardgate_app::cards::{MintInput, Redeemed};
+use cardgate_app::Service;
 use crate::wire;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -247,7 +247,7 @@ pub async fn details(
         cardholder_name,
     } = redeemed
     else {
-        return Err(OAuthError::from(crate::service::ServiceError::Internal(
+        return Err(OAuthError::from(cardgate_app::ServiceError::Internal(
             "unexpected redemption".into(),
         )));
     };
@@ -274,7 +274,7 @@ pub async fn get_pin(
     let key = answer_key(&svc, &headers, &token).await?;
     let (_, redeemed) = svc.redeem(&token, &card, Operation::GetPin, None).await?;
     let Redeemed::Pin(pin) = redeemed else {
-        return Err(OAuthError::from(crate::service::ServiceError::Internal(
+        return Err(OAuthError::from(cardgate_app::ServiceError::Internal(
             "unexpected redemption".into(),
         )));
     };
@@ -345,7 +345,7 @@ pub async fn wallet(
         status,
     } = redeemed
     else {
-        return Err(OAuthError::from(crate::service::ServiceError::Internal(
+        return Err(OAuthError::from(cardgate_app::ServiceError::Internal(
             "unexpected redemption".into(),
         )));
     };

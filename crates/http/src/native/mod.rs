@@ -4,7 +4,7 @@
 pub mod cards;
 pub mod oauth;
 
-use crate::service::{AuthFailure, Principal, Service, ServiceError, RETRY_AFTER_SECONDS};
+use cardgate_app::{AuthFailure, Principal, Service, ServiceError, RETRY_AFTER_SECONDS};
 use crate::wire::{self, Authorization};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;

@@ -2,7 +2,7 @@
 //! server metadata (RFC 8414) and the JWKS (RFC 7517).
 
 use super::OAuthError;
-use crate::service::{AuthFailure, Principal, Service, ServiceError};
+use cardgate_app::{AuthFailure, Principal, Service, ServiceError};
 use crate::wire::{self, Authorization};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;

@@ -8,10 +8,11 @@ pub mod cards;
 pub mod directory;
 mod hot;
 pub mod keys;
+pub mod metrics;
 pub mod oauth;
 pub mod webhook;
 
-use crate::metrics::Metrics;
+use metrics::Metrics;
 use cardgate_core::audit::{AuditEvent, Relink, Relinking};
 use cardgate_core::cards::{MintRefusal, Redemption};
 use cardgate_core::mfa::MfaCheck;
