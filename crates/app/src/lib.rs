@@ -1,75 +1,44 @@
-//! The application service: one function per use case. Each loads what it needs (from the
-//! in-memory directory or the store), lets `cardgate_core` decide, and persists the outcome
-//! with its audit event in one write set through the group committer.
+//! cardgate's use cases, by concept: the [`directory`] (tenants, clients and keys in memory,
+//! and who is calling), [`access`] tokens (OAuth2), [`cards`] (card tokens: minting and
+//! redemption), [`mfa`] step-up, [`admin`]istration and [`import`]. Each use case loads what it
+//! needs (from the directory or the store), lets `cardgate_core` decide, and persists the
+//! outcome with its audit event in one write set through the group committer. An API surface
+//! calls a use case with what its wire format carries and maps the outcome (or the one
+//! [`AppError`]) back to its own shape; no rule lives there.
+#![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
-pub mod auth;
 pub mod cards;
 pub mod directory;
+pub mod error;
 mod hot;
-pub mod keys;
+pub mod import;
+mod limits;
 pub mod metrics;
-pub mod oauth;
-pub mod webhook;
+pub mod mfa;
+mod vault;
 
-use metrics::Metrics;
-use cardgate_core::audit::{AuditEvent, Relink, Relinking};
-use cardgate_core::cards::{MintRefusal, Redemption};
-use cardgate_core::mfa::MfaCheck;
-use cardgate_core::secret::SecretHash;
+pub use access::AccessTokens;
+pub use admin::Admin;
+pub use cards::CardTokens;
+pub use directory::{AuthFailure, Directory, Principal};
+pub use error::{AppError, Conflict, Denial, Entity, Invalid};
+pub use import::Importer;
+pub use mfa::{Courier, Mfa};
+
+use cardgate_core::audit::{AuditEvent, AuditKey, Relink, Relinking};
 use cardgate_core::{Environment, TenantId};
+use cardgate_jose::vault::MasterKey;
 use cardgate_store::committer::Committer;
 use cardgate_store::{Store, StoreError, Write, WriteOutcome, WriteSet};
 use directory::Snapshot;
-use keys::MasterKey;
+use metrics::Metrics;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-pub use auth::{AuthFailure, Principal};
-
-/// Why a use case did not succeed. Each API surface maps this to its own wire shape.
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    #[error("authentication failed: {0}")]
-    Auth(#[from] AuthFailure),
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0} not found")]
-    NotFound(&'static str),
-    #[error("{0}")]
-    InvalidScope(String),
-    #[error("{0}")]
-    Mint(#[from] MintRefusal),
-    #[error("MFA: {0:?}")]
-    Mfa(MfaCheck),
-    #[error("the token cannot be used: {0:?}")]
-    Redemption(Redemption),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("too many requests")]
-    RateLimited { retry_after_seconds: u64 },
-    /// The store cannot answer now (unreachable, too slow, or a commit's outcome unknown):
-    /// the caller should retry after [`RETRY_AFTER_SECONDS`]. Never a refusal of its own.
-    #[error("the store is unavailable: {0}")]
-    Unavailable(StoreError),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl From<StoreError> for ServiceError {
-    fn from(e: StoreError) -> Self {
-        if e.is_unavailable() {
-            Self::Unavailable(e)
-        } else {
-            Self::Internal(e.to_string())
-        }
-    }
-}
 
 /// How long a request waits for the store — a read, or its commit — before it is answered
 /// 503: an outage is answered within about a second, not waited out.
@@ -81,12 +50,6 @@ pub const COMMAND_STORE_WAIT: Duration = Duration::from_secs(60);
 
 /// What `Retry-After` says when the store cannot answer.
 pub const RETRY_AFTER_SECONDS: u64 = 1;
-
-impl ServiceError {
-    pub fn crypto(e: cardgate_jose::JoseError) -> Self {
-        Self::Internal(format!("crypto: {e}"))
-    }
-}
 
 /// Wall-clock time with an adjustable offset, so tests can move time forward.
 #[derive(Default)]
@@ -111,49 +74,24 @@ impl Clock {
     }
 }
 
-/// How the service is set up.
+/// How the instance is set up.
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub environment: Environment,
     pub public_url: String,
 }
 
-/// Per-client token buckets for token endpoints (in memory, per replica).
-#[derive(Default)]
-struct RateLimiter {
-    buckets: Mutex<HashMap<String, (f64, i64)>>,
+/// The key every audit link is made with: only a holder of the master key can write (or
+/// rewrite) a chain that `audit verify` accepts.
+pub fn audit_key(master: &MasterKey) -> AuditKey {
+    AuditKey::new(&master.derive("cardgate audit chain key v1"))
 }
 
-impl RateLimiter {
-    /// Takes one token from `client`'s bucket; `Err(seconds)` when empty.
-    fn take(&self, client: &str, per_minute: u32, now_ms: i64) -> Result<(), u64> {
-        let cap = f64::from(per_minute.max(1));
-        let rate_per_ms = cap / 60_000.0;
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let (tokens, last) = buckets.entry(client.to_string()).or_insert((cap, now_ms));
-        *tokens = (*tokens + (now_ms - *last).max(0) as f64 * rate_per_ms).min(cap);
-        *last = now_ms;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait_ms = ((1.0 - *tokens) / rate_per_ms).ceil();
-            Err(((wait_ms / 1000.0).ceil() as u64).max(1))
-        }
-    }
-}
-
-/// Bounded caches that let introspection and Bearer authentication skip signature checks
-/// and database reads for tokens already seen. Revocation is checked separately.
-#[derive(Default)]
-struct TokenCache {
-    /// SHA-256 of the token → what it says, once verified.
-    access: RwLock<HashMap<SecretHash, Arc<oauth::VerifiedAccess>>>,
-}
-
-const TOKEN_CACHE_MAX: usize = 100_000;
-
-pub struct Service {
+/// The running application: the store, the committer, the in-memory directory and the
+/// caches every use case shares. Its use cases are reached by concept: [`App::directory`],
+/// [`App::access_tokens`], [`App::card_tokens`], [`App::mfa`], [`App::admin`],
+/// [`App::importer`].
+pub struct App {
     pub store: Arc<dyn Store>,
     pub committer: Committer,
     pub settings: Settings,
@@ -164,16 +102,39 @@ pub struct Service {
     /// Revoked token ids (JWT `jti`, or the hash hex of opaque tokens) → expiry.
     revoked: RwLock<HashMap<String, i64>>,
     revocations_polled_ms: AtomicI64,
-    rate: RateLimiter,
-    cache: TokenCache,
+    rate: limits::RateLimiter,
+    tokens: access::TokenCache,
     hot: hot::HotCache,
-    code_key: [u8; 32],
-    http: reqwest::Client,
+    code_key: zeroize::Zeroizing<[u8; 32]>,
+    courier: Arc<dyn Courier>,
     /// How long a request waits for the store ([`STORE_WAIT`] unless changed), in ms.
     store_wait_ms: AtomicU64,
 }
 
-impl Service {
+/// The use cases of one concept, over the shared [`App`].
+macro_rules! facade {
+    ($(#[$doc:meta])* $name:ident, $accessor:ident) => {
+        $(#[$doc])*
+        pub struct $name<'a>(&'a std::sync::Arc<$crate::App>);
+
+        impl std::ops::Deref for $name<'_> {
+            type Target = std::sync::Arc<$crate::App>;
+            fn deref(&self) -> &std::sync::Arc<$crate::App> {
+                self.0
+            }
+        }
+
+        impl $crate::App {
+            $(#[$doc])*
+            pub fn $accessor(self: &std::sync::Arc<Self>) -> $name<'_> {
+                $name(self)
+            }
+        }
+    };
+}
+pub(crate) use facade;
+
+impl App {
     /// Readies a database for `master`, before anything else touches it: checks that the
     /// master key is this database's (recording it in a new one), then makes sure the audit
     /// log is keyed, re-linking under the audit key a log that predates keyed links. A log
@@ -185,14 +146,12 @@ impl Service {
         master: &MasterKey,
         env: Environment,
         actor: &str,
-    ) -> Result<Option<i64>, ServiceError> {
+    ) -> Result<Option<i64>, AppError> {
         let stored = store
             .meta_init("master_key_check", &master.check_value())
             .await?;
         if stored != master.check_value() {
-            return Err(ServiceError::Internal(
-                "the master key does not match the one this database was created with".into(),
-            ));
+            return Err(AppError::Conflict(Conflict::WrongMasterKey));
         }
         let note = Relinking {
             ts_ms: Clock::default().now_ms(),
@@ -202,21 +161,19 @@ impl Service {
         match store.relink_audit(&note).await? {
             Relink::AlreadyKeyed => Ok(None),
             Relink::Relinked { events } => Ok(Some(events)),
-            Relink::Broken(b) => Err(ServiceError::Conflict(format!(
-                "the database records no keyed audit links, and its audit log does not verify \
-                 under the old unkeyed rule: {b}. It was not re-linked, and cardgate writes \
-                 nothing to this database until it is (see the README, Security model)"
-            ))),
+            Relink::Broken(b) => Err(AppError::Conflict(Conflict::AuditLogBroken(b))),
         }
     }
 
-    /// Opens the service on `store`: readies the database ([`Service::prepare`]), ensures a
-    /// signing key exists for this environment and loads the directory.
+    /// Opens the application on `store`: readies the database ([`App::prepare`]), ensures a
+    /// signing key exists for this environment and loads the directory. `courier` carries
+    /// step-up codes to tenants' webhooks.
     pub async fn start(
         store: Arc<dyn Store>,
         master: MasterKey,
         settings: Settings,
-    ) -> Result<Arc<Self>, ServiceError> {
+        courier: Arc<dyn Courier>,
+    ) -> Result<Arc<Self>, AppError> {
         let relinked =
             Self::prepare(store.as_ref(), &master, settings.environment, "system").await?;
         if let Some(events) = relinked.filter(|n| *n > 0) {
@@ -228,9 +185,7 @@ impl Service {
         let clock = Clock::default();
         let now = clock.now_ms();
         let snap = Snapshot::load(store.as_ref(), &master, settings.environment, now).await?;
-        let http = webhook::client(settings.environment)
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let svc = Arc::new(Self {
+        let app = Arc::new(Self {
             committer: Committer::spawn(store.clone()),
             store,
             clock,
@@ -240,21 +195,21 @@ impl Service {
             snapshot: RwLock::new(Arc::new(snap)),
             revoked: RwLock::new(HashMap::new()),
             revocations_polled_ms: AtomicI64::new(0),
-            rate: RateLimiter::default(),
-            cache: TokenCache::default(),
+            rate: limits::RateLimiter::default(),
+            tokens: access::TokenCache::default(),
             hot: hot::HotCache::default(),
             settings,
-            http,
+            courier,
             // Start-up is not a request: it waits like an operator's command.
             store_wait_ms: AtomicU64::new(COMMAND_STORE_WAIT.as_millis() as u64),
         });
-        if svc.snapshot().keys.active.is_none() {
-            svc.rotate_signing_key("system").await?;
+        if app.snapshot().keys.active.is_none() {
+            app.admin().rotate_signing_key("system").await?;
         }
-        svc.poll_revocations().await?;
+        app.poll_revocations().await?;
         // From here on, requests: an outage is answered, not waited out.
-        svc.set_store_wait(STORE_WAIT);
-        Ok(svc)
+        app.set_store_wait(STORE_WAIT);
+        Ok(app)
     }
 
     pub fn now_ms(&self) -> i64 {
@@ -277,7 +232,7 @@ impl Service {
     }
 
     /// Reloads tenants, clients and keys from the store.
-    pub async fn reload(&self) -> Result<(), ServiceError> {
+    pub async fn reload(&self) -> Result<(), AppError> {
         let snap =
             Snapshot::load(self.store.as_ref(), &self.master, self.env(), self.now_ms()).await?;
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
@@ -287,7 +242,7 @@ impl Service {
     }
 
     /// Reloads if another process or replica changed the configuration.
-    pub async fn reload_if_changed(&self) -> Result<bool, ServiceError> {
+    pub async fn reload_if_changed(&self) -> Result<bool, AppError> {
         let v = self.read(self.store.config_version()).await?;
         if v != self.snapshot().version {
             self.reload().await?;
@@ -297,7 +252,7 @@ impl Service {
     }
 
     /// Learns revocations made by other replicas (and prunes expired ones).
-    pub async fn poll_revocations(&self) -> Result<(), ServiceError> {
+    pub async fn poll_revocations(&self) -> Result<(), AppError> {
         let now = self.now_ms();
         let since = self.revocations_polled_ms.load(Ordering::Relaxed) - 10_000;
         let rows = self.read(self.store.revocations_since(since)).await?;
@@ -320,11 +275,11 @@ impl Service {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let Some(svc) = weak.upgrade() else { break };
-                if let Err(e) = svc.reload_if_changed().await {
+                let Some(app) = weak.upgrade() else { break };
+                if let Err(e) = app.reload_if_changed().await {
                     tracing::warn!(error = %e, "config refresh failed");
                 }
-                if let Err(e) = svc.poll_revocations().await {
+                if let Err(e) = app.poll_revocations().await {
                     tracing::warn!(error = %e, "revocation refresh failed");
                 }
             }
@@ -345,16 +300,19 @@ impl Service {
             .insert(token_id, expires_at_ms);
     }
 
-    /// Rate limit for token issuance by `client` of `tenant`.
-    pub fn check_rate(&self, client: &str, tenant: &TenantId) -> Result<(), ServiceError> {
+    /// Takes one request from `client`'s budget (the tenant's `rate_limit_per_minute`, per
+    /// replica): the token endpoints and step-up session starts.
+    pub(crate) fn check_rate(&self, client: &str, tenant: &TenantId) -> Result<(), AppError> {
         let per_minute = self
             .snapshot()
             .tenants
             .get(tenant)
-            .map_or(600, |t| t.settings.rate_limit_per_minute);
+            .map_or(cardgate_core::model::DEFAULT_RATE_LIMIT_PER_MINUTE, |t| {
+                t.settings.rate_limit_per_minute
+            });
         self.rate
             .take(client, per_minute, self.now_ms())
-            .map_err(|retry_after_seconds| ServiceError::RateLimited {
+            .map_err(|retry_after_seconds| AppError::RateLimited {
                 retry_after_seconds,
             })
     }
@@ -386,7 +344,7 @@ impl Service {
         Duration::from_millis(self.store_wait_ms.load(Ordering::Relaxed))
     }
 
-    /// Changes [`Service::store_wait`]: an operator's command waits longer
+    /// Changes [`App::store_wait`]: an operator's command waits longer
     /// ([`COMMAND_STORE_WAIT`]), and so do tests that hold the writer on purpose.
     pub fn set_store_wait(&self, wait: Duration) {
         self.store_wait_ms.store(
@@ -395,18 +353,18 @@ impl Service {
         );
     }
 
-    /// Counts a store error by kind and turns it into the service's error.
-    fn store_failed(&self, e: StoreError) -> ServiceError {
+    /// Counts a store error by kind and turns it into the application's error.
+    fn store_failed(&self, e: StoreError) -> AppError {
         self.metrics.store_error(e.kind());
         e.into()
     }
 
-    /// A store read on a request's path, bounded by [`Service::store_wait`]: a store that does
+    /// A store read on a request's path, bounded by [`App::store_wait`]: a store that does
     /// not answer in time is unavailable.
     pub(crate) async fn read<T>(
         &self,
         read: impl Future<Output = cardgate_store::Result<T>>,
-    ) -> Result<T, ServiceError> {
+    ) -> Result<T, AppError> {
         let wait = self.store_wait();
         match tokio::time::timeout(wait, read).await {
             Ok(Ok(v)) => Ok(v),
@@ -418,14 +376,14 @@ impl Service {
     }
 
     /// Whether the store answers now (a cheap read, bounded like every request's): readiness.
-    pub async fn ready(&self) -> Result<(), ServiceError> {
+    pub async fn ready(&self) -> Result<(), AppError> {
         self.read(self.store.config_version()).await.map(|_| ())
     }
 
     /// Commits a write set through the group committer, waiting at most
-    /// [`Service::store_wait`]. A set given up on is dropped if no writer has taken it yet, so
+    /// [`App::store_wait`]. A set given up on is dropped if no writer has taken it yet, so
     /// either way its outcome is unknown to the caller, who is answered 503.
-    pub async fn commit(&self, set: WriteSet) -> Result<WriteOutcome, ServiceError> {
+    pub async fn commit(&self, set: WriteSet) -> Result<WriteOutcome, AppError> {
         let wait = self.store_wait();
         match tokio::time::timeout(wait, self.committer.submit(set)).await {
             Ok(Ok(outcome)) => Ok(outcome),

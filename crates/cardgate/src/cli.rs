@@ -1,10 +1,11 @@
 //! Command-line interface: argument parsing and one function per command.
 
+use cardgate_app::admin::NewClient;
+use cardgate_app::import::ImportErrorOr;
+use cardgate_app::{App, Settings};
 use cardgate_core::scope::{ScopeSet, KNOWN};
 use cardgate_core::{AccessTokenFormat, ClientId, Environment, PersonId, TenantId};
-use cardgate_app::admin::{ImportErrorOr, NewClient};
-use cardgate_app::keys::MasterKey;
-use cardgate_app::{Service, Settings};
+use cardgate_jose::vault::MasterKey;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -277,16 +278,18 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     }
 }
 
-async fn open(common: &Common, public_url: String) -> Result<Arc<Service>, String> {
+async fn open(common: &Common, public_url: String) -> Result<Arc<App>, String> {
     let master = master_key(common)?;
-    let store = cardgate_store::connect(&common.database_url, master.audit_key())
+    let store = cardgate_store::connect(&common.database_url, cardgate_app::audit_key(&master))
         .await
         .map_err(|e| e.to_string())?;
     let settings = Settings {
         environment: common.environment.into(),
         public_url,
     };
-    let svc = Service::start(store, master, settings)
+    let courier = cardgate_http::courier::HttpCourier::new(settings.environment)
+        .map_err(|e| e.to_string())?;
+    let svc = App::start(store, master, settings, courier)
         .await
         .map_err(|e| e.to_string())?;
     svc.set_store_wait(cardgate_app::COMMAND_STORE_WAIT);
@@ -317,7 +320,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             let card = cardgate_core::import::parse_card(&bytes, svc.now_ms())
                 .map_err(|e| format!("card refused: {e}"))?;
             let id = card.id;
-            svc.add_card(&tenant, card)
+            svc.importer()
+                .add_card(&tenant, card)
                 .await
                 .map_err(|e| format!("card refused: {e}"))?;
             println!("card {id} added to tenant {tenant}");
@@ -330,6 +334,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Keys(KeysCommand::Rotate) => {
             let svc = open(&common, "http://127.0.0.1:8080".into()).await?;
             let kid = svc
+                .admin()
                 .rotate_signing_key("admin")
                 .await
                 .map_err(|e| e.to_string())?;
@@ -340,6 +345,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             let svc = open(&common, "http://127.0.0.1:8080".into()).await?;
             let tenant = TenantId::parse(&tenant)?;
             let (version, n) = svc
+                .admin()
                 .rotate_data_key(&tenant)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -350,7 +356,12 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Audit(AuditCommand::Verify) => {
             let svc = open(&common, "http://127.0.0.1:8080".into()).await?;
-            match svc.verify_audit().await.map_err(|e| e.to_string())? {
+            match svc
+                .admin()
+                .verify_audit()
+                .await
+                .map_err(|e| e.to_string())?
+            {
                 Ok(n) => {
                     println!("audit chain intact: {n} events");
                     Ok(())
@@ -360,11 +371,12 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Audit(AuditCommand::Relink) => {
             let master = master_key(&common)?;
-            let store = cardgate_store::connect(&common.database_url, master.audit_key())
-                .await
-                .map_err(|e| e.to_string())?;
+            let store =
+                cardgate_store::connect(&common.database_url, cardgate_app::audit_key(&master))
+                    .await
+                    .map_err(|e| e.to_string())?;
             let env = common.environment.into();
-            match Service::prepare(store.as_ref(), &master, env, "admin")
+            match App::prepare(store.as_ref(), &master, env, "admin")
                 .await
                 .map_err(|e| e.to_string())?
             {
@@ -378,10 +390,10 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-async fn import(svc: &Service, bytes: &[u8]) -> Result<(), String> {
+async fn import(svc: &Arc<App>, bytes: &[u8]) -> Result<(), String> {
     let plan = cardgate_core::import::parse(bytes, svc.now_ms())
         .map_err(|e| format!("import refused: {e}"))?;
-    match svc.import(plan).await {
+    match svc.importer().import(plan).await {
         Ok(r) if r.changes == 0 => println!("imported {} tenant(s): nothing changed", r.tenants),
         Ok(r) => println!("imported {} tenant(s): {} change(s)", r.tenants, r.changes),
         Err(ImportErrorOr::Invalid(e)) => return Err(format!("import refused: {e}")),
@@ -390,7 +402,7 @@ async fn import(svc: &Service, bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-async fn client(svc: &Service, cmd: ClientCommand, env: Environment) -> Result<(), String> {
+async fn client(svc: &Arc<App>, cmd: ClientCommand, env: Environment) -> Result<(), String> {
     match cmd {
         ClientCommand::Create {
             tenant,
@@ -416,7 +428,11 @@ async fn client(svc: &Service, cmd: ClientCommand, env: Environment) -> Result<(
                 },
                 with_sdk_api_key: sdk_api_key,
             };
-            let created = svc.create_client(new).await.map_err(|e| e.to_string())?;
+            let created = svc
+                .admin()
+                .create_client(new)
+                .await
+                .map_err(|e| e.to_string())?;
             println!("client_id:     {}", created.client.id);
             println!("client_secret: {}", created.secret.expose());
             println!("api_key:       {}", created.api_key.expose());
@@ -427,14 +443,16 @@ async fn client(svc: &Service, cmd: ClientCommand, env: Environment) -> Result<(
             Ok(())
         }
         ClientCommand::Disable { id } => {
-            svc.set_client_disabled(&ClientId::parse(&id)?, true)
+            svc.admin()
+                .set_client_disabled(&ClientId::parse(&id)?, true)
                 .await
                 .map_err(|e| e.to_string())?;
             println!("client {id} disabled");
             Ok(())
         }
         ClientCommand::Enable { id } => {
-            svc.set_client_disabled(&ClientId::parse(&id)?, false)
+            svc.admin()
+                .set_client_disabled(&ClientId::parse(&id)?, false)
                 .await
                 .map_err(|e| e.to_string())?;
             println!("client {id} enabled");

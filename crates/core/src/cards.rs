@@ -156,6 +156,8 @@ pub struct Minter {
 /// What the caller asked for.
 #[derive(Debug, Clone)]
 pub struct MintRequest {
+    /// Which kind of card token (the surface that asks): its own lifetime, if it has one.
+    pub kind: crate::tokens::TokenKind,
     pub operations: Vec<Operation>,
     pub use_limit: UseLimit,
     pub ttl_seconds: Option<u32>,
@@ -217,9 +219,13 @@ pub fn decide_mint(
         }
     }
     let s = &tenant.settings;
-    let ttl = request
-        .ttl_seconds
-        .unwrap_or(s.card_token_ttl_seconds.min(s.card_token_max_ttl_seconds));
+    let ttl = request.ttl_seconds.unwrap_or(
+        request
+            .kind
+            .card_ttl_seconds()
+            .unwrap_or(s.card_token_ttl_seconds)
+            .min(s.card_token_max_ttl_seconds),
+    );
     if ttl == 0 || ttl > s.card_token_max_ttl_seconds {
         return Err(MintRefusal::TtlOutOfRange(s.card_token_max_ttl_seconds));
     }

@@ -149,6 +149,24 @@ impl TokenKind {
         }
     }
 
+    /// For a card token kind, the scopes that count when minting it: a dialect's own (Equals
+    /// serves `cards:read:any` and `cards:read:own` clients), or every scope the client holds.
+    pub fn card_scopes(self) -> Option<&'static [&'static str]> {
+        match self {
+            Self::EqualsCard => Some(&[crate::scope::CARDS_READ_ANY, crate::scope::CARDS_READ_OWN]),
+            _ => None,
+        }
+    }
+
+    /// For a card token kind, the lifetime it has unless the caller asks for one (always
+    /// within the tenant's ceiling): Equals issues five-minute tokens (SPEC §4.1).
+    pub fn card_ttl_seconds(self) -> Option<u32> {
+        match self {
+            Self::EqualsCard => Some(300),
+            _ => None,
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         [
             Self::Access,

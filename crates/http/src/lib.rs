@@ -1,8 +1,15 @@
-//! cardgate's HTTP surface: the axum router over the application [`cardgate_app::Service`], with
-//! the native API, the dialects, health, metrics and the OpenAPI document.
+//! cardgate's HTTP surface. Each surface — [`operations`], the [`native`] OAuth2 and card
+//! API, each of the [`dialects`] — declares its own router (with its own layers) from
+//! handlers that document themselves; [`router`] merges them and splits the result into the
+//! axum router and the OpenAPI 3.1 document, so the two cannot drift. Authentication is one
+//! family of extractors ([`auth`]); outbound webhooks go through the [`courier`].
+#![forbid(unsafe_code)]
 
+pub mod auth;
+pub mod courier;
 pub mod dialects;
 pub mod native;
+pub mod operations;
 pub mod server;
 pub mod wire;
 
@@ -10,104 +17,145 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::get;
 use axum::{Json, Router};
-use cardgate_app::Service;
+use cardgate_app::App;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use server::{serve, Timeouts};
 
-/// The OpenAPI 3.1 document of every route, dialects included.
-pub const OPENAPI: &str = include_str!("openapi.json");
+/// Every surface's routes, merged, with the document's metadata and security schemes.
+fn surfaces() -> OpenApiRouter<Arc<App>> {
+    let mut doc = OpenApi::builder()
+        .info(
+            utoipa::openapi::InfoBuilder::new()
+                .title("cardgate")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "A self-hosted, multi-tenant card access token service: the native OAuth2 \
+                     and card API, and the dialects of other card platforms' token endpoints.",
+                ))
+                .build(),
+        )
+        .build();
+    let components = doc.components.get_or_insert_with(Default::default);
+    let http = |scheme| SecurityScheme::Http(HttpBuilder::new().scheme(scheme).build());
+    components.add_security_scheme("basic", http(HttpAuthScheme::Basic));
+    components.add_security_scheme("bearer", http(HttpAuthScheme::Bearer));
+    components.add_security_scheme(
+        "cardToken",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some("A card token (`cgct_…`)"))
+                .build(),
+        ),
+    );
+    components.add_security_scheme(
+        "apiKey",
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+            "Authorization",
+            "`ApiKey <api_key>`",
+        ))),
+    );
+    components.add_security_scheme(
+        "equalsApiKey",
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+            "Authorization",
+            "`ApiKey <api_key>`, or the raw key alone",
+        ))),
+    );
+    OpenApiRouter::with_openapi(doc)
+        .merge(operations::router())
+        .merge(native::router())
+        .merge(dialects::fiserv::router())
+        .merge(dialects::equals::router())
+}
 
-/// Every route the router serves, as (method, path template). The OpenAPI test checks both
-/// lists agree.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("get", "/healthz"),
-    ("get", "/readyz"),
-    ("get", "/metrics"),
-    ("get", "/openapi.json"),
-    ("post", "/oauth2/token"),
-    ("post", "/oauth2/introspect"),
-    ("post", "/oauth2/revoke"),
-    ("get", "/.well-known/oauth-authorization-server"),
-    ("get", "/.well-known/jwks.json"),
-    ("post", "/v1/cards/{card_id}/tokens"),
-    ("get", "/v1/cards/{card_id}/details"),
-    ("get", "/v1/cards/{card_id}/pin"),
-    ("put", "/v1/cards/{card_id}/pin"),
-    ("post", "/v1/cards/{card_id}/activate"),
-    ("get", "/v1/cards/{card_id}/wallet-eligibility"),
-    ("post", "/v1/persons/{person_id}/mfa/sessions"),
-    ("post", "/fiserv/cs/oauth2/v1/token"),
-    ("get", "/equals/v2/cards/{cardId}/access-token"),
-];
+/// The OpenAPI 3.1 document of every route, generated from the handlers' declarations.
+pub fn openapi() -> OpenApi {
+    let mut doc = surfaces().into_openapi();
+    let openapi_json = utoipa::openapi::path::PathItem::new(
+        utoipa::openapi::HttpMethod::Get,
+        utoipa::openapi::path::OperationBuilder::new()
+            .tag("operations")
+            .summary(Some("This document"))
+            .response(
+                "200",
+                utoipa::openapi::ResponseBuilder::new()
+                    .description("The OpenAPI 3.1 document")
+                    .build(),
+            )
+            .build(),
+    );
+    doc.paths.paths.insert("/openapi.json".into(), openapi_json);
+    doc
+}
 
-pub fn router(svc: Arc<Service>) -> Router {
-    use native::{cards, oauth};
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .route("/openapi.json", get(openapi))
-        .route("/oauth2/token", post(oauth::token))
-        .route("/oauth2/introspect", post(oauth::introspect))
-        .route("/oauth2/revoke", post(oauth::revoke))
+/// Every route served, as `(method, path template)`, from the document: what the metrics
+/// label requests with (anything else is `unmatched`).
+pub fn routes(doc: &OpenApi) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for (path, item) in &doc.paths.paths {
+        let methods = [
+            ("get", item.get.is_some()),
+            ("put", item.put.is_some()),
+            ("post", item.post.is_some()),
+            ("delete", item.delete.is_some()),
+            ("patch", item.patch.is_some()),
+        ];
+        for (m, present) in methods {
+            if present {
+                out.insert((m.to_string(), path.clone()));
+            }
+        }
+    }
+    out
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let (router, _) = surfaces().split_for_parts();
+    let doc = serde_json::to_string(&openapi()).unwrap_or_else(|_| "{}".into());
+    let documented: Arc<BTreeSet<String>> =
+        Arc::new(routes(&openapi()).into_iter().map(|(_, p)| p).collect());
+    router
         .route(
-            "/.well-known/oauth-authorization-server",
-            get(oauth::metadata),
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], doc).into_response() }
+            }),
         )
-        .route("/.well-known/jwks.json", get(oauth::jwks))
-        .route("/v1/cards/{card_id}/tokens", post(cards::mint))
-        // A HEAD would spend a use (or mint a token) and drop the answer: refused, not
-        // treated as a GET, wherever a GET redeems or mints.
-        .route(
-            "/v1/cards/{card_id}/details",
-            get(cards::details).head(method_not_allowed),
-        )
-        .route(
-            "/v1/cards/{card_id}/pin",
-            get(cards::get_pin)
-                .put(cards::set_pin)
-                .head(method_not_allowed),
-        )
-        .route("/v1/cards/{card_id}/activate", post(cards::activate))
-        .route(
-            "/v1/cards/{card_id}/wallet-eligibility",
-            get(cards::wallet).head(method_not_allowed),
-        )
-        .route(
-            "/v1/persons/{person_id}/mfa/sessions",
-            post(cards::start_mfa),
-        )
-        .route(
-            "/fiserv/cs/oauth2/v1/token",
-            post(dialects::fiserv::token).fallback(dialects::fiserv::no_route),
-        )
-        .route("/fiserv/{*rest}", any(dialects::fiserv::no_route))
-        .route(
-            "/equals/v2/cards/{cardId}/access-token",
-            get(dialects::equals::access_token)
-                .head(dialects::equals::no_route)
-                .fallback(dialects::equals::no_route),
-        )
-        .route("/equals/{*rest}", any(dialects::equals::no_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(wire::MAX_BODY))
-        .layer(middleware::from_fn_with_state(svc.clone(), track))
-        .with_state(svc)
+        .layer(middleware::from_fn_with_state(
+            (app.clone(), documented),
+            track,
+        ))
+        .with_state(app)
 }
 
 /// Records every request in the metrics and a debug log line (route template, method,
 /// status, duration — never the path, query or headers, which may carry ids and secrets).
-async fn track(State(svc): State<Arc<Service>>, req: Request, next: Next) -> Response {
+/// Only documented routes are labelled by name; a catch-all or fallback is `unmatched`.
+async fn track(
+    State((app, documented)): State<(Arc<App>, Arc<BTreeSet<String>>)>,
+    req: Request,
+    next: Next,
+) -> Response {
     let start = Instant::now();
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or("unmatched", |m| m.as_str())
+        .map(|m| m.as_str())
+        .filter(|m| documented.contains(*m))
+        .unwrap_or("unmatched")
         .to_string();
     let method = match req.method().as_str() {
         "GET" => "GET",
@@ -122,50 +170,13 @@ async fn track(State(svc): State<Arc<Service>>, req: Request, next: Next) -> Res
     let mut res = next.run(req).await;
     let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
     let status = res.status().as_u16();
-    svc.metrics.observe(&route, method, status, micros);
+    app.metrics.observe(&route, method, status, micros);
     tracing::debug!(route, method, status, micros, "request");
     res.headers_mut().insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
     res
-}
-
-/// Liveness: the process answers. It never looks at the store.
-async fn healthz() -> Response {
-    Json(serde_json::json!({"status": "ok"})).into_response()
-}
-
-/// Readiness: the store answers a cheap read within the store wait; otherwise 503, so a load
-/// balancer stops sending traffic to a replica that cannot serve.
-async fn readyz(State(svc): State<Arc<Service>>) -> Response {
-    match svc.ready().await {
-        Ok(()) => Json(serde_json::json!({"status": "ok"})).into_response(),
-        Err(e) => {
-            tracing::warn!(cause = %e, "not ready");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(
-                    header::RETRY_AFTER,
-                    HeaderValue::from(cardgate_app::RETRY_AFTER_SECONDS),
-                )],
-                Json(serde_json::json!({"status": "unavailable"})),
-            )
-                .into_response()
-        }
-    }
-}
-
-async fn metrics_text(State(svc): State<Arc<Service>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        svc.metrics.render(),
-    )
-        .into_response()
-}
-
-async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 async fn not_found() -> Response {

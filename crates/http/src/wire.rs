@@ -136,6 +136,26 @@ pub fn content_type(headers: &HeaderMap) -> Option<String> {
     )
 }
 
+/// An optional whole number as JSON may write it: `3` or `3.0` (JSON Schema's `integer`
+/// accepts both). Fractions, negatives and values past `u32` are refused without repeating
+/// the value.
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = <Option<serde_json::Number> as serde::Deserialize>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = match (n.as_u64(), n.as_f64()) {
+        (Some(u), _) => u32::try_from(u).ok(),
+        (None, Some(f)) if f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f) => {
+            Some(f as u32)
+        }
+        _ => None,
+    };
+    whole
+        .map(Some)
+        .ok_or_else(|| D::Error::custom("expected a whole number from 0 to 4294967295"))
+}
+
 pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }

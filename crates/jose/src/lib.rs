@@ -8,6 +8,7 @@ pub mod es256;
 pub mod jwe;
 pub mod jwk;
 pub mod jwt;
+pub mod vault;
 
 /// Errors of this crate. They never carry key material or plaintext.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -651,7 +651,7 @@ async fn a_data_key_rotation_reseals_the_vault_and_every_card_keeps_working() {
             json!({"operations": ["VIEW_CARD", "GET_PIN"], "max_uses": 2}),
         )
         .await;
-    let (version, resealed) = app.svc.rotate_data_key(&tenant).await.unwrap();
+    let (version, resealed) = app.svc.admin().rotate_data_key(&tenant).await.unwrap();
     assert_eq!(version, 2);
     assert_eq!(resealed, 5, "four cards and Ada's TOTP secret");
     let after = app
@@ -707,9 +707,10 @@ async fn a_pin_change_racing_a_data_key_rotation_is_never_lost() {
         let set = app
             .card_token(BACKEND, CARD, json!({"operations": ["SET_PIN"]}))
             .await;
+        let admin = app.svc.admin();
         let (res, rotated) = tokio::join!(
             app.put_pin(&set, CARD, &pin),
-            app.svc.rotate_data_key(&tenant)
+            admin.rotate_data_key(&tenant)
         );
         rotated.unwrap();
         let status = res.status().as_u16();
@@ -742,6 +743,7 @@ async fn a_rotation_done_by_another_process_is_picked_up_on_first_sight() {
         .await;
     admin
         .svc
+        .admin()
         .rotate_data_key(&cardgate_core::TenantId::parse("acme").unwrap())
         .await
         .unwrap();

@@ -97,7 +97,7 @@ pub async fn verified_audit_count(database_url: &str, master_key: &str) -> i64 {
 
 /// A fresh base64 master key.
 pub fn new_master_key() -> String {
-    cardgate_app::keys::MasterKey::generate()
+    cardgate_jose::vault::MasterKey::generate()
         .unwrap()
         .to_base64()
 }

@@ -4,8 +4,8 @@
 //! instances, so the PostgreSQL suite runs them too.
 
 use crate::helpers::*;
+use cardgate_app::import::ImportErrorOr;
 use cardgate_core::{AccountId, CardId, Environment, PersonId, TenantId};
-use cardgate_app::admin::ImportErrorOr;
 use serde_json::{json, Value};
 
 /// Production's cardholder, account and card (imported by the production instance).
@@ -402,6 +402,7 @@ pub async fn admin_verbs_change_only_their_own_environment(
     let added = unknown_id();
     production
         .svc
+        .importer()
         .add_card(&acme(), card(&added, "P1"))
         .await
         .unwrap();
@@ -409,12 +410,14 @@ pub async fn admin_verbs_change_only_their_own_environment(
     assert_eq!(mint(sandbox, BACKEND, &added).await.0, 404);
     let on_sandbox_account = production
         .svc
+        .importer()
         .add_card(&acme(), card(&unknown_id(), "F50091"))
         .await
         .unwrap_err()
         .to_string();
     let on_unknown_account = production
         .svc
+        .importer()
         .add_card(&acme(), card(&unknown_id(), "NOPE"))
         .await
         .unwrap_err()
@@ -426,6 +429,7 @@ pub async fn admin_verbs_change_only_their_own_environment(
     );
     let taken = production
         .svc
+        .importer()
         .add_card(&acme(), card(CARD, "P1"))
         .await
         .unwrap_err()
@@ -435,7 +439,12 @@ pub async fn admin_verbs_change_only_their_own_environment(
 
     // `keys rotate-data-key` in production: a new production key, production's two cards and
     // Dora's TOTP secret re-sealed; the sandbox keeps its key and its cards untouched.
-    let (version, resealed) = production.svc.rotate_data_key(&acme()).await.unwrap();
+    let (version, resealed) = production
+        .svc
+        .admin()
+        .rotate_data_key(&acme())
+        .await
+        .unwrap();
     assert_eq!((version, resealed), (2, 3), "two cards and a TOTP secret");
     let sandbox_card = sandbox
         .svc
@@ -488,7 +497,10 @@ pub async fn admin_verbs_change_only_their_own_environment(
     assert_eq!(reveal(production, PROD, CARD_PROD).await.0, PAN_PROD);
     assert_eq!(reveal(sandbox, BACKEND, CARD).await.0, PAN);
     // The sandbox rotates its own key the same way: its four cards and Ada's TOTP secret.
-    assert_eq!(sandbox.svc.rotate_data_key(&acme()).await.unwrap(), (2, 5));
+    assert_eq!(
+        sandbox.svc.admin().rotate_data_key(&acme()).await.unwrap(),
+        (2, 5)
+    );
     assert_eq!(reveal(production, PROD, CARD_PROD).await.0, PAN_PROD);
 }
 

@@ -1,9 +1,9 @@
 //! Test harness: a real cardgate on a port-0 listener with a fresh database per test,
 //! verb-named request helpers, a captured log, and the fixture tenants.
 
+use cardgate_app::{App, Settings};
 use cardgate_core::Environment;
-use cardgate_app::keys::MasterKey;
-use cardgate_app::{Service, Settings};
+use cardgate_jose::vault::MasterKey;
 use cardgate_store::Store;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
@@ -203,7 +203,7 @@ pub async fn fresh_postgres_db(admin_url: &str) -> String {
 
 /// The store at `database_url`, its audit links made under `master_key`'s audit key.
 pub async fn open_store(database_url: &str, master_key: &str) -> Arc<dyn cardgate_store::Store> {
-    let audit_key = MasterKey::parse(master_key).unwrap().audit_key();
+    let audit_key = cardgate_app::audit_key(&MasterKey::parse(master_key).unwrap());
     cardgate_store::connect(database_url, audit_key)
         .await
         .unwrap()
@@ -218,7 +218,7 @@ pub enum Db {
 
 pub struct TestApp {
     pub base: String,
-    pub svc: Arc<Service>,
+    pub svc: Arc<App>,
     pub http: reqwest::Client,
     pub database_url: String,
     pub master_key: String,
@@ -264,7 +264,7 @@ impl TestApp {
         let plan =
             cardgate_core::import::parse(fixture(webhook).to_string().as_bytes(), app.svc.now_ms())
                 .unwrap();
-        app.svc.import(plan).await.unwrap();
+        app.svc.importer().import(plan).await.unwrap();
         app
     }
 
@@ -289,13 +289,10 @@ impl TestApp {
     pub async fn import(
         &self,
         file: &Value,
-    ) -> Result<
-        cardgate_app::admin::ImportReport,
-        cardgate_app::admin::ImportErrorOr,
-    > {
+    ) -> Result<cardgate_app::import::ImportReport, cardgate_app::import::ImportErrorOr> {
         let plan =
             cardgate_core::import::parse(file.to_string().as_bytes(), self.svc.now_ms()).unwrap();
-        self.svc.import(plan).await
+        self.svc.importer().import(plan).await
     }
 
     async fn start(
@@ -321,9 +318,15 @@ impl TestApp {
             environment: env,
             public_url: base.clone(),
         };
-        let svc = Service::start(store, MasterKey::parse(master_key).unwrap(), settings)
-            .await
-            .unwrap();
+        let courier = cardgate_http::courier::HttpCourier::new(env).unwrap();
+        let svc = App::start(
+            store,
+            MasterKey::parse(master_key).unwrap(),
+            settings,
+            courier,
+        )
+        .await
+        .unwrap();
         svc.set_store_wait(TEST_STORE_WAIT);
         svc.spawn_pollers(std::time::Duration::from_millis(200));
         let router = cardgate_http::router(svc.clone());

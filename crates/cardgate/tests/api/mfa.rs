@@ -221,9 +221,9 @@ async fn bad_mfa_session_requests_are_refused() {
             STEPUP,
             CAROL,
             json!({"channel": "sms"}),
-            400,
-            "invalid_request",
-        ), // no webhook configured
+            409,
+            "unavailable_channel",
+        ), // no webhook configured: the tenant's configuration, not the client's request
         (
             BACKEND,
             BOB,
@@ -508,7 +508,7 @@ async fn the_tenant_sets_the_lockout_numbers() {
     stepup["mfa_max_failures"] = json!(3);
     stepup["mfa_lockout_seconds"] = json!(60);
     let plan = cardgate_core::import::parse(file.to_string().as_bytes(), app.svc.now_ms()).unwrap();
-    app.svc.import(plan).await.unwrap();
+    app.svc.importer().import(plan).await.unwrap();
     fail_on_sessions(&app, 1, 3).await;
     let session = app.mfa_session(STEPUP, CAROL, "totp").await;
     let mint = |session: Value| {

@@ -130,9 +130,8 @@ fn old_database(now_ms: i64) -> OldDatabase {
     use cardgate_core::model::{ClientSettings, PersonProfile, TenantSettings};
     use cardgate_core::secret::SecretHash;
     use cardgate_core::tokens::{mint_token, CARD_TOKEN_PREFIX};
-    use cardgate_app::cards::{totp_aad, vault_aad};
-    use cardgate_app::keys::{data_key_aad, MasterKey};
     use cardgate_jose::aead::AeadKey;
+    use cardgate_jose::vault::{aad, MasterKey};
 
     let master = MasterKey::generate().unwrap();
     let mut rows: Vec<(&'static str, Vec<V>)> = Vec::new();
@@ -172,7 +171,7 @@ fn old_database(now_ms: i64) -> OldDatabase {
             "INSERT INTO data_keys (tenant_id, version, key_enc, created_at) VALUES ($1, 1, $2, $3)",
             vec![
                 t(tenant),
-                V::B(master.seal(&data_key_aad(&tid, 1), key.bytes()).unwrap()),
+                V::B(master.seal(&aad::data_key(tid.as_str(), 1), key.bytes()).unwrap()),
                 V::I(now_ms),
             ],
         ));
@@ -214,9 +213,9 @@ fn old_database(now_ms: i64) -> OldDatabase {
             mobile_number: None,
             dob: None,
         };
-        let aad = totp_aad(
-            &TenantId::parse(tenant).unwrap(),
-            &PersonId::parse(id).unwrap(),
+        let aad = aad::totp(
+            TenantId::parse(tenant).unwrap().as_str(),
+            &PersonId::parse(id).unwrap().to_string(),
             1,
         );
         rows.push((
@@ -249,9 +248,9 @@ fn old_database(now_ms: i64) -> OldDatabase {
         ("solo", C_SOLO, "A_SOLO", P_SOLO),
     ] {
         let secrets = CardSecrets::parse(old_pan(id), "123", "2031-01", None, ym).unwrap();
-        let aad = vault_aad(
-            &TenantId::parse(tenant).unwrap(),
-            &CardId::parse(id).unwrap(),
+        let aad = aad::card(
+            TenantId::parse(tenant).unwrap().as_str(),
+            &CardId::parse(id).unwrap().to_string(),
             1,
         );
         let vault = keys[tenant]

@@ -202,7 +202,7 @@ async fn after_key_rotation_old_tokens_stay_valid_and_both_keys_are_published() 
     let app = TestApp::spawn().await;
     let before = app.access_token(BACKEND).await;
     let old_kid = verify_with_jwks(&app, &before).await.0["kid"].clone();
-    app.svc.rotate_signing_key("test").await.unwrap();
+    app.svc.admin().rotate_signing_key("test").await.unwrap();
     let after = app.access_token(BACKEND).await;
     let new_kid = verify_with_jwks(&app, &after).await.0["kid"].clone();
     assert_ne!(old_kid, new_kid);
@@ -281,6 +281,7 @@ async fn a_disabled_client_is_refused_and_its_tokens_go_inactive() {
     let app = TestApp::spawn().await;
     let token = app.access_token(BACKEND).await;
     app.svc
+        .admin()
         .set_client_disabled(&cardgate_core::ClientId::parse(BACKEND.0).unwrap(), true)
         .await
         .unwrap();
@@ -393,13 +394,14 @@ async fn bad_token_requests_get_rfc6749_errors() {
             401,
             "invalid_client",
         ),
+        // RFC 6749 §5.2: the client tried the Authorization header, and it does not parse.
         (
             "Basic not base64",
             Some("Basic !!!".into()),
             Some(form),
             "grant_type=client_credentials".into(),
-            400,
-            "invalid_request",
+            401,
+            "invalid_client",
         ),
         (
             "Basic without colon",
@@ -409,8 +411,8 @@ async fn bad_token_requests_get_rfc6749_errors() {
             )),
             Some(form),
             "grant_type=client_credentials".into(),
-            400,
-            "invalid_request",
+            401,
+            "invalid_client",
         ),
         (
             "unknown client",
@@ -445,12 +447,13 @@ async fn bad_token_requests_get_rfc6749_errors() {
             "invalid_client",
         ),
         (
+            // An unsupported authentication method (RFC 6749 §5.2).
             "unknown scheme",
             Some("Digest abc def".into()),
             Some(form),
             "grant_type=client_credentials".into(),
-            400,
-            "invalid_request",
+            401,
+            "invalid_client",
         ),
         (
             "body over 64 KiB",
@@ -569,6 +572,7 @@ async fn a_disabled_clients_tokens_of_every_kind_stop_working_on_every_replica()
     }
     for id in [BACKEND.0, OPAQUE.0] {
         app.svc
+            .admin()
             .set_client_disabled(&cardgate_core::ClientId::parse(id).unwrap(), true)
             .await
             .unwrap();
@@ -612,6 +616,7 @@ async fn a_disabled_clients_tokens_of_every_kind_stop_working_on_every_replica()
     }
     // Enabling the client again does not revive what it held while disabled.
     app.svc
+        .admin()
         .set_client_disabled(&cardgate_core::ClientId::parse(BACKEND.0).unwrap(), false)
         .await
         .unwrap();

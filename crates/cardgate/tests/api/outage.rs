@@ -7,8 +7,8 @@
 use crate::cli::eventually;
 use crate::faults::{assert_native_unavailable, spawn_faulty, Outage};
 use crate::helpers::*;
-use cardgate_core::Environment;
 use cardgate_app::STORE_WAIT;
+use cardgate_core::Environment;
 use futures::FutureExt;
 use reqwest::Response;
 use serde_json::{json, Value};

@@ -279,7 +279,7 @@ async fn the_audit_chain_stays_intact_under_concurrent_writers_on_several_replic
         statuses.iter().all(|s| *s == 200 || *s == 201),
         "{statuses:?}"
     );
-    let verified = app.svc.verify_audit().await.unwrap();
+    let verified = app.svc.admin().verify_audit().await.unwrap();
     let count = verified.expect("the chain verifies");
     assert!(count >= 90, "every issuance was audited: {count}");
     let events = app.audit_events().await;
@@ -311,7 +311,7 @@ async fn the_audit_chain_stays_intact_under_concurrent_writers_on_several_replic
     assert_eq!(edited.rows_affected(), 1);
     pool.close().await;
     assert_eq!(
-        app.svc.verify_audit().await.unwrap(),
+        app.svc.admin().verify_audit().await.unwrap(),
         Err(ChainBreak::Content {
             chain: last,
             seq: 1
@@ -432,11 +432,11 @@ async fn an_unkeyed_log_is_relinked_once_by_replicas_starting_together_and_then_
     );
     assert_relinked(&unkeyed, &db.events().await);
     let n = unkeyed.len() as i64 + 1;
-    assert_eq!(a.svc.verify_audit().await.unwrap(), Ok(n));
+    assert_eq!(a.svc.admin().verify_audit().await.unwrap(), Ok(n));
     // Both go on appending keyed links.
     for r in [&a, &b] {
         r.access_token(OPAQUE).await;
     }
-    assert_eq!(b.svc.verify_audit().await.unwrap(), Ok(n + 2));
+    assert_eq!(b.svc.admin().verify_audit().await.unwrap(), Ok(n + 2));
     db.close().await;
 }

@@ -5,8 +5,8 @@
 use crate::helpers::*;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode};
-use cardgate_core::{AccessTokenFormat, ClientId, Environment, TenantId};
 use cardgate_app::admin::NewClient;
+use cardgate_core::{AccessTokenFormat, ClientId, Environment, TenantId};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -98,6 +98,7 @@ async fn production_stepup(webhook: &str) -> (TestApp, (String, String)) {
     let app = TestApp::spawn_on(Db::Sqlite, Environment::Production, Some(webhook)).await;
     let created = app
         .svc
+        .admin()
         .create_client(NewClient {
             tenant: TenantId::parse("stepup").unwrap(),
             id: ClientId::parse("stepup-production").unwrap(),
@@ -123,7 +124,7 @@ async fn set_webhook(app: &TestApp, webhook: &str) {
         app.svc.now_ms(),
     )
     .unwrap();
-    app.svc.import(plan).await.unwrap();
+    app.svc.importer().import(plan).await.unwrap();
 }
 
 #[tokio::test]
@@ -219,7 +220,7 @@ async fn a_production_instance_refuses_a_webhook_aimed_inward_when_the_session_s
         let description = body["error_description"].as_str().unwrap_or_default();
         assert_eq!(
             (status, body["error"].as_str()),
-            (400, Some("invalid_request")),
+            (409, Some("unavailable_channel")),
             "{url}: {body}"
         );
         assert!(

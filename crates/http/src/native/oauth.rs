@@ -1,8 +1,8 @@
 //! OAuth2 endpoints: token (RFC 6749 §4.4), introspection (RFC 7662), revocation (RFC 7009),
 //! server metadata (RFC 8414) and the JWKS (RFC 7517).
 
+use super::error::{OAuthErrorBody, BASIC};
 use super::OAuthError;
-use cardgate_app::{AuthFailure, Principal, Service, ServiceError};
 use crate::wire::{self, Authorization};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -10,10 +10,74 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use cardgate_app::access::IssueRequest;
+use cardgate_app::directory::Credential;
+use cardgate_app::{App, AppError, AuthFailure, Principal};
 use cardgate_core::tokens::TokenKind;
+use serde::Serialize;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
+use utoipa::ToSchema;
+
+/// `POST /oauth2/token` (RFC 6749 §4.4.2).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TokenForm {
+    /// Must be `client_credentials`.
+    grant_type: String,
+    /// Space-delimited scopes, each the client's; absent or empty: all of them.
+    scope: Option<String>,
+    /// `client_secret_post`: the client id (instead of HTTP Basic, never with it).
+    client_id: Option<String>,
+    /// `client_secret_post`: the client secret.
+    client_secret: Option<String>,
+}
+
+/// `POST /oauth2/introspect` and `POST /oauth2/revoke` (RFC 7662 §2.1, RFC 7009 §2.1).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct TokenParamForm {
+    /// The token: a JWT or opaque access token, or a card token of any dialect.
+    token: String,
+    /// Ignored (RFC 7662 §2.1, RFC 7009 §2.1).
+    token_type_hint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// An issued access token (RFC 6749 §5.1).
+#[derive(Serialize, ToSchema)]
+pub struct TokenResponse {
+    /// An RFC 9068 `at+jwt` (ES256) or an opaque `cgat_…` token, per the client's format.
+    access_token: String,
+    /// Always `Bearer`.
+    token_type: &'static str,
+    /// Seconds: 900.
+    expires_in: u32,
+    scope: String,
+}
+
+/// RFC 7662 §2.2: `{"active": false}`, or what the token says.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct IntrospectionResponse {
+    active: bool,
+    token_type: Option<String>,
+    client_id: Option<String>,
+    sub: Option<String>,
+    scope: Option<String>,
+    iat: Option<i64>,
+    exp: Option<i64>,
+    iss: Option<String>,
+    aud: Option<String>,
+    jti: Option<String>,
+    /// Card tokens: the operations, the card, uses made and allowed.
+    operations: Option<Vec<String>>,
+    card_id: Option<String>,
+    uses_made: Option<i64>,
+    max_uses: Option<i64>,
+}
 
 /// Reads a form body (`application/x-www-form-urlencoded`, RFC 6749 §3.2).
 fn form(
@@ -29,14 +93,18 @@ fn form(
     wire::params(&body).map_err(OAuthError::bad_request)
 }
 
-/// `client_secret_basic` or `client_secret_post` (RFC 6749 §2.3.1), never both.
+/// `client_secret_basic` or `client_secret_post` (RFC 6749 §2.3.1), never both; empty form
+/// credentials count as absent. A header the client tried and that does not parse, or a
+/// scheme this endpoint does not take, is `invalid_client` (§5.2).
 pub async fn client_from(
-    svc: &Service,
+    app: &Arc<App>,
     headers: &HeaderMap,
     form: &HashMap<String, String>,
     action: &str,
 ) -> Result<Principal, OAuthError> {
-    let in_body = (form.get("client_id"), form.get("client_secret"));
+    let field = |k: &str| form.get(k).filter(|v| !v.is_empty());
+    let in_body = (field("client_id"), field("client_secret"));
+    let invalid = |f: AuthFailure| OAuthError::from(AppError::Auth(f));
     let (id, secret) = match (wire::authorization(headers), in_body) {
         (Authorization::Basic { .. }, (Some(_), _) | (_, Some(_))) => {
             return Err(OAuthError::bad_request(
@@ -45,36 +113,26 @@ pub async fn client_from(
         }
         (Authorization::Basic { id, secret }, _) => (id, secret),
         (Authorization::None, (Some(id), Some(secret))) => (id.clone(), secret.clone()),
-        (Authorization::None, (Some(_), None)) => {
-            return Err(ServiceError::Auth(AuthFailure::InvalidClient).into());
-        }
-        (Authorization::None, _) => return Err(ServiceError::Auth(AuthFailure::Missing).into()),
-        (Authorization::Malformed(m), _) => return Err(OAuthError::bad_request(m)),
-        // A scheme this endpoint does not take (Bearer, ApiKey, DPoP…): RFC 6749 §5.2 calls an
-        // unsupported authentication method `invalid_client`.
-        _ => return Err(ServiceError::Auth(AuthFailure::InvalidClient).into()),
-    };
-    match svc.authenticate_secret(&id, &secret) {
-        Ok(c) => Ok(Service::principal_of(c)),
-        Err(e) => {
-            let known = svc
-                .snapshot()
-                .clients
-                .get(&id)
-                .map(|c| (c.tenant_id.clone(), format!("client:{id}")));
-            let (tenant, actor) =
-                known.map_or((None, "anonymous".to_string()), |(t, a)| (Some(t), a));
-            svc.audit_refusal(
-                tenant.as_ref(),
-                actor.clone(),
-                action,
-                "invalid_client",
-                actor,
+        (Authorization::None, (Some(_), None)) => return Err(invalid(AuthFailure::InvalidClient)),
+        (Authorization::None, _) => return Err(invalid(AuthFailure::Missing)),
+        (Authorization::Malformed(m), _) => {
+            return Err(
+                OAuthError::new(StatusCode::UNAUTHORIZED, "invalid_client", m).challenge(BASIC),
             )
-            .await;
-            Err(ServiceError::Auth(e).into())
         }
-    }
+        _ => return Err(invalid(AuthFailure::InvalidClient)),
+    };
+    Ok(app
+        .directory()
+        .authenticate(
+            Credential::Secret {
+                id: &id,
+                secret: &secret,
+            },
+            action,
+            None,
+        )
+        .await?)
 }
 
 fn no_store(mut res: Response) -> Response {
@@ -85,13 +143,30 @@ fn no_store(mut res: Response) -> Response {
     res
 }
 
+/// RFC 6749 §4.4 client credentials grant. The token lives 15 minutes and authenticates the
+/// card API as `Authorization: Bearer`. Rate limited per client (tenant
+/// `rate_limit_per_minute`).
+#[utoipa::path(post, path = "/oauth2/token", tag = "oauth2",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    security(("basic" = []), ()),
+    responses(
+        (status = 200, description = "Issued", body = TokenResponse),
+        (status = 400, description = "`invalid_request`, `unsupported_grant_type`, `invalid_scope`", body = OAuthErrorBody),
+        (status = 401, description = "`invalid_client`", body = OAuthErrorBody,
+            headers(("WWW-Authenticate" = String, description = "Basic"))),
+        (status = 413, description = "Body over 64 KiB", body = OAuthErrorBody),
+        (status = 429, description = "`rate_limited`", body = OAuthErrorBody,
+            headers(("Retry-After" = u64, description = "seconds"))),
+        (status = 503, description = "`temporarily_unavailable`: the store cannot answer", body = OAuthErrorBody,
+            headers(("Retry-After" = u64, description = "seconds"))),
+    ))]
 pub async fn token(
-    State(svc): State<Arc<Service>>,
+    State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
     let form = form(&headers, body)?;
-    let principal = client_from(&svc, &headers, &form, "access_token.issue").await?;
+    let principal = client_from(&app, &headers, &form, "access_token.issue").await?;
     match form.get("grant_type").map(String::as_str) {
         Some("client_credentials") => {}
         Some(_) => {
@@ -103,59 +178,87 @@ pub async fn token(
         }
         None => return Err(OAuthError::bad_request("grant_type is required")),
     }
-    let client = principal.client;
-    svc.check_rate(client.id.as_str(), &client.tenant_id)?;
-    let issued = svc
-        .issue_access_token(
-            &client,
-            form.get("scope").map(String::as_str),
-            TokenKind::Access,
-        )
-        .await?;
+    let request = IssueRequest {
+        scope: form.get("scope").map(String::as_str),
+        kind: TokenKind::Access,
+        financial_institution_id: None,
+    };
+    let issued = app.access_tokens().issue(&principal, request).await?;
     Ok(no_store(
-        Json(json!({
-            "access_token": issued.token.expose(),
-            "token_type": "Bearer",
-            "expires_in": issued.expires_in,
-            "scope": issued.scopes.to_string_list(),
-        }))
+        Json(TokenResponse {
+            access_token: issued.token.expose().to_string(),
+            token_type: "Bearer",
+            expires_in: issued.expires_in,
+            scope: issued.scopes.to_string_list(),
+        })
         .into_response(),
     ))
 }
 
+/// RFC 7662 introspection of any token of the caller's tenant (JWT, opaque, card tokens of
+/// every dialect). Another tenant's or environment's token, or one expired, revoked, used up
+/// or of a disabled client, is `{"active": false}`.
+#[utoipa::path(post, path = "/oauth2/introspect", tag = "oauth2",
+    request_body(content = TokenParamForm, content_type = "application/x-www-form-urlencoded"),
+    security(("basic" = []), ()),
+    responses(
+        (status = 200, description = "What the token says", body = IntrospectionResponse),
+        (status = 400, description = "`invalid_request`", body = OAuthErrorBody),
+        (status = 401, description = "`invalid_client`", body = OAuthErrorBody,
+            headers(("WWW-Authenticate" = String, description = "Basic"))),
+        (status = 413, description = "Body over 64 KiB", body = OAuthErrorBody),
+        (status = 503, description = "`temporarily_unavailable`", body = OAuthErrorBody,
+            headers(("Retry-After" = u64, description = "seconds"))),
+    ))]
 pub async fn introspect(
-    State(svc): State<Arc<Service>>,
+    State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
     let form = form(&headers, body)?;
-    let principal = client_from(&svc, &headers, &form, "token.introspect").await?;
+    let principal = client_from(&app, &headers, &form, "token.introspect").await?;
     let token = form
         .get("token")
         .filter(|t| !t.is_empty())
         .ok_or_else(|| OAuthError::bad_request("token is required"))?;
     Ok(no_store(
-        Json(svc.introspect(&principal, token).await?).into_response(),
+        Json(app.access_tokens().introspect(&principal, token).await?).into_response(),
     ))
 }
 
+/// RFC 7009 revocation of any token of the caller's tenant; 200 whatever the token.
+#[utoipa::path(post, path = "/oauth2/revoke", tag = "oauth2",
+    request_body(content = TokenParamForm, content_type = "application/x-www-form-urlencoded"),
+    security(("basic" = []), ()),
+    responses(
+        (status = 200, description = "Revoked, or nothing to revoke"),
+        (status = 400, description = "`invalid_request`", body = OAuthErrorBody),
+        (status = 401, description = "`invalid_client`", body = OAuthErrorBody,
+            headers(("WWW-Authenticate" = String, description = "Basic"))),
+        (status = 413, description = "Body over 64 KiB", body = OAuthErrorBody),
+        (status = 503, description = "`temporarily_unavailable`", body = OAuthErrorBody,
+            headers(("Retry-After" = u64, description = "seconds"))),
+    ))]
 pub async fn revoke(
-    State(svc): State<Arc<Service>>,
+    State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
     let form = form(&headers, body)?;
-    let principal = client_from(&svc, &headers, &form, "token.revoke").await?;
+    let principal = client_from(&app, &headers, &form, "token.revoke").await?;
     let token = form
         .get("token")
         .filter(|t| !t.is_empty())
         .ok_or_else(|| OAuthError::bad_request("token is required"))?;
-    svc.revoke(&principal, token).await?;
+    app.access_tokens().revoke(&principal, token).await?;
     Ok(no_store(StatusCode::OK.into_response()))
 }
 
-pub async fn metadata(State(svc): State<Arc<Service>>) -> Response {
-    let base = &svc.settings.public_url;
+/// RFC 8414 authorization server metadata.
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "oauth2",
+    responses((status = 200, description = "The metadata", body = Object)))]
+pub async fn metadata(State(app): State<Arc<App>>) -> Response {
+    let base = &app.settings.public_url;
     Json(json!({
         "issuer": base,
         "token_endpoint": format!("{base}/oauth2/token"),
@@ -175,8 +278,12 @@ pub async fn metadata(State(svc): State<Arc<Service>>) -> Response {
     .into_response()
 }
 
-pub async fn jwks(State(svc): State<Arc<Service>>) -> Response {
-    let snap = svc.snapshot();
+/// RFC 7517 JWK set: this environment's ES256 signing keys, rotated ones included while their
+/// tokens may live.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "oauth2",
+    responses((status = 200, description = "The key set", body = Object)))]
+pub async fn jwks(State(app): State<Arc<App>>) -> Response {
+    let snap = app.snapshot();
     let mut res = Json(json!({"keys": snap.keys.published})).into_response();
     res.headers_mut().insert(
         header::CACHE_CONTROL,

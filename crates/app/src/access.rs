@@ -1,19 +1,46 @@
 //! OAuth2 access tokens: issuance (RFC 6749 §4.4, as RFC 9068 JWTs or opaque), verification,
-//! introspection (RFC 7662) and revocation (RFC 7009).
+//! introspection (RFC 7662) and revocation (RFC 7009), for every kind of token.
 
-use super::{Principal, Service, ServiceError};
+use crate::{facade, AppError, Denial, Principal};
 use cardgate_core::scope::ScopeSet;
 use cardgate_core::secret::{Secret, SecretHash};
 use cardgate_core::tokens::{
     mint_token, AccessClaims, AccessTokenRecord, CardTokenRecord, PresentedToken, TokenId,
     TokenKind, ACCESS_TOKEN_TTL_SECONDS, CARD_TOKEN_PREFIX, OPAQUE_ACCESS_TOKEN_PREFIX,
 };
-use cardgate_core::{AccessTokenFormat, Client};
+use cardgate_core::AccessTokenFormat;
 use cardgate_jose::es256::sign_compact;
 use cardgate_jose::jwt::UnverifiedJwt;
 use cardgate_store::{Write, WriteSet};
 use serde_json::{json, Value};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+facade!(
+    /// OAuth2 access tokens: issue, verify, introspect (any token kind), revoke.
+    AccessTokens,
+    access_tokens
+);
+
+/// Verified access tokens by the digest of the token, so that introspection and Bearer
+/// authentication skip signature checks and database reads for tokens already seen. Expiry,
+/// revocation and the issuing client are checked every time.
+#[derive(Default)]
+pub(crate) struct TokenCache {
+    access: RwLock<HashMap<SecretHash, Arc<VerifiedAccess>>>,
+}
+
+const TOKEN_CACHE_MAX: usize = 100_000;
+
+/// What a client asks a token endpoint for.
+pub struct IssueRequest<'a> {
+    /// The scope asked for (`None`: all of the client's).
+    pub scope: Option<&'a str>,
+    /// Which endpoint asks: `Access` (`/oauth2/token`) or `FiservAccess`.
+    pub kind: TokenKind,
+    /// Fiserv's `x-fapi-financial-id`, which must be the client's tenant's.
+    pub financial_institution_id: Option<&'a str>,
+}
 
 /// A freshly issued access token; `token` is shown to the client once and never stored.
 pub struct IssuedAccessToken {
@@ -43,27 +70,53 @@ pub fn token_ref(id: &TokenId) -> String {
     id.to_hex()
 }
 
-impl Service {
-    /// Issues an access token to an authenticated client for `requested_scope` (⊆ its scopes).
-    pub async fn issue_access_token(
+impl AccessTokens<'_> {
+    /// Issues an access token to an authenticated client: its tenant's financial institution
+    /// when the endpoint names one, its rate limit, and the scope it asks for (⊆ its scopes).
+    pub async fn issue(
         &self,
-        client: &Arc<Client>,
-        requested_scope: Option<&str>,
-        kind: TokenKind,
-    ) -> Result<IssuedAccessToken, ServiceError> {
+        principal: &Principal,
+        request: IssueRequest<'_>,
+    ) -> Result<IssuedAccessToken, AppError> {
+        let client = &principal.client;
+        let kind = request.kind;
         let actor = format!("client:{}", client.id);
-        let scopes = match client.settings.scopes.grant(requested_scope) {
+        let action = match kind {
+            TokenKind::FiservAccess => "fiserv.token.issue",
+            _ => "access_token.issue",
+        };
+        if let Some(fi) = request.financial_institution_id {
+            let tenant_fi = self
+                .snapshot()
+                .tenant(&client.tenant_id)?
+                .settings
+                .financial_institution_id
+                .clone();
+            if tenant_fi.as_deref() != Some(fi) {
+                self.audit_refusal(
+                    Some(&client.tenant_id),
+                    actor.clone(),
+                    action,
+                    "financial_id_mismatch",
+                    actor,
+                )
+                .await;
+                return Err(AppError::Denied(Denial::FinancialInstitution));
+            }
+        }
+        self.check_rate(client.id.as_str(), &client.tenant_id)?;
+        let scopes = match client.settings.scopes.grant(request.scope) {
             Ok(s) => s,
             Err(e) => {
                 self.audit_refusal(
                     Some(&client.tenant_id),
                     actor,
-                    "access_token.issue",
+                    action,
                     "invalid_scope",
                     format!("client:{}", client.id),
                 )
                 .await;
-                return Err(ServiceError::InvalidScope(e.to_string()));
+                return Err(AppError::Scope(e));
             }
         };
         let now = self.now_ms();
@@ -76,9 +129,9 @@ impl Service {
                     .keys
                     .active
                     .clone()
-                    .ok_or_else(|| ServiceError::Internal("no signing key".into()))?;
+                    .ok_or_else(|| AppError::Internal("no signing key".into()))?;
                 let jti = cardgate_jose::b64::encode(
-                    &cardgate_jose::digest::random::<16>().map_err(ServiceError::crypto)?,
+                    &cardgate_jose::digest::random::<16>().map_err(AppError::from)?,
                 );
                 let claims = AccessClaims {
                     iss: self.settings.public_url.clone(),
@@ -93,10 +146,10 @@ impl Service {
                     env: self.env(),
                     knd: kind.as_str().to_string(),
                 };
-                let payload = serde_json::to_vec(&claims)
-                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                let payload =
+                    serde_json::to_vec(&claims).map_err(|e| AppError::Internal(e.to_string()))?;
                 let header = json!({"alg": "ES256", "typ": "at+jwt", "kid": key.kid});
-                let token = sign_compact(&key, &header, &payload).map_err(ServiceError::crypto)?;
+                let token = sign_compact(&key, &header, &payload).map_err(AppError::from)?;
                 (
                     Secret::new(token),
                     json!({"format": "jwt", "jti": jti, "kid": key.kid, "scope": claims.scope, "kind": kind.as_str()}),
@@ -104,8 +157,7 @@ impl Service {
                 )
             }
             AccessTokenFormat::Opaque => {
-                let minted =
-                    mint_token(OPAQUE_ACCESS_TOKEN_PREFIX, now).map_err(ServiceError::crypto)?;
+                let minted = mint_token(OPAQUE_ACCESS_TOKEN_PREFIX, now).map_err(AppError::from)?;
                 let record = AccessTokenRecord {
                     id: minted.id,
                     hash: minted.hash,
@@ -149,14 +201,11 @@ impl Service {
     /// revocation. `None` when it is not valid; an error only when the store could not tell
     /// (an opaque token is looked up). Verified tokens are cached; expiry and revocation are
     /// checked every time.
-    pub async fn verify_access_token(
-        &self,
-        token: &str,
-    ) -> Result<Option<Arc<VerifiedAccess>>, ServiceError> {
+    pub async fn verify(&self, token: &str) -> Result<Option<Arc<VerifiedAccess>>, AppError> {
         // One digest serves as the cache key for both formats (and is the opaque token's id).
         let key = SecretHash::of(token.as_bytes());
         let cached = self
-            .cache
+            .tokens
             .access
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -169,8 +218,12 @@ impl Service {
                     return Ok(None);
                 };
                 let a = Arc::new(a);
-                let mut cache = self.cache.access.write().unwrap_or_else(|p| p.into_inner());
-                if cache.len() >= super::TOKEN_CACHE_MAX {
+                let mut cache = self
+                    .tokens
+                    .access
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner());
+                if cache.len() >= TOKEN_CACHE_MAX {
                     cache.clear();
                 }
                 cache.insert(key, a.clone());
@@ -183,7 +236,7 @@ impl Service {
         Ok(Some(access))
     }
 
-    async fn verify_uncached(&self, token: &str) -> Result<Option<VerifiedAccess>, ServiceError> {
+    async fn verify_uncached(&self, token: &str) -> Result<Option<VerifiedAccess>, AppError> {
         if token.starts_with(OPAQUE_ACCESS_TOKEN_PREFIX) {
             let Some(presented) = PresentedToken::parse(token, OPAQUE_ACCESS_TOKEN_PREFIX) else {
                 return Ok(None);
@@ -251,10 +304,7 @@ impl Service {
     /// The stored record of a presented card token, if it is one of this environment (its id
     /// is known here and its digest matches, compared in constant time). Another
     /// environment's token is not found, exactly like an unknown one.
-    pub async fn find_card_token(
-        &self,
-        token: &str,
-    ) -> Result<Option<CardTokenRecord>, ServiceError> {
+    pub async fn find_card_token(&self, token: &str) -> Result<Option<CardTokenRecord>, AppError> {
         let Some(presented) = PresentedToken::parse(token, CARD_TOKEN_PREFIX) else {
             return Ok(None);
         };
@@ -267,7 +317,7 @@ impl Service {
     /// RFC 7662: what `caller` may know about `token`. Tokens of other tenants, other
     /// environments, or that are expired, revoked or used up are simply inactive; a store that
     /// cannot tell is an error, not an inactive token.
-    pub async fn introspect(&self, caller: &Principal, token: &str) -> Result<Value, ServiceError> {
+    pub async fn introspect(&self, caller: &Principal, token: &str) -> Result<Value, AppError> {
         let inactive = Ok(json!({"active": false}));
         let tenant = caller.client.tenant_id.as_str();
         if token.starts_with(CARD_TOKEN_PREFIX) {
@@ -277,7 +327,9 @@ impl Service {
             let now = self.now_ms();
             if t.tenant_id.as_str() != tenant
                 || t.environment != self.env()
-                || !self.issuer_allows(t.client_id.as_str(), tenant, t.issued_at_ms)
+                || !self
+                    .directory()
+                    .issuer_allows(t.client_id.as_str(), tenant, t.issued_at_ms)
                 || t.revoked
                 || t.expires_at_ms <= now
                 || t.use_limit.exhausted(t.uses_made)
@@ -303,10 +355,14 @@ impl Service {
             }
             return Ok(v);
         }
-        let Some(a) = self.verify_access_token(token).await? else {
+        let Some(a) = self.verify(token).await? else {
             return inactive;
         };
-        if a.tenant_id != tenant || !self.issuer_allows(&a.client_id, tenant, a.iat * 1000) {
+        if a.tenant_id != tenant
+            || !self
+                .directory()
+                .issuer_allows(&a.client_id, tenant, a.iat * 1000)
+        {
             return inactive;
         }
         let mut v = json!({
@@ -329,7 +385,7 @@ impl Service {
     /// RFC 7009: revokes `token` if it belongs to `caller`'s tenant and this environment;
     /// otherwise does nothing. The answer is the same either way, so revocation reveals
     /// nothing about foreign tokens.
-    pub async fn revoke(&self, caller: &Principal, token: &str) -> Result<(), ServiceError> {
+    pub async fn revoke(&self, caller: &Principal, token: &str) -> Result<(), AppError> {
         let tenant = &caller.client.tenant_id;
         let actor = caller.actor();
         let now = self.now_ms();
@@ -355,7 +411,7 @@ impl Service {
             }
             return Ok(());
         }
-        let Some(a) = self.verify_access_token(token).await? else {
+        let Some(a) = self.verify(token).await? else {
             return Ok(());
         };
         if a.tenant_id != tenant.as_str() {

@@ -1,0 +1,121 @@
+//! The vault as the use cases see it: card data and TOTP secrets sealed under the tenant's
+//! current data key of this environment, and opened with the version each row names (see
+//! `cardgate_jose::vault` for the keys and their associated data).
+
+use crate::{App, AppError};
+use cardgate_core::cards::CardSecrets;
+use cardgate_core::{Card, CardId, PersonId, TenantId};
+use cardgate_jose::aead::AeadKey;
+use cardgate_jose::vault::aad;
+use zeroize::Zeroizing;
+
+impl App {
+    /// Data key `version` of `tenant` (this environment's).
+    pub(crate) fn data_key(&self, tenant: &TenantId, version: i64) -> Result<AeadKey, AppError> {
+        self.snapshot()
+            .keys
+            .data_key(tenant.as_str(), version)
+            .cloned()
+            .ok_or_else(|| {
+                AppError::Internal(format!("data key {version} of tenant {tenant} is missing"))
+            })
+    }
+
+    /// The data key new values of `tenant` are sealed with, and its version.
+    pub(crate) fn current_data_key(&self, tenant: &TenantId) -> Result<(i64, AeadKey), AppError> {
+        self.snapshot()
+            .keys
+            .current_data_key(tenant.as_str())
+            .map(|(v, k)| (v, k.clone()))
+            .ok_or_else(|| AppError::Internal(format!("tenant {tenant} has no data key")))
+    }
+
+    /// Makes sure the directory holds the data key a row was sealed with: a key created by
+    /// another process (a rotation from the CLI) is loaded on first sight.
+    pub(crate) async fn ensure_data_key(
+        &self,
+        tenant: &TenantId,
+        version: i64,
+    ) -> Result<(), AppError> {
+        if self
+            .snapshot()
+            .keys
+            .data_key(tenant.as_str(), version)
+            .is_none()
+        {
+            self.reload().await?;
+        }
+        Ok(())
+    }
+
+    /// Seals a card's data under the tenant's current data key: `(version, envelope)`.
+    pub(crate) fn seal_card(
+        &self,
+        tenant: &TenantId,
+        card: &CardId,
+        secrets: &CardSecrets,
+    ) -> Result<(i64, Vec<u8>), AppError> {
+        let (version, key) = self.current_data_key(tenant)?;
+        Ok((
+            version,
+            Self::seal_card_with(&key, version, tenant, card, secrets)?,
+        ))
+    }
+
+    /// Seals a card's data under data key `version`.
+    pub(crate) fn seal_card_with(
+        key: &AeadKey,
+        version: i64,
+        tenant: &TenantId,
+        card: &CardId,
+        secrets: &CardSecrets,
+    ) -> Result<Vec<u8>, AppError> {
+        let plain = Zeroizing::new(
+            serde_json::to_vec(secrets).map_err(|e| AppError::Internal(e.to_string()))?,
+        );
+        let aad = aad::card(tenant.as_str(), &card.to_string(), version);
+        Ok(key.seal(aad.as_bytes(), &plain)?)
+    }
+
+    /// Opens a card's data with the key version the row names.
+    pub(crate) fn open_card(&self, card: &Card) -> Result<CardSecrets, AppError> {
+        let key = self.data_key(&card.tenant_id, card.key_version)?;
+        Self::open_card_with(&key, card)
+    }
+
+    /// Opens a card's data with `key`, if it is the row's.
+    pub(crate) fn open_card_with(key: &AeadKey, card: &Card) -> Result<CardSecrets, AppError> {
+        let aad = aad::card(
+            card.tenant_id.as_str(),
+            &card.id.to_string(),
+            card.key_version,
+        );
+        let plain = key.open(aad.as_bytes(), &card.vault)?;
+        serde_json::from_slice(&plain)
+            .map_err(|_| AppError::Internal("vault entry is corrupt".into()))
+    }
+
+    /// Seals a person's TOTP secret under data key `version`.
+    pub(crate) fn seal_totp(
+        key: &AeadKey,
+        version: i64,
+        tenant: &TenantId,
+        person: &PersonId,
+        secret: &[u8],
+    ) -> Result<Vec<u8>, AppError> {
+        let aad = aad::totp(tenant.as_str(), &person.to_string(), version);
+        Ok(key.seal(aad.as_bytes(), secret)?)
+    }
+
+    /// Opens a person's TOTP secret sealed under data key `version`.
+    pub(crate) fn open_totp(
+        key: &AeadKey,
+        version: i64,
+        tenant: &TenantId,
+        person: &PersonId,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, AppError> {
+        let aad = aad::totp(tenant.as_str(), &person.to_string(), version);
+        Ok(key.open(aad.as_bytes(), sealed)?)
+    }
+}
