@@ -633,3 +633,33 @@ async fn a_broken_unkeyed_log_is_never_relinked_and_serve_refuses_to_start_namin
         "nothing was re-linked"
     );
 }
+
+/// Someone with write access to a keyed database but not the master key covers up a refusal,
+/// then makes the whole log look older than keyed links (every chain re-linked with the old
+/// unkeyed rule from zeros, the `audit_links` record deleted) — all of it plain SQL. No
+/// command may turn that into a log that verifies: a database that was keyed once must not
+/// be re-linked on the word of a row anyone with SQL access can delete.
+#[tokio::test]
+async fn a_cover_up_disguised_as_a_log_from_before_keyed_links_fails_audit_verify() {
+    let app = TestApp::spawn().await;
+    some_activity(&app).await;
+    assert!(verified_audit_count(&app.database_url, &app.master_key).await > 4);
+
+    let db = Sql::connect(&app.database_url).await;
+    let seq = first_refusal(&db).await;
+    let edited = db
+        .run(
+            "UPDATE audit_events SET outcome = 'ok', details = '{}' WHERE chain = 1 AND seq = $1",
+            &[Val::Int(seq)],
+        )
+        .await;
+    assert_eq!(edited, 1);
+    make_unkeyed(&db).await;
+    db.close().await;
+
+    let out = cardgate_on(&app, &["audit", "verify"]).await;
+    assert!(
+        !out.success,
+        "the covered-up log (chain 1, event {seq} turned from a refusal into 'ok') verifies\n{out:?}"
+    );
+}

@@ -531,3 +531,43 @@ async fn the_tenant_sets_the_lockout_numbers() {
     let session = app.mfa_session(STEPUP, CAROL, "totp").await;
     assert_eq!(mint(session).await.status(), 201);
 }
+
+/// Wrong codes on many sessions of Carol at once, spread over `apps`, lock her out once: the
+/// failure that reaches the threshold is audited as one `mfa.person_locked_out` event, not
+/// once more for every concurrent request that read the locked state afterwards.
+pub async fn a_lockout_reached_by_a_concurrent_burst_is_audited_once(apps: &[&TestApp]) {
+    let app = apps[0];
+    let mut sids = Vec::new();
+    for _ in 0..10 {
+        let session = app.mfa_session(STEPUP, CAROL, "totp").await;
+        sids.push(session["session_id"].as_str().unwrap().to_string());
+    }
+    let codes = wrong_totp_codes(app, 50);
+    let calls = codes.iter().enumerate().map(|(i, code)| {
+        let (app, sid) = (apps[i % apps.len()], &sids[i % sids.len()]);
+        async move {
+            app.post_card_token(
+                STEPUP,
+                CARD_STEPUP,
+                json!({"operations": ["VIEW_CARD"], "mfa": {"session_id": sid, "code": code}}),
+            )
+            .await
+            .status()
+        }
+    });
+    let statuses = futures::future::join_all(calls).await;
+    assert!(statuses.iter().all(|s| *s == 403), "{statuses:?}");
+    let lockouts: Vec<_> = app
+        .audit_events()
+        .await
+        .into_iter()
+        .filter(|e| e.action == "mfa.person_locked_out")
+        .map(|e| e.details)
+        .collect();
+    assert_eq!(
+        lockouts.len(),
+        1,
+        "one lockout, audited {} times: {lockouts:?}",
+        lockouts.len()
+    );
+}

@@ -627,3 +627,40 @@ async fn a_disabled_clients_tokens_of_every_kind_stop_working_on_every_replica()
         .await;
     assert_eq!(app.get_details(&fresh, CARD).await.status(), 200);
 }
+
+/// A replica learns of `client disable` within its refresh interval; until then it still
+/// authenticates the client and mints for it. What the client minted after the disable must
+/// stay refused when the client is enabled again, like everything it held before: a leaked
+/// credential hammering the mint endpoint gets tokens in that window.
+#[tokio::test]
+async fn tokens_a_replica_minted_after_the_disable_stay_refused_after_enable() {
+    let app = TestApp::spawn().await;
+    let other = app.replica(Environment::Sandbox).await;
+    let backend = cardgate_core::ClientId::parse(BACKEND.0).unwrap();
+    let mut minted_after_disable = Vec::new();
+    for _ in 0..3 {
+        app.svc.set_client_disabled(&backend, true).await.unwrap();
+        // Right after the disable committed: the other replica may not have reloaded yet.
+        let res = other
+            .post_card_token(
+                BACKEND,
+                CARD,
+                json!({"operations": ["VIEW_CARD"], "single_use": false}),
+            )
+            .await;
+        if res.status() == 201 {
+            let v: Value = res.json().await.unwrap();
+            minted_after_disable.push(v["token"].as_str().unwrap().to_string());
+        }
+        app.svc.set_client_disabled(&backend, false).await.unwrap();
+    }
+    for token in &minted_after_disable {
+        let (status, body) = status_and_json(app.get_details(token, CARD).await).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_token")),
+            "a card token minted after `client disable` ({} of them) works again after `client enable`",
+            minted_after_disable.len()
+        );
+    }
+}

@@ -748,3 +748,67 @@ async fn a_postgresql_stopped_under_load_is_answered_503_on_every_surface_and_se
         );
     }
 }
+
+// ---- the store stops answering in the middle of a request ---------------------------------
+
+/// A wrong MFA code is counted by its commit; what the answer then says (a wrong code, or the
+/// session's last) is read from the store. If the store stops answering right after that
+/// commit, the request must still be answered within about a second — a 503, or the refusal
+/// itself — never held until the database comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_mfa_code_is_answered_within_a_second_when_the_store_stops_answering_after_its_commit(
+) {
+    let (app, faulty) = spawn_faulty().await;
+    let session = app.mfa_session(STEPUP, CAROL, "totp").await;
+    let sid = session["session_id"].as_str().unwrap().to_string();
+    let now = app.svc.now_ms();
+    let valid: Vec<String> = [-30_000, 0, 30_000]
+        .iter()
+        .map(|d| cardgate_core::mfa::totp_at(TOTP_KEY, now + d))
+        .collect();
+    let wrong = (0..10)
+        .map(|i| format!("{:06}", 100_000 + i))
+        .find(|c| !valid.contains(c))
+        .unwrap();
+    app.svc.set_store_wait(STORE_WAIT);
+
+    // The wrong code's write set is the next batch: hold it, stop the store, let it commit.
+    faulty.plan(&[crate::faults::Fault::Hold]);
+    let request = {
+        let app_http = app.http.clone();
+        let url = app.url(&format!("/v1/cards/{CARD_STEPUP}/tokens"));
+        let body = json!({"operations": ["VIEW_CARD"], "mfa": {"session_id": sid, "code": wrong}});
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let res = tokio::time::timeout(
+                HANG,
+                app_http
+                    .post(url)
+                    .basic_auth(STEPUP.0, Some(STEPUP.1))
+                    .json(&body)
+                    .send(),
+            )
+            .await;
+            (started.elapsed(), res)
+        })
+    };
+    faulty.holding().await;
+    faulty.set_outage(Outage::Silent);
+    faulty.release();
+    let (elapsed, res) = request.await.unwrap();
+    faulty.set_outage(Outage::None);
+
+    let res = res
+        .unwrap_or_else(|_| panic!("a wrong MFA code got no answer within {HANG:?} while the store was silent after its commit"))
+        .unwrap();
+    assert!(elapsed < HANG, "answered after {elapsed:?}");
+    let (status, body) = status_and_json(res).await;
+    assert!(
+        status == 503
+            || (status == 403
+                && body["error"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("mfa_"))),
+        "{status} {body}"
+    );
+}

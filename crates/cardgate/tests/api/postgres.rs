@@ -331,6 +331,15 @@ async fn a_burst_of_wrong_codes_across_two_replicas_checks_at_most_five() {
     crate::mfa::the_right_code_in_a_burst_is_not_told_apart(&[&app, &other]).await;
 }
 
+#[tokio::test]
+async fn a_lockout_reached_by_a_burst_across_two_replicas_is_audited_once() {
+    let Some(app) = spawn_on_postgres().await else {
+        return;
+    };
+    let other = app.replica(Environment::Sandbox).await;
+    crate::mfa::a_lockout_reached_by_a_concurrent_burst_is_audited_once(&[&app, &other]).await;
+}
+
 /// A sandbox and a production instance on one fresh PostgreSQL database (see
 /// `environments`), or `None` when the suite is skipped.
 async fn sandbox_and_production_on_postgres() -> Option<(TestApp, TestApp)> {
