@@ -2,7 +2,7 @@
 //! and tenant data keys re-encrypting the vault online) and the audit log's verification.
 
 use crate::{facade, App, AppError, Conflict, Entity};
-use cardgate_core::audit::{ChainBreak, LinkRule, LogVerifier, KEYED_LINKS, LINKS_META_KEY};
+use cardgate_core::audit::{ChainBreak, LinkRule, LogVerifier};
 use cardgate_core::model::ClientSettings;
 use cardgate_core::scope::ScopeSet;
 use cardgate_core::secret::Secret;
@@ -251,26 +251,39 @@ impl Admin<'_> {
         Ok((version, resealed))
     }
 
-    /// Walks every audit chain, accepting only links made under the audit key. Returns the
-    /// number of events, or where a chain breaks (a log not recorded as keyed fails too).
+    /// Walks every audit chain ([`verify_audit_log`]).
     pub async fn verify_audit(&self) -> Result<Result<i64, ChainBreak>, AppError> {
-        if self.store.meta_get(LINKS_META_KEY).await?.as_deref() != Some(KEYED_LINKS) {
-            return Ok(Err(ChainBreak::NotKeyed));
-        }
-        let rule = LinkRule::Keyed(crate::audit_key(self.master()));
-        let mut verifier = LogVerifier::new(self.store.audit_heads().await?, rule);
-        let mut after = (0, 0);
-        loop {
-            let page = self.store.audit_page(after, 1000).await?;
-            let Some(last) = page.last() else { break };
-            after = (last.chain, last.seq);
-            for ev in &page {
-                if let Err(b) = verifier.push(ev) {
-                    return Ok(Err(b));
-                }
+        verify_audit_log(self.store.as_ref(), self.master()).await
+    }
+}
+
+/// Walks every audit chain of `store`, changing nothing, accepting only links made under the
+/// audit key: the number of events, or where a chain breaks. Whether the log must be keyed
+/// is read from the master key check ([`crate::KeyCheck`]), not from a marker a database
+/// writer could delete: a log from before keyed links fails as `NotKeyed` until re-linked.
+pub async fn verify_audit_log(
+    store: &dyn cardgate_store::Store,
+    master: &cardgate_jose::vault::MasterKey,
+) -> Result<Result<i64, ChainBreak>, AppError> {
+    if matches!(
+        crate::KeyCheck::read(store, master).await?,
+        crate::KeyCheck::BeforeKeyedLinks
+    ) {
+        return Ok(Err(ChainBreak::NotKeyed));
+    }
+    let rule = LinkRule::Keyed(crate::audit_key(master));
+    let mut verifier = LogVerifier::new(store.audit_heads().await?, rule);
+    let mut after = (0, 0);
+    loop {
+        let page = store.audit_page(after, 1000).await?;
+        let Some(last) = page.last() else { break };
+        after = (last.chain, last.seq);
+        for ev in &page {
+            if let Err(b) = verifier.push(ev) {
+                return Ok(Err(b));
             }
         }
-        // What was appended during the walk must be covered by the heads now.
-        Ok(verifier.finish(&self.store.audit_heads().await?))
     }
+    // What was appended during the walk must be covered by the heads now.
+    Ok(verifier.finish(&store.audit_heads().await?))
 }

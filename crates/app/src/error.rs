@@ -142,6 +142,8 @@ pub enum Conflict {
     WrongMasterKey,
     /// The audit log predates keyed links and does not verify as it is.
     AuditLogBroken(ChainBreak),
+    /// The audit log predates keyed links and was not re-linked (`cardgate audit relink`).
+    AuditLogNotKeyed,
 }
 
 impl fmt::Display for Conflict {
@@ -156,6 +158,10 @@ impl fmt::Display for Conflict {
             ),
             Self::WrongMasterKey => f.write_str(
                 "the master key does not match the one this database was created with",
+            ),
+            Self::AuditLogNotKeyed => f.write_str(
+                "the audit log predates keyed links: re-link it first with `cardgate audit relink` \
+                 (or start the server, which does); nothing was changed",
             ),
             Self::AuditLogBroken(b) => write!(
                 f,

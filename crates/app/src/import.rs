@@ -174,8 +174,10 @@ impl Importer<'_> {
                     payload_key_enc,
                     disabled: c.disabled,
                     // Disabling (here as by `client disable`) refuses every token held so far.
+                    // Disabling or enabling (here as by `client disable`/`enable`) refuses every
+                    // token issued before it.
                     tokens_not_before_ms: match existing {
-                        Some(e) if c.disabled && !e.disabled => now,
+                        Some(e) if c.disabled != e.disabled => now,
                         Some(e) => e.tokens_not_before_ms,
                         None => 0,
                     },

@@ -81,6 +81,39 @@ pub struct Settings {
     pub public_url: String,
 }
 
+/// What the database's master key check says: the value stored when the database was
+/// created, an HMAC under the master key, so only a holder of the master key can write one.
+/// Databases from before keyed audit links hold the first form; a database created or
+/// re-linked since holds the second, which also says its audit log is keyed.
+pub enum KeyCheck {
+    BeforeKeyedLinks,
+    Keyed,
+}
+
+impl KeyCheck {
+    pub const META_KEY: &'static str = "master_key_check";
+
+    /// The check of a database whose audit log is keyed.
+    pub fn keyed_value(master: &MasterKey) -> String {
+        cardgate_jose::digest::hex(
+            &master.derive("cardgate master key check v2: audit links keyed")[..],
+        )
+    }
+
+    /// Reads (or, in a new database, records) the check: a wrong master key is refused.
+    pub async fn read(store: &dyn Store, master: &MasterKey) -> Result<Self, AppError> {
+        let keyed = Self::keyed_value(master);
+        let stored = store.meta_init(Self::META_KEY, &keyed).await?;
+        if stored == keyed {
+            Ok(Self::Keyed)
+        } else if stored == master.check_value() {
+            Ok(Self::BeforeKeyedLinks)
+        } else {
+            Err(AppError::Conflict(Conflict::WrongMasterKey))
+        }
+    }
+}
+
 /// The key every audit link is made with: only a holder of the master key can write (or
 /// rewrite) a chain that `audit verify` accepts.
 pub fn audit_key(master: &MasterKey) -> AuditKey {
@@ -137,31 +170,65 @@ pub(crate) use facade;
 impl App {
     /// Readies a database for `master`, before anything else touches it: checks that the
     /// master key is this database's (recording it in a new one), then makes sure the audit
-    /// log is keyed, re-linking under the audit key a log that predates keyed links. A log
-    /// that does not verify as it is under the old rule is refused, naming where it breaks,
-    /// and nothing is re-linked (nor written after). Returns how many events were re-linked
-    /// now, if any were; `actor` records who did it.
+    /// log is keyed. Whether it was keyed already is read from the master key check, which
+    /// only a holder of the master key can write ([`KeyCheck`]): a database created or
+    /// re-linked by this version says so there, and its log is never re-linked again — a log
+    /// rewritten with the old rule and its marker deleted stays unkeyed and fails `audit
+    /// verify`. Only a database whose check predates keyed links has its log verified under
+    /// the old rule and, if intact, re-linked under the audit key (and its check moved on),
+    /// and only when `relink`; a log that does not verify is refused, naming where it
+    /// breaks, and nothing is written. Returns how many events were re-linked now.
     pub async fn prepare(
         store: &dyn Store,
         master: &MasterKey,
         env: Environment,
         actor: &str,
+        relink: bool,
     ) -> Result<Option<i64>, AppError> {
-        let stored = store
-            .meta_init("master_key_check", &master.check_value())
-            .await?;
-        if stored != master.check_value() {
-            return Err(AppError::Conflict(Conflict::WrongMasterKey));
-        }
-        let note = Relinking {
-            ts_ms: Clock::default().now_ms(),
-            environment: env.as_str().to_string(),
-            actor: actor.to_string(),
-        };
-        match store.relink_audit(&note).await? {
-            Relink::AlreadyKeyed => Ok(None),
-            Relink::Relinked { events } => Ok(Some(events)),
-            Relink::Broken(b) => Err(AppError::Conflict(Conflict::AuditLogBroken(b))),
+        match KeyCheck::read(store, master).await? {
+            KeyCheck::Keyed => {
+                let marked = store.meta_get(cardgate_core::audit::LINKS_META_KEY).await?;
+                let empty = store.audit_heads().await?.iter().all(|h| h.seq == 0);
+                match (marked, empty) {
+                    (Some(_), _) => {}
+                    // A new database: its empty chains start from their keyed genesis.
+                    (None, true) => {
+                        let note = Relinking {
+                            ts_ms: Clock::default().now_ms(),
+                            environment: env.as_str().to_string(),
+                            actor: actor.to_string(),
+                        };
+                        store.relink_audit(&note).await?;
+                    }
+                    // Keyed once, its marker gone: marked again, never re-linked.
+                    (None, false) => store.mark_audit_keyed().await?,
+                }
+                Ok(None)
+            }
+            KeyCheck::BeforeKeyedLinks if !relink => {
+                Err(AppError::Conflict(Conflict::AuditLogNotKeyed))
+            }
+            KeyCheck::BeforeKeyedLinks => {
+                let note = Relinking {
+                    ts_ms: Clock::default().now_ms(),
+                    environment: env.as_str().to_string(),
+                    actor: actor.to_string(),
+                };
+                let events = match store.relink_audit(&note).await? {
+                    Relink::AlreadyKeyed => None,
+                    Relink::Relinked { events } => Some(events),
+                    Relink::Broken(b) => {
+                        return Err(AppError::Conflict(Conflict::AuditLogBroken(b)))
+                    }
+                };
+                store
+                    .apply(&[WriteSet::of(vec![Write::SetMeta {
+                        key: KeyCheck::META_KEY,
+                        value: KeyCheck::keyed_value(master),
+                    }])])
+                    .await?;
+                Ok(events)
+            }
         }
     }
 
@@ -174,8 +241,14 @@ impl App {
         settings: Settings,
         courier: Arc<dyn Courier>,
     ) -> Result<Arc<Self>, AppError> {
-        let relinked =
-            Self::prepare(store.as_ref(), &master, settings.environment, "system").await?;
+        let relinked = Self::prepare(
+            store.as_ref(),
+            &master,
+            settings.environment,
+            "system",
+            true,
+        )
+        .await?;
         if let Some(events) = relinked.filter(|n| *n > 0) {
             tracing::warn!(
                 events,
@@ -233,8 +306,17 @@ impl App {
 
     /// Reloads tenants, clients and keys from the store.
     pub async fn reload(&self) -> Result<(), AppError> {
-        let snap =
-            Snapshot::load(self.store.as_ref(), &self.master, self.env(), self.now_ms()).await?;
+        // Bounded like any read: a request that needs a reload is answered, not held.
+        let wait = self.store_wait();
+        let load = Snapshot::load(self.store.as_ref(), &self.master, self.env(), self.now_ms());
+        let snap = match tokio::time::timeout(wait, load).await {
+            Ok(snap) => snap?,
+            Err(_) => {
+                return Err(self.store_failed(StoreError::Unavailable(format!(
+                    "no answer within {wait:?}"
+                ))))
+            }
+        };
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
         // Whatever changed elsewhere, remembered cards, names and tokens are read afresh.
         self.hot.clear();

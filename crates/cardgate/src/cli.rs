@@ -355,10 +355,13 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Audit(AuditCommand::Verify) => {
-            let svc = open(&common, "http://127.0.0.1:8080".into()).await?;
-            match svc
-                .admin()
-                .verify_audit()
+            // Reads only: never re-links, so a log cannot be blessed by the check itself.
+            let master = master_key(&common)?;
+            let store =
+                cardgate_store::connect(&common.database_url, cardgate_app::audit_key(&master))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            match cardgate_app::admin::verify_audit_log(store.as_ref(), &master)
                 .await
                 .map_err(|e| e.to_string())?
             {
@@ -376,7 +379,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                     .await
                     .map_err(|e| e.to_string())?;
             let env = common.environment.into();
-            match App::prepare(store.as_ref(), &master, env, "admin")
+            match App::prepare(store.as_ref(), &master, env, "admin", true)
                 .await
                 .map_err(|e| e.to_string())?
             {

@@ -751,8 +751,11 @@ async fn write<T: WriteTx>(tx: &mut T, w: &Write) -> Result<()> {
             .await?;
         }
         Write::MfaPersonPassed { tenant, person } => {
+            // The right code's own attempt was counted as a failure by the guard: it is taken
+            // back (and the lockout it alone would have started with it). Earlier failures stay.
             tx.exec(
-                "UPDATE mfa_persons SET failures = 0, locked_until = 0 WHERE tenant_id = $1 AND person_id = $2",
+                "UPDATE mfa_persons SET failures = CASE WHEN failures > 0 THEN failures - 1 ELSE 0 END, \
+                 locked_until = 0 WHERE tenant_id = $1 AND person_id = $2",
                 vec![Arg::text(tenant.as_str()), Arg::string(person.to_string())],
             )
             .await?;
@@ -801,8 +804,7 @@ async fn write<T: WriteTx>(tx: &mut T, w: &Write) -> Result<()> {
             now_ms,
         } => {
             tx.exec(
-                "UPDATE clients SET disabled = $1, \
-                 tokens_not_before = CASE WHEN $1 THEN CAST($3 AS BIGINT) ELSE tokens_not_before END WHERE id = $2",
+                "UPDATE clients SET disabled = $1, tokens_not_before = CAST($3 AS BIGINT) WHERE id = $2",
                 vec![Arg::Bool(*disabled), Arg::text(id.as_str()), Arg::int(*now_ms)],
             )
             .await?;
@@ -899,6 +901,14 @@ async fn write<T: WriteTx>(tx: &mut T, w: &Write) -> Result<()> {
                     Arg::blob(&k.key_enc),
                     Arg::int(k.created_at_ms),
                 ],
+            )
+            .await?;
+        }
+        Write::SetMeta { key, value } => {
+            tx.exec(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                vec![Arg::text(key), Arg::text(value)],
             )
             .await?;
         }

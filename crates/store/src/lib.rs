@@ -253,6 +253,10 @@ pub trait Store: Send + Sync + 'static {
     /// log is keyed the store writes nothing. Call it only once the master key the audit key
     /// comes from is known to be this database's.
     async fn relink_audit(&self, note: &Relinking) -> Result<Relink>;
+    /// Records the log as keyed without re-linking anything: for a database the caller knows
+    /// was keyed already (its master key check says so) whose marker went missing. Whatever
+    /// unkeyed links it holds are then forgeries, and `audit verify` fails on them.
+    async fn mark_audit_keyed(&self) -> Result<()>;
 
     /// Applies write sets in one transaction, in order, as writer number `writer`, whose audit
     /// events go to chain `writer % AUDIT_CHAINS + 1`, linked under the store's audit key

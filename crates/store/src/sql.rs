@@ -448,6 +448,12 @@ impl<E: Engine> Store for SqlStore<E> {
             .await
     }
 
+    async fn mark_audit_keyed(&self) -> Result<()> {
+        self.engine.meta_init(LINKS_META_KEY, KEYED_LINKS).await?;
+        self.keyed.store(true, Ordering::Release);
+        Ok(())
+    }
+
     async fn relink_audit(&self, note: &Relinking) -> Result<Relink> {
         if is_keyed(self).await? {
             return Ok(Relink::AlreadyKeyed);

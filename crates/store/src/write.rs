@@ -117,14 +117,17 @@ pub enum Write {
         expires_at_ms: i64,
     },
     InsertMfaSession(MfaSession),
-    /// A cardholder stepped up: their failures are forgiven and any lockout ends.
+    /// A cardholder stepped up: the attempt [`Guard::MfaPersonAttempt`] counted as a failure
+    /// is taken back (earlier failures stay), and the lockout it started, if any, ends.
     MfaPersonPassed {
         tenant: TenantId,
         person: PersonId,
     },
     UpsertTenant(Tenant),
     UpsertClient(Client),
-    /// Disabling also refuses every token the client was issued until `now_ms`.
+    /// Refuses every token the client was issued before `now_ms`, on disabling and on
+    /// enabling: nothing issued before an enable works after it, not even a token a replica
+    /// minted while it had not yet learned of the disable.
     SetClientDisabled {
         id: ClientId,
         disabled: bool,
@@ -141,6 +144,11 @@ pub enum Write {
     InsertDataKey(DataKeyRow),
     /// Tells every replica to reload tenants, clients and keys.
     BumpConfigVersion,
+    /// Sets a `meta` key to a value.
+    SetMeta {
+        key: &'static str,
+        value: String,
+    },
 }
 
 /// One request's changes.

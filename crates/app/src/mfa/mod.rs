@@ -298,7 +298,10 @@ impl Mfa<'_> {
             WriteOutcome::Applied => {
                 self.note_lockout(s, now).await;
                 return Ok(
-                    match self.store.get_mfa_session(&session.id, self.env()).await? {
+                    match self
+                        .read(self.store.get_mfa_session(&session.id, self.env()))
+                        .await?
+                    {
                         Some(fresh) if fresh.attempts >= mfa::MAX_ATTEMPTS => MfaCheck::Locked,
                         _ => MfaCheck::WrongCode,
                     },
@@ -311,7 +314,10 @@ impl Mfa<'_> {
             WriteOutcome::Refused {
                 by: GuardKind::MfaAttempt,
                 ..
-            } => match self.store.get_mfa_session(&session.id, self.env()).await? {
+            } => match self
+                .read(self.store.get_mfa_session(&session.id, self.env()))
+                .await?
+            {
                 Some(fresh) => mfa::state(&fresh, now).err().unwrap_or(MfaCheck::Locked),
                 None => MfaCheck::NotApplicable,
             },
@@ -331,7 +337,7 @@ impl Mfa<'_> {
     /// Audits the moment a cardholder's failures reach the tenant's threshold.
     async fn note_lockout(&self, s: &StepUp, now: i64) {
         let (tenant, person) = (&s.session.tenant_id, &s.session.person_id);
-        match self.store.get_mfa_person(tenant, person).await {
+        match self.read(self.store.get_mfa_person(tenant, person)).await {
             Ok(Some(state))
                 if state.locked_until_ms > now
                     && state.failures == i64::from(s.lockout.max_failures) =>

@@ -447,6 +447,20 @@ pub async fn make_unkeyed(db: &Sql) {
         .await;
 }
 
+/// Makes the database what one from before keyed links really is: its log linked by the old
+/// rule, and its master key check in the old form — which takes the master key to write.
+pub async fn make_from_before_keyed_links(db: &Sql, master_key: &str) {
+    make_unkeyed(db).await;
+    let old_check = cardgate_jose::vault::MasterKey::parse(master_key)
+        .unwrap()
+        .check_value();
+    db.run(
+        "UPDATE meta SET value = $1 WHERE key = 'master_key_check'",
+        &[Val::Text(&old_check)],
+    )
+    .await;
+}
+
 /// The first refusal in chain 1: an event whose outcome a cover-up would change.
 async fn first_refusal(db: &Sql) -> i64 {
     db.ints("SELECT MIN(seq) FROM audit_events WHERE chain = 1 AND outcome <> 'ok'")
@@ -549,7 +563,7 @@ async fn an_unkeyed_log_is_relinked_when_serve_starts_and_then_verifies() {
     let app = TestApp::spawn().await;
     some_activity(&app).await;
     let db = Sql::connect(&app.database_url).await;
-    make_unkeyed(&db).await;
+    make_from_before_keyed_links(&db, &app.master_key).await;
     let unkeyed = db.events().await;
 
     let server = crate::cli::ServeChild::start(&app.database_url, &app.master_key, &[]).await;
@@ -573,7 +587,7 @@ async fn audit_relink_relinks_an_unkeyed_log_once() {
     let app = TestApp::spawn().await;
     some_activity(&app).await;
     let db = Sql::connect(&app.database_url).await;
-    make_unkeyed(&db).await;
+    make_from_before_keyed_links(&db, &app.master_key).await;
     let unkeyed = db.events().await;
 
     let out = cardgate_on(&app, &["audit", "relink"]).await;
@@ -599,7 +613,7 @@ async fn a_broken_unkeyed_log_is_never_relinked_and_serve_refuses_to_start_namin
     let app = TestApp::spawn().await;
     some_activity(&app).await;
     let db = Sql::connect(&app.database_url).await;
-    make_unkeyed(&db).await;
+    make_from_before_keyed_links(&db, &app.master_key).await;
     let seq = first_refusal(&db).await;
     db.run(
         "UPDATE audit_events SET outcome = 'ok' WHERE chain = 1 AND seq = $1",
@@ -612,11 +626,14 @@ async fn a_broken_unkeyed_log_is_never_relinked_and_serve_refuses_to_start_namin
     let serve = cardgate_on(&app, &["serve", "--listen", &listen]).await;
     let relink = cardgate_on(&app, &["audit", "relink"]).await;
     let verify = cardgate_on(&app, &["audit", "verify"]).await;
-    for (command, out) in [
-        ("serve", serve),
-        ("audit relink", relink),
-        ("audit verify", verify),
-    ] {
+    // `audit verify` changes nothing and re-links nothing: it says the log predates keyed
+    // links.
+    assert!(!verify.success, "{verify:?}");
+    assert!(
+        verify.stderr.contains("not keyed") || verify.stderr.contains("predates"),
+        "{verify:?}"
+    );
+    for (command, out) in [("serve", serve), ("audit relink", relink)] {
         assert!(
             !out.success,
             "{command} accepted a broken unkeyed log\n{out:?}"

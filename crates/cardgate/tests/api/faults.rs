@@ -251,6 +251,10 @@ impl Store for FaultyStore {
         self.reach().await?;
         self.inner.audit_heads().await
     }
+    async fn mark_audit_keyed(&self) -> Result<()> {
+        self.reach().await?;
+        self.inner.mark_audit_keyed().await
+    }
     async fn relink_audit(
         &self,
         note: &cardgate_core::audit::Relinking,

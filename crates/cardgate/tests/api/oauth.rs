@@ -639,7 +639,11 @@ async fn tokens_a_replica_minted_after_the_disable_stay_refused_after_enable() {
     let backend = cardgate_core::ClientId::parse(BACKEND.0).unwrap();
     let mut minted_after_disable = Vec::new();
     for _ in 0..3 {
-        app.svc.set_client_disabled(&backend, true).await.unwrap();
+        app.svc
+            .admin()
+            .set_client_disabled(&backend, true)
+            .await
+            .unwrap();
         // Right after the disable committed: the other replica may not have reloaded yet.
         let res = other
             .post_card_token(
@@ -652,7 +656,11 @@ async fn tokens_a_replica_minted_after_the_disable_stay_refused_after_enable() {
             let v: Value = res.json().await.unwrap();
             minted_after_disable.push(v["token"].as_str().unwrap().to_string());
         }
-        app.svc.set_client_disabled(&backend, false).await.unwrap();
+        app.svc
+            .admin()
+            .set_client_disabled(&backend, false)
+            .await
+            .unwrap();
     }
     for token in &minted_after_disable {
         let (status, body) = status_and_json(app.get_details(token, CARD).await).await;

@@ -425,13 +425,13 @@ async fn a_version_3_postgresql_database_migrates_its_rows_to_the_environments_o
 
 #[tokio::test]
 async fn an_unkeyed_log_is_relinked_once_by_replicas_starting_together_and_then_verifies() {
-    use crate::audit::{assert_relinked, make_unkeyed, some_activity, Sql};
+    use crate::audit::{assert_relinked, make_from_before_keyed_links, some_activity, Sql};
     let Some(app) = spawn_on_postgres().await else {
         return;
     };
     some_activity(&app).await;
     let db = Sql::connect(&app.database_url).await;
-    make_unkeyed(&db).await;
+    make_from_before_keyed_links(&db, &app.master_key).await;
     let unkeyed = db.events().await;
 
     // Both re-link at start; the heads' locks let exactly one of them do it.

@@ -819,10 +819,14 @@ async fn contract(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .apply(&[person_attempt(40_001), person_attempt(40_002)])
+            .apply(&[
+                person_attempt(40_001),
+                person_attempt(40_002),
+                person_attempt(40_003)
+            ])
             .await
             .unwrap(),
-        vec![locked(), A],
+        vec![locked(), A, A],
         "{backend}: until the lockout ends"
     );
     store
@@ -835,10 +839,10 @@ async fn contract(store: Arc<dyn Store>) {
     assert_eq!(
         store.get_mfa_person(&t.id, &person).await.unwrap(),
         Some(cardgate_store::MfaPersonState {
-            failures: 0,
+            failures: 1,
             locked_until_ms: 0
         }),
-        "{backend}: a right code forgives"
+        "{backend}: a right code takes back its own attempt, not the failures before it"
     );
 
     // A TOTP step is accepted once per person, and only moving forward.
