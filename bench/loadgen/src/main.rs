@@ -8,6 +8,8 @@
 //!
 //! Usage: `loadgen --help`.
 
+#![forbid(unsafe_code)]
+
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::ExitCode;

@@ -1,6 +1,8 @@
 //! cardgate's HTTP surface: the axum router over the application [`service::Service`], with
 //! the native API, the dialects, health, metrics and the OpenAPI document.
 
+#![forbid(unsafe_code)]
+
 pub mod dialects;
 pub mod metrics;
 pub mod native;
