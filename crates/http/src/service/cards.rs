@@ -291,6 +291,7 @@ impl Service {
                 use_limit,
                 uses_made: 0,
                 revoked: false,
+                cnf_jkt: None,
             };
             let ops: Vec<&str> = record.operations.iter().map(|o| o.as_str()).collect();
             let details = json!({
@@ -962,6 +963,7 @@ impl Service {
                         },
                     ));
                 }
+                taken @ WriteOutcome::Taken(_) => return Err(unexpected(&taken)),
                 WriteOutcome::Refused { .. } => {
                     self.hot.forget_card(card_id);
                     return Err(ServiceError::Conflict(match op {

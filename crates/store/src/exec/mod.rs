@@ -1,18 +1,24 @@
-//! The write path, written once for both engines: the SQL of every guard and write, how a
-//! batch of write sets applies inside one open transaction, and the audit chain append. Each
-//! backend supplies a [`WriteTx`], the way to run one statement in its transaction.
+//! The write path, written once for both engines: how a batch of write sets applies inside one
+//! open transaction — each set's guards decided alone or, for a batch of simple sets, all
+//! together in bulk — with the SQL of the guards (`guards`), of the writes (`writes`) and of
+//! the audit chain append (`audit`). Each backend supplies a [`WriteTx`], the way to run one
+//! statement in its transaction.
 
-use crate::rows::{self, Cols};
+mod audit;
+mod guards;
+mod writes;
+
+pub(crate) use audit::{append_after_head, link, relink, AUDIT_PAGE};
+pub(crate) use guards::{claim, PURGE_CLAIMS};
+pub(crate) use writes::{ops_to_text, META_INIT};
+
 use crate::sql::Map;
-use crate::write::{Guard, Write, WriteOutcome, WriteSet};
+use crate::write::{Guard, StoredClaim, Write, WriteOutcome, WriteSet};
 use crate::{Result, StoreError};
 use async_trait::async_trait;
-use cardgate_core::audit::{
-    AuditEvent, AuditKey, ChainHead, LinkRule, LogVerifier, Relink, Relinking, KEYED_LINKS,
-    LINKS_META_KEY,
-};
+use cardgate_core::audit::{AuditEvent, AuditKey};
 use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord};
-use cardgate_core::Operation;
+use guards::{each_guard, guard};
 use std::borrow::Cow;
 
 /// A bound parameter. `$n` in the SQL is `args[n - 1]`. NULLs carry their type, which
@@ -57,16 +63,16 @@ pub(crate) const AUDIT_EVENTS: Table = Table {
 
 pub(crate) const ACCESS_TOKENS: Table = Table {
     name: "access_tokens",
-    columns: "id, hash, kind, tenant_id, client_id, environment, scope, issued_at, expires_at, revoked",
-    insert_one: "INSERT INTO access_tokens (id, hash, kind, tenant_id, client_id, environment, scope, issued_at, expires_at, revoked) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    columns: "id, hash, kind, tenant_id, client_id, environment, scope, issued_at, expires_at, revoked, cnf_jkt",
+    insert_one: "INSERT INTO access_tokens (id, hash, kind, tenant_id, client_id, environment, scope, issued_at, expires_at, revoked, cnf_jkt) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
 };
 
 pub(crate) const CARD_TOKENS: Table = Table {
     name: "card_tokens",
-    columns: "id, hash, kind, tenant_id, client_id, environment, card_id, person_id, operations, issued_at, expires_at, max_uses, uses_made, revoked",
+    columns: "id, hash, kind, tenant_id, client_id, environment, card_id, person_id, operations, issued_at, expires_at, max_uses, uses_made, revoked, cnf_jkt",
     insert_one: "INSERT INTO card_tokens (id, hash, kind, tenant_id, client_id, environment, card_id, person_id, operations, \
-                 issued_at, expires_at, max_uses, uses_made, revoked) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                 issued_at, expires_at, max_uses, uses_made, revoked, cnf_jkt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
 };
 
 /// One open write transaction of a backend.
@@ -131,20 +137,36 @@ pub(crate) trait WriteTx: Send + Sized {
     async fn redeem_all(&mut self, redeems: &[&Guard]) -> Result<Vec<bool>> {
         each_guard(self, redeems).await
     }
+
+    /// Claims each of `claims` (each a [`Guard::Claim`], all of different keys): `None` where
+    /// it was claimed, what the first claimant stored where the key was taken. Engines where a
+    /// statement costs a network round trip claim them all with one.
+    async fn claim_all(&mut self, claims: &[&Guard]) -> Result<Vec<Option<StoredClaim>>> {
+        let mut out = Vec::with_capacity(claims.len());
+        for g in claims {
+            out.push(claim(self, g).await?);
+        }
+        Ok(out)
+    }
 }
 
-/// Runs `guards` one statement each, in order: which held.
-async fn each_guard<T: WriteTx>(tx: &mut T, guards: &[&Guard]) -> Result<Vec<bool>> {
-    let mut held = Vec::with_capacity(guards.len());
-    for g in guards {
-        held.push(guard(tx, g).await? == 1);
+/// Why a set was refused: the guard that did not hold (its index in the set's guards) and,
+/// when that guard was a taken [`Guard::Claim`], what the first claimant stored.
+#[derive(Debug, Clone)]
+pub(crate) struct Refusal {
+    at: usize,
+    taken: Option<StoredClaim>,
+}
+
+impl Refusal {
+    fn at(at: usize) -> Self {
+        Self { at, taken: None }
     }
-    Ok(held)
 }
 
 /// Whether a set is decided by its guards alone, without writing anything before the last
-/// one: card checks, then at most one token redemption, and writes that are all appended at the
-/// end of the batch (tokens, audit events).
+/// one: card checks, then at most one token redemption or claim, and writes that are all
+/// appended at the end of the batch (tokens, audit events).
 fn decided_in_bulk(set: &WriteSet) -> bool {
     let deferred = |w: &Write| {
         matches!(
@@ -156,7 +178,10 @@ fn decided_in_bulk(set: &WriteSet) -> bool {
         None => true,
         Some((last, before)) => {
             before.iter().all(|g| matches!(g, Guard::CardIs { .. }))
-                && matches!(last, Guard::CardIs { .. } | Guard::RedeemCardToken { .. })
+                && matches!(
+                    last,
+                    Guard::CardIs { .. } | Guard::RedeemCardToken { .. } | Guard::Claim { .. }
+                )
         }
     };
     guards_ok
@@ -165,25 +190,31 @@ fn decided_in_bulk(set: &WriteSet) -> bool {
         && set.on_refused.iter().all(deferred)
 }
 
-/// For a batch where every set is [`decided_in_bulk`] and no token is redeemed twice or
-/// redeemed in the batch that mints it, the outcome of every set, found with one statement for
-/// all card checks and one for all redemptions. Such sets do not change anything another
-/// set's guards read before the end of the batch, so deciding them together is the same as
-/// deciding them one after another. `None` when the batch is not like that.
+/// For a batch where every set is [`decided_in_bulk`], no token is redeemed twice or redeemed
+/// in the batch that mints it, and no key is claimed twice, the outcome of every set, found
+/// with one statement for all card checks, one for all redemptions and one for all claims
+/// (and, where keys were taken, one that reads what their claimants stored). Such sets do not
+/// change anything another set's guards read before the end of the batch, so deciding them
+/// together is the same as deciding them one after another. `None` when the batch is not like
+/// that.
 async fn decide_in_bulk<T: WriteTx>(
     tx: &mut T,
     sets: &[WriteSet],
-) -> Result<Option<Vec<Option<usize>>>> {
+) -> Result<Option<Vec<Option<Refusal>>>> {
     if sets.len() < 2 || !sets.iter().all(decided_in_bulk) {
         return Ok(None);
     }
     let mut redeemed = std::collections::HashSet::new();
+    let mut claimed = std::collections::HashSet::new();
     for set in sets {
         for g in &set.guards {
-            if let Guard::RedeemCardToken { id, .. } = g {
-                if !redeemed.insert(id) {
-                    return Ok(None);
-                }
+            let repeated = match g {
+                Guard::RedeemCardToken { id, .. } => !redeemed.insert(id),
+                Guard::Claim { namespace, key, .. } => !claimed.insert((namespace, key)),
+                _ => false,
+            };
+            if repeated {
+                return Ok(None);
             }
         }
     }
@@ -200,9 +231,11 @@ async fn decide_in_bulk<T: WriteTx>(
         .filter(|g| matches!(g, Guard::CardIs { .. }))
         .collect();
     let mut checked = tx.cards_are(&checks).await?.into_iter();
-    // The first failing check of each set, and the redemptions of the sets whose checks held.
-    let mut refused: Vec<Option<usize>> = Vec::with_capacity(sets.len());
+    // The first failing check of each set, and the redemptions and claims of the sets whose
+    // checks held.
+    let mut refused: Vec<Option<Refusal>> = Vec::with_capacity(sets.len());
     let mut redeems: Vec<(usize, &Guard)> = Vec::new();
+    let mut claims: Vec<(usize, &Guard)> = Vec::new();
     for (k, set) in sets.iter().enumerate() {
         let mut first_failed = None;
         for (i, g) in set.guards.iter().enumerate() {
@@ -210,9 +243,10 @@ async fn decide_in_bulk<T: WriteTx>(
                 Guard::CardIs { .. } => {
                     let held = checked.next().ok_or_else(|| corrupt_bulk("card checks"))?;
                     if !held && first_failed.is_none() {
-                        first_failed = Some(i);
+                        first_failed = Some(Refusal::at(i));
                     }
                 }
+                Guard::Claim { .. } if first_failed.is_none() => claims.push((k, g)),
                 _ if first_failed.is_none() => redeems.push((k, g)),
                 _ => {}
             }
@@ -227,7 +261,22 @@ async fn decide_in_bulk<T: WriteTx>(
         }
         for ((k, _), ok) in redeems.iter().zip(counted) {
             if !ok {
-                refused[*k] = Some(sets[*k].guards.len() - 1);
+                refused[*k] = Some(Refusal::at(sets[*k].guards.len() - 1));
+            }
+        }
+    }
+    if !claims.is_empty() {
+        let guards: Vec<&Guard> = claims.iter().map(|(_, g)| *g).collect();
+        let taken = tx.claim_all(&guards).await?;
+        if taken.len() != claims.len() {
+            return Err(corrupt_bulk("claims"));
+        }
+        for ((k, _), taken) in claims.iter().zip(taken) {
+            if let Some(stored) = taken {
+                refused[*k] = Some(Refusal {
+                    at: sets[*k].guards.len() - 1,
+                    taken: Some(stored),
+                });
             }
         }
     }
@@ -236,14 +285,6 @@ async fn decide_in_bulk<T: WriteTx>(
 
 fn corrupt_bulk(what: &str) -> StoreError {
     StoreError::Database(format!("the engine answered a different number of {what}"))
-}
-
-pub(crate) fn ops_to_text(ops: &[Operation]) -> String {
-    ops.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(",")
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn card_token_row(t: &CardTokenRecord) -> Vec<Arg<'_>> {
@@ -262,6 +303,7 @@ fn card_token_row(t: &CardTokenRecord) -> Vec<Arg<'_>> {
         Arg::Int(t.use_limit.max_uses()),
         Arg::int(t.uses_made),
         Arg::Bool(t.revoked),
+        Arg::Text(t.cnf_jkt.as_deref().map(Cow::Borrowed)),
     ]
 }
 
@@ -277,30 +319,7 @@ fn access_token_row(t: &AccessTokenRecord) -> Vec<Arg<'_>> {
         Arg::int(t.issued_at_ms),
         Arg::int(t.expires_at_ms),
         Arg::Bool(t.revoked),
-    ]
-}
-
-/// An event's row, as number `seq` of `chain` between `prev_hash` and its own `hash`.
-fn audit_row<'a>(
-    e: &'a AuditEvent,
-    chain: i64,
-    seq: i64,
-    prev_hash: &'a str,
-    hash: &'a str,
-) -> Vec<Arg<'a>> {
-    vec![
-        Arg::int(chain),
-        Arg::int(seq),
-        Arg::int(e.ts_ms),
-        Arg::Text(e.tenant_id.as_deref().map(Cow::Borrowed)),
-        Arg::text(&e.environment),
-        Arg::text(&e.actor),
-        Arg::text(&e.action),
-        Arg::text(&e.outcome),
-        Arg::text(&e.subject),
-        Arg::text(&e.details),
-        Arg::text(prev_hash),
-        Arg::text(hash),
+        Arg::Text(t.cnf_jkt.as_deref().map(Cow::Borrowed)),
     ]
 }
 
@@ -346,9 +365,9 @@ pub(crate) async fn apply_sets<T: WriteTx>(
     let mut audits: Vec<&AuditEvent> = Vec::new();
     let mut pending = Pending::default();
     let mut outcomes = Vec::with_capacity(sets.len());
-    let decided = decide_in_bulk(tx, sets).await?;
+    let mut decided = decide_in_bulk(tx, sets).await?;
     for (k, set) in sets.iter().enumerate() {
-        let mut bulk = decided.as_ref().map(|d| d[k]);
+        let mut bulk = decided.as_mut().map(|d| d[k].take());
         // The set, then its fallback (and the fallback's), until one is decided.
         let mut current = set;
         let mut refused_by = Vec::new();
@@ -359,10 +378,21 @@ pub(crate) async fn apply_sets<T: WriteTx>(
             };
             let (writes, outcome): (&[Write], _) = match refused {
                 None => (&current.writes, WriteOutcome::Applied),
-                Some(i) if i < current.preconditions => {
+                Some(Refusal {
+                    at,
+                    taken: Some(stored),
+                }) => {
+                    let writes: &[Write] = if at < current.preconditions {
+                        &[]
+                    } else {
+                        &current.on_refused
+                    };
+                    (writes, WriteOutcome::Taken(stored))
+                }
+                Some(Refusal { at: i, .. }) if i < current.preconditions => {
                     (&[], WriteOutcome::Stale(current.guards[i].kind()))
                 }
-                Some(i) => match &current.fallback {
+                Some(Refusal { at: i, .. }) => match &current.fallback {
                     Some(fallback) => {
                         refused_by.push(current.guards[i].kind());
                         current = fallback;
@@ -382,7 +412,7 @@ pub(crate) async fn apply_sets<T: WriteTx>(
                     other => {
                         // Immediate writes see every row this batch has inserted so far.
                         pending.flush(tx).await?;
-                        write(tx, other).await?;
+                        writes::write(tx, other).await?;
                     }
                 }
             }
@@ -403,158 +433,13 @@ pub(crate) async fn apply_sets<T: WriteTx>(
     Ok(outcomes)
 }
 
-/// Links `events` after `(seq, head)` of `chain` under `key`: each one's `(seq, prev_hash, hash)`.
-pub(crate) fn link(
-    key: &AuditKey,
-    chain: i64,
-    events: &[&AuditEvent],
-    seq: i64,
-    head: &str,
-) -> Vec<(i64, String, String)> {
-    let mut prev = head.to_owned();
-    events
-        .iter()
-        .zip(seq + 1..)
-        .map(|(ev, seq)| {
-            let hash = ev.hash_after(key, chain, seq, &prev);
-            (seq, std::mem::replace(&mut prev, hash.clone()), hash)
-        })
-        .collect()
-}
-
-/// Appends `events` to `chain` after its head, read (and locked, where the engine needs it)
-/// now, and moves the head: the default [`WriteTx::append_audit`].
-pub(crate) async fn append_after_head<T: WriteTx>(
-    tx: &mut T,
-    key: &AuditKey,
-    chain: i64,
-    events: &[&AuditEvent],
-) -> Result<(i64, String)> {
-    let (seq, head) = tx.chain_head(chain).await?;
-    let links = link(key, chain, events, seq, &head);
-    let rows = events
-        .iter()
-        .zip(&links)
-        .map(|(ev, (seq, prev, hash))| audit_row(ev, chain, *seq, prev, hash))
-        .collect();
-    tx.insert_rows(&AUDIT_EVENTS, rows).await?;
-    let (seq, _, head) = links.last().cloned().unwrap_or((seq, String::new(), head));
-    tx.exec(
-        "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = $3",
-        vec![Arg::int(seq), Arg::text(&head), Arg::int(chain)],
-    )
-    .await?;
-    Ok((seq, head))
-}
-
-/// Audit events after `(chain, seq)` = `($1, $2)`, in `(chain, seq)` order, at most `$3`.
-/// (A row comparison, so both engines walk the primary key: PostgreSQL scanned the table for
-/// every page of the `chain > $1 OR (chain = $1 AND seq > $2)` form.)
-pub(crate) const AUDIT_PAGE: &str =
-    "SELECT * FROM audit_events WHERE (chain, seq) > ($1, $2) ORDER BY chain, seq LIMIT $3";
-
-/// Events read per statement while re-linking.
-const RELINK_PAGE: i64 = 1000;
-
-/// Re-links a log that predates keyed links, inside the open transaction `tx` (the caller
-/// commits only on [`Relink::Relinked`]): every chain's head is locked, so no writer of any
-/// version appends meanwhile; every chain is verified as it is under the unkeyed rule; each
-/// event's link is remade under `key` from its chain's keyed start; the heads move to the new
-/// links; the keyed format is recorded; and the re-link itself is appended as an event. A
-/// chain that does not verify is [`Relink::Broken`], and the caller writes nothing.
-pub(crate) async fn relink<T: WriteTx>(
-    tx: &mut T,
-    key: &AuditKey,
-    note: &Relinking,
-) -> Result<Relink> {
-    let ids = tx
-        .fetch_all(
-            "SELECT id FROM audit_head ORDER BY id",
-            vec![],
-            |r: &dyn Cols| r.int("id"),
-        )
-        .await?;
-    let mut heads = Vec::with_capacity(ids.len());
-    for chain in ids {
-        let (seq, hash) = tx.chain_head(chain).await?;
-        heads.push(ChainHead { chain, seq, hash });
-    }
-    let format = tx
-        .fetch_all(
-            "SELECT value FROM meta WHERE key = $1",
-            vec![Arg::text(LINKS_META_KEY)],
-            |r: &dyn Cols| r.text("value"),
-        )
-        .await?;
-    match format.first() {
-        Some(f) if f == KEYED_LINKS => return Ok(Relink::AlreadyKeyed),
-        Some(f) => {
-            return Err(StoreError::Corrupt(format!(
-                "the audit log's links are in an unknown format {f:?}"
-            )))
-        }
-        None => {}
-    }
-    let mut unkeyed = LogVerifier::new(heads.clone(), LinkRule::Unkeyed);
-    let mut tips: Vec<(i64, String)> = heads
-        .iter()
-        .map(|h| (h.chain, key.genesis(h.chain)))
-        .collect();
-    let (mut after, mut events) = ((0, 0), 0);
-    loop {
-        let page = tx
-            .fetch_all(
-                AUDIT_PAGE,
-                vec![Arg::int(after.0), Arg::int(after.1), Arg::int(RELINK_PAGE)],
-                rows::audit_event,
-            )
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = (last.chain, last.seq);
-        let mut links = Vec::with_capacity(page.len());
-        for ev in &page {
-            if let Err(b) = unkeyed.push(ev) {
-                return Ok(Relink::Broken(b));
-            }
-            let tip = tips
-                .iter_mut()
-                .find(|(c, _)| *c == ev.chain)
-                .map(|(_, tip)| tip)
-                .ok_or_else(|| rows::corrupt("audit chain"))?;
-            let hash = key.link_after(ev, tip);
-            links.push((ev.chain, ev.seq, std::mem::replace(tip, hash.clone()), hash));
-        }
-        tx.set_links(&links).await?;
-        events += links.len() as i64;
-    }
-    if let Err(b) = unkeyed.finish(&heads) {
-        return Ok(Relink::Broken(b));
-    }
-    for (chain, tip) in &tips {
-        tx.exec(
-            "UPDATE audit_head SET hash = $1 WHERE id = $2",
-            vec![Arg::text(tip), Arg::int(*chain)],
-        )
-        .await?;
-    }
-    tx.exec(
-        META_INIT,
-        vec![Arg::text(LINKS_META_KEY), Arg::text(KEYED_LINKS)],
-    )
-    .await?;
-    if let (Some(first), true) = (heads.first(), events > 0) {
-        append_after_head(tx, key, first.chain, &[&note.event(events)]).await?;
-    }
-    Ok(Relink::Relinked { events })
-}
-
 /// Runs the guards of one set in order; the first that fails refuses it, undoing what the
 /// guards before it changed.
 async fn decide<T: WriteTx>(
     tx: &mut T,
     set: &WriteSet,
     pending: &mut Pending<'_>,
-) -> Result<Option<usize>> {
+) -> Result<Option<Refusal>> {
     // A guard on a card token inserted earlier in this batch must see it.
     let touches_pending = set.guards.iter().any(|g| {
         matches!(g, Guard::RedeemCardToken { id, .. } if pending.card_tokens.iter().any(|t| &t.id == id))
@@ -572,8 +457,15 @@ async fn decide<T: WriteTx>(
     }
     let mut refused = None;
     for (i, g) in set.guards.iter().enumerate() {
-        if guard(tx, g).await? != 1 {
-            refused = Some(i);
+        let refusal = match g {
+            Guard::Claim { .. } => claim(tx, g).await?.map(|stored| Refusal {
+                at: i,
+                taken: Some(stored),
+            }),
+            _ => (guard(tx, g).await? != 1).then(|| Refusal::at(i)),
+        };
+        if refusal.is_some() {
+            refused = refusal;
             break;
         }
     }
@@ -585,345 +477,3 @@ async fn decide<T: WriteTx>(
     }
     Ok(refused)
 }
-
-/// Runs a guard (a conditional UPDATE, or a check); it holds when exactly one row matched.
-async fn guard<T: WriteTx>(tx: &mut T, g: &Guard) -> Result<u64> {
-    match g {
-        Guard::RedeemCardToken { id, now_ms } => {
-            tx.exec(
-                "UPDATE card_tokens SET uses_made = uses_made + 1 WHERE id = $1 AND revoked = FALSE \
-                 AND expires_at > $2 AND (max_uses IS NULL OR uses_made < max_uses)",
-                vec![Arg::blob(&id.0), Arg::int(*now_ms)],
-            )
-            .await
-        }
-        Guard::MfaAttempt { id, now_ms, consume } => {
-            tx.exec(
-                "UPDATE mfa_sessions SET attempts = attempts + 1, consumed = $4 WHERE id = $1 \
-                 AND consumed = FALSE AND attempts < $2 AND expires_at > $3",
-                vec![
-                    Arg::string(id.to_string()),
-                    Arg::int(cardgate_core::mfa::MAX_ATTEMPTS),
-                    Arg::int(*now_ms),
-                    Arg::Bool(*consume),
-                ],
-            )
-            .await
-        }
-        Guard::MfaPersonAttempt { tenant, person, now_ms, lockout } => {
-            // A new window starts when the last one is over or ended in a lockout (which,
-            // since this row is not locked now, has expired).
-            macro_rules! fresh {
-                () => {
-                    "(mfa_persons.window_start + CAST($5 AS BIGINT) <= CAST($3 AS BIGINT) \
-                     OR mfa_persons.failures >= CAST($4 AS BIGINT))"
-                };
-            }
-            tx.exec(
-                concat!(
-                    "INSERT INTO mfa_persons (tenant_id, person_id, failures, window_start, locked_until, totp_step) \
-                     VALUES ($1, $2, 1, CAST($3 AS BIGINT), \
-                       CASE WHEN CAST($4 AS BIGINT) <= 1 THEN CAST($3 AS BIGINT) + CAST($6 AS BIGINT) ELSE 0 END, -1) \
-                     ON CONFLICT (tenant_id, person_id) DO UPDATE SET \
-                       failures = CASE WHEN ", fresh!(), " THEN 1 ELSE mfa_persons.failures + 1 END, \
-                       window_start = CASE WHEN ", fresh!(), " THEN CAST($3 AS BIGINT) ELSE mfa_persons.window_start END, \
-                       locked_until = CASE WHEN (CASE WHEN ", fresh!(), " THEN 1 ELSE mfa_persons.failures + 1 END) \
-                         >= CAST($4 AS BIGINT) THEN CAST($3 AS BIGINT) + CAST($6 AS BIGINT) ELSE mfa_persons.locked_until END \
-                     WHERE mfa_persons.locked_until <= CAST($3 AS BIGINT)"
-                ),
-                vec![
-                    Arg::text(tenant.as_str()),
-                    Arg::string(person.to_string()),
-                    Arg::int(*now_ms),
-                    Arg::int(i64::from(lockout.max_failures)),
-                    Arg::int(i64::from(lockout.window_seconds) * 1000),
-                    Arg::int(i64::from(lockout.lockout_seconds) * 1000),
-                ],
-            )
-            .await
-        }
-        Guard::TotpStep { tenant, person, step } => {
-            tx.exec(
-                "INSERT INTO mfa_persons (tenant_id, person_id, failures, window_start, locked_until, totp_step) \
-                 VALUES ($1, $2, 0, 0, 0, CAST($3 AS BIGINT)) \
-                 ON CONFLICT (tenant_id, person_id) DO UPDATE SET totp_step = excluded.totp_step \
-                 WHERE mfa_persons.totp_step < excluded.totp_step",
-                vec![Arg::text(tenant.as_str()), Arg::string(person.to_string()), Arg::int(*step)],
-            )
-            .await
-        }
-        Guard::CardStatus { tenant, card, from, to, now_ms } => {
-            tx.exec(
-                "UPDATE cards SET status = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4 AND status = $5",
-                vec![
-                    Arg::text(to.as_str()),
-                    Arg::int(*now_ms),
-                    Arg::text(tenant.as_str()),
-                    Arg::string(card.to_string()),
-                    Arg::text(from.as_str()),
-                ],
-            )
-            .await
-        }
-        Guard::CardIs { tenant, card, status, vault } => {
-            tx.count(
-                "SELECT 1 FROM cards WHERE tenant_id = $1 AND id = $2 AND status = $3 AND vault = $4",
-                vec![
-                    Arg::text(tenant.as_str()),
-                    Arg::string(card.to_string()),
-                    Arg::text(status.as_str()),
-                    Arg::blob(vault),
-                ],
-            )
-            .await
-        }
-        Guard::CardVault { tenant, card, expect_vault, vault, key_version, now_ms } => {
-            tx.exec(
-                "UPDATE cards SET vault = $1, key_version = $2, updated_at = $3 \
-                 WHERE tenant_id = $4 AND id = $5 AND vault = $6",
-                vec![
-                    Arg::blob(vault),
-                    Arg::int(*key_version),
-                    Arg::int(*now_ms),
-                    Arg::text(tenant.as_str()),
-                    Arg::string(card.to_string()),
-                    Arg::blob(expect_vault),
-                ],
-            )
-            .await
-        }
-    }
-}
-
-/// Runs one immediate (not deferred) write.
-async fn write<T: WriteTx>(tx: &mut T, w: &Write) -> Result<()> {
-    match w {
-        Write::Audit(_) | Write::InsertAccessToken(_) | Write::InsertCardToken(_) => {
-            // Deferred into the batch's inserts by `apply_sets`; never written one by one.
-            return Err(StoreError::Database(
-                "deferred write reached the single-row path".into(),
-            ));
-        }
-        Write::RevokeAccessToken { id } => {
-            tx.exec(
-                "UPDATE access_tokens SET revoked = TRUE WHERE id = $1",
-                vec![Arg::blob(&id.0)],
-            )
-            .await?;
-        }
-        Write::RevokeCardToken { id } => {
-            tx.exec(
-                "UPDATE card_tokens SET revoked = TRUE WHERE id = $1",
-                vec![Arg::blob(&id.0)],
-            )
-            .await?;
-        }
-        Write::AddRevocation {
-            token_id,
-            tenant,
-            now_ms,
-            expires_at_ms,
-        } => {
-            tx.exec(
-                "INSERT INTO revocations (token_id, tenant_id, created_at, expires_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (token_id) DO NOTHING",
-                vec![Arg::text(token_id), Arg::text(tenant.as_str()), Arg::int(*now_ms), Arg::int(*expires_at_ms)],
-            )
-            .await?;
-        }
-        Write::InsertMfaSession(s) => {
-            tx.exec(
-                "INSERT INTO mfa_sessions (id, tenant_id, person_id, environment, channel, code_hash, attempts, created_at, expires_at, consumed) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                vec![
-                    Arg::string(s.id.to_string()),
-                    Arg::text(s.tenant_id.as_str()),
-                    Arg::string(s.person_id.to_string()),
-                    Arg::text(s.environment.as_str()),
-                    Arg::text(s.channel.as_str()),
-                    Arg::Blob(s.code_hash.as_ref().map(|h| &h[..])),
-                    Arg::int(s.attempts),
-                    Arg::int(s.created_at_ms),
-                    Arg::int(s.expires_at_ms),
-                    Arg::Bool(s.consumed),
-                ],
-            )
-            .await?;
-        }
-        Write::MfaPersonPassed { tenant, person } => {
-            tx.exec(
-                "UPDATE mfa_persons SET failures = 0, locked_until = 0 WHERE tenant_id = $1 AND person_id = $2",
-                vec![Arg::text(tenant.as_str()), Arg::string(person.to_string())],
-            )
-            .await?;
-        }
-        Write::UpsertTenant(t) => {
-            tx.exec(
-                "INSERT INTO tenants (id, settings, webhook_secret_enc, updated_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (id) DO UPDATE SET settings = excluded.settings, \
-                 webhook_secret_enc = excluded.webhook_secret_enc, updated_at = excluded.updated_at",
-                vec![
-                    Arg::text(t.id.as_str()),
-                    Arg::string(to_json(&t.settings)?),
-                    Arg::Blob(t.webhook_secret_enc.as_deref()),
-                    Arg::int(0),
-                ],
-            )
-            .await?;
-        }
-        Write::UpsertClient(c) => {
-            tx.exec(
-                "INSERT INTO clients (id, tenant_id, environment, secret_hash, api_key_hash, sdk_api_key_hash, payload_key_enc, disabled, settings, updated_at, tokens_not_before) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                 ON CONFLICT (id) DO UPDATE SET environment = excluded.environment, secret_hash = excluded.secret_hash, \
-                 api_key_hash = excluded.api_key_hash, sdk_api_key_hash = excluded.sdk_api_key_hash, \
-                 payload_key_enc = excluded.payload_key_enc, disabled = excluded.disabled, settings = excluded.settings, \
-                 updated_at = excluded.updated_at, tokens_not_before = excluded.tokens_not_before",
-                vec![
-                    Arg::text(c.id.as_str()),
-                    Arg::text(c.tenant_id.as_str()),
-                    Arg::text(c.environment.as_str()),
-                    Arg::blob(&c.secret_hash.0),
-                    Arg::Blob(c.api_key_hash.as_ref().map(|h| &h.0[..])),
-                    Arg::Blob(c.sdk_api_key_hash.as_ref().map(|h| &h.0[..])),
-                    Arg::Blob(c.payload_key_enc.as_deref()),
-                    Arg::Bool(c.disabled),
-                    Arg::string(to_json(&c.settings)?),
-                    Arg::int(0),
-                    Arg::int(c.tokens_not_before_ms),
-                ],
-            )
-            .await?;
-        }
-        Write::SetClientDisabled {
-            id,
-            disabled,
-            now_ms,
-        } => {
-            tx.exec(
-                "UPDATE clients SET disabled = $1, \
-                 tokens_not_before = CASE WHEN $1 THEN CAST($3 AS BIGINT) ELSE tokens_not_before END WHERE id = $2",
-                vec![Arg::Bool(*disabled), Arg::text(id.as_str()), Arg::int(*now_ms)],
-            )
-            .await?;
-        }
-        Write::UpsertPerson(p) => {
-            let n = tx.exec(
-                "INSERT INTO persons (tenant_id, id, environment, profile, totp_secret_enc, key_version) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (tenant_id, id) DO UPDATE SET profile = excluded.profile, \
-                 totp_secret_enc = excluded.totp_secret_enc, key_version = excluded.key_version \
-                 WHERE persons.environment = excluded.environment",
-                vec![
-                    Arg::text(p.tenant_id.as_str()),
-                    Arg::string(p.id.to_string()),
-                    Arg::text(p.environment.as_str()),
-                    Arg::string(to_json(&p.profile)?),
-                    Arg::Blob(p.totp_secret_enc.as_deref()),
-                    Arg::int(p.key_version),
-                ],
-            )
-            .await?;
-            same_environment(n, || format!("person {} of tenant {}", p.id, p.tenant_id))?;
-        }
-        Write::UpsertAccount(a) => {
-            let n = tx.exec(
-                "INSERT INTO accounts (tenant_id, id, environment, account_number, person_ids) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (tenant_id, id) DO UPDATE SET account_number = excluded.account_number, \
-                 person_ids = excluded.person_ids WHERE accounts.environment = excluded.environment",
-                vec![
-                    Arg::text(a.tenant_id.as_str()),
-                    Arg::text(a.id.as_str()),
-                    Arg::text(a.environment.as_str()),
-                    Arg::text(&a.account_number),
-                    Arg::string(to_json(&a.person_ids)?),
-                ],
-            )
-            .await?;
-            same_environment(n, || format!("account {} of tenant {}", a.id, a.tenant_id))?;
-        }
-        Write::UpsertCard(c) => {
-            let n = tx.exec(
-                "INSERT INTO cards (tenant_id, id, environment, account_id, person_id, status, wallet_eligible, last4, vault, \
-                 key_version, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                 ON CONFLICT (tenant_id, id) DO UPDATE SET account_id = excluded.account_id, person_id = excluded.person_id, \
-                 status = excluded.status, wallet_eligible = excluded.wallet_eligible, last4 = excluded.last4, \
-                 vault = excluded.vault, key_version = excluded.key_version, updated_at = excluded.updated_at \
-                 WHERE cards.environment = excluded.environment",
-                vec![
-                    Arg::text(c.tenant_id.as_str()),
-                    Arg::string(c.id.to_string()),
-                    Arg::text(c.environment.as_str()),
-                    Arg::text(c.account_id.as_str()),
-                    Arg::string(c.person_id.to_string()),
-                    Arg::text(c.status.as_str()),
-                    Arg::Bool(c.wallet_eligible),
-                    Arg::text(&c.last4),
-                    Arg::blob(&c.vault),
-                    Arg::int(c.key_version),
-                    Arg::int(0),
-                ],
-            )
-            .await?;
-            same_environment(n, || format!("card {} of tenant {}", c.id, c.tenant_id))?;
-        }
-        Write::InsertSigningKey(k) => {
-            tx.exec(
-                "INSERT INTO signing_keys (kid, environment, alg, private_enc, public_jwk, created_at, retired_at) \
-                 VALUES ($1, $2, 'ES256', $3, $4, $5, $6)",
-                vec![
-                    Arg::text(&k.kid),
-                    Arg::text(k.environment.as_str()),
-                    Arg::blob(&k.private_enc),
-                    Arg::text(&k.public_jwk),
-                    Arg::int(k.created_at_ms),
-                    Arg::Int(k.retired_at_ms),
-                ],
-            )
-            .await?;
-        }
-        Write::RetireSigningKey { kid, at_ms } => {
-            tx.exec(
-                "UPDATE signing_keys SET retired_at = $1 WHERE kid = $2 AND retired_at IS NULL",
-                vec![Arg::int(*at_ms), Arg::text(kid)],
-            )
-            .await?;
-        }
-        Write::InsertDataKey(k) => {
-            tx.exec(
-                "INSERT INTO data_keys (tenant_id, environment, version, key_enc, created_at) VALUES ($1, $2, $3, $4, $5)",
-                vec![
-                    Arg::text(k.tenant_id.as_str()),
-                    Arg::text(k.environment.as_str()),
-                    Arg::int(k.version),
-                    Arg::blob(&k.key_enc),
-                    Arg::int(k.created_at_ms),
-                ],
-            )
-            .await?;
-        }
-        Write::BumpConfigVersion => {
-            tx.exec(
-                "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) WHERE key = 'config_version'",
-                vec![],
-            )
-            .await?;
-        }
-    }
-    Ok(())
-}
-
-/// An upsert of a person, account or card changes no row when the id exists in another
-/// environment (its `DO UPDATE … WHERE` keeps objects where they are): then the whole
-/// transaction fails, so nothing of it is written.
-fn same_environment(changed: u64, what: impl FnOnce() -> String) -> Result<()> {
-    if changed == 1 {
-        Ok(())
-    } else {
-        Err(StoreError::OtherEnvironment(what()))
-    }
-}
-
-/// `INSERT … ON CONFLICT DO NOTHING` of a meta key, then its value: both engines.
-pub(crate) const META_INIT: &str =
-    "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING";
