@@ -391,6 +391,16 @@ impl WriteTx for PgTx {
     /// claimed while this one waited for it (the insert waits for that commit, then finds the
     /// key taken) is not in the first statement's snapshot.
     async fn claim_all(&mut self, claims: &[&Guard]) -> Result<Vec<Option<StoredClaim>>> {
+        /// One claim, with its place among `claims`.
+        struct Row<'a> {
+            namespace: &'a str,
+            key: &'a [u8],
+            at: usize,
+            fingerprint: &'a [u8],
+            value: Option<&'a [u8]>,
+            now_ms: i64,
+            expires_at_ms: i64,
+        }
         let mut rows = Vec::with_capacity(claims.len());
         for (i, g) in claims.iter().enumerate() {
             let Guard::Claim {
@@ -404,21 +414,24 @@ impl WriteTx for PgTx {
             else {
                 return Err(StoreError::Database("claim_all takes claims only".into()));
             };
-            rows.push((
-                *namespace,
-                &key.0[..],
-                i,
-                (fingerprint, value, *now_ms, *expires_at_ms),
-            ));
+            rows.push(Row {
+                namespace,
+                key: &key.0,
+                at: i,
+                fingerprint,
+                value: value.as_deref(),
+                now_ms: *now_ms,
+                expires_at_ms: *expires_at_ms,
+            });
         }
         // In key order, so that concurrent writers lock the rows in the same order.
-        rows.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-        let namespaces: Vec<&str> = rows.iter().map(|r| r.0).collect();
-        let keys: Vec<&[u8]> = rows.iter().map(|r| r.1).collect();
-        let fingerprints: Vec<&[u8]> = rows.iter().map(|r| r.3 .0.as_slice()).collect();
-        let values: Vec<Option<&[u8]>> = rows.iter().map(|r| r.3 .1.as_deref()).collect();
-        let nows: Vec<i64> = rows.iter().map(|r| r.3 .2).collect();
-        let expiries: Vec<i64> = rows.iter().map(|r| r.3 .3).collect();
+        rows.sort_unstable_by(|a, b| (a.namespace, a.key).cmp(&(b.namespace, b.key)));
+        let namespaces: Vec<&str> = rows.iter().map(|r| r.namespace).collect();
+        let keys: Vec<&[u8]> = rows.iter().map(|r| r.key).collect();
+        let fingerprints: Vec<&[u8]> = rows.iter().map(|r| r.fingerprint).collect();
+        let values: Vec<Option<&[u8]>> = rows.iter().map(|r| r.value).collect();
+        let nows: Vec<i64> = rows.iter().map(|r| r.now_ms).collect();
+        let expiries: Vec<i64> = rows.iter().map(|r| r.expires_at_ms).collect();
         let claimed: Vec<(String, Vec<u8>)> = sqlx::query_as(
             "INSERT INTO claims (namespace, key, fingerprint, value, created_at, expires_at) \
              SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[], $5::int8[], $6::int8[]) \
@@ -437,9 +450,9 @@ impl WriteTx for PgTx {
         .await?;
         let claimed: std::collections::HashSet<(&str, &[u8])> =
             claimed.iter().map(|(n, k)| (n.as_str(), &k[..])).collect();
-        let taken: Vec<&(&str, &[u8], usize, _)> = rows
+        let taken: Vec<&Row> = rows
             .iter()
-            .filter(|r| !claimed.contains(&(r.0, r.1)))
+            .filter(|r| !claimed.contains(&(r.namespace, r.key)))
             .collect();
         let mut out = vec![None; claims.len()];
         if taken.is_empty() {
@@ -450,8 +463,8 @@ impl WriteTx for PgTx {
              FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS u(namespace, key, i) \
              JOIN claims c ON c.namespace = u.namespace AND c.key = u.key",
         )
-        .bind(taken.iter().map(|r| r.0).collect::<Vec<_>>())
-        .bind(taken.iter().map(|r| r.1).collect::<Vec<_>>())
+        .bind(taken.iter().map(|r| r.namespace).collect::<Vec<_>>())
+        .bind(taken.iter().map(|r| r.key).collect::<Vec<_>>())
         .persistent(false)
         .fetch_all(&mut *self.tx)
         .await?;
@@ -461,7 +474,7 @@ impl WriteTx for PgTx {
                 continue;
             };
             read[t] = true;
-            out[taken[t].2] = Some(StoredClaim {
+            out[taken[t].at] = Some(StoredClaim {
                 fingerprint,
                 value,
                 expires_at_ms,
@@ -470,7 +483,7 @@ impl WriteTx for PgTx {
         // A claim deleted between the two statements (a purge with a later clock): that key
         // is claimed again on its own.
         for (r, _) in taken.iter().zip(read).filter(|(_, read)| !read) {
-            out[r.2] = exec::claim(self, claims[r.2]).await?;
+            out[r.at] = exec::claim(self, claims[r.at]).await?;
         }
         Ok(out)
     }

@@ -352,8 +352,8 @@ impl Pending<'_> {
 
 /// Applies `sets` in order inside the open transaction `tx` (the caller begins and commits).
 /// A set whose guard fails is refused whole (a savepoint when a guard that wrote precedes another) and its
-/// `on_refused` writes apply instead (none when a precondition failed); the other sets still
-/// apply. The audit events of the whole batch are appended last, to `chain` (linked under
+/// `on_refused` writes apply instead (none when a precondition failed); a set whose claim is
+/// taken likewise, answered [`WriteOutcome::Taken`]; the other sets still apply. The audit events of the whole batch are appended last, to `chain` (linked under
 /// `key`), whose head stays locked until commit (PostgreSQL); writers on other chains go on
 /// meanwhile.
 pub(crate) async fn apply_sets<T: WriteTx>(
