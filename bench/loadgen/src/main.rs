@@ -8,6 +8,8 @@
 //!
 //! Usage: `loadgen --help`.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;

@@ -145,6 +145,7 @@ impl AccessTokens<'_> {
                     tid: client.tenant_id.to_string(),
                     env: self.env(),
                     knd: kind.as_str().to_string(),
+                    cnf: None,
                 };
                 let payload =
                     serde_json::to_vec(&claims).map_err(|e| AppError::Internal(e.to_string()))?;
@@ -169,6 +170,7 @@ impl AccessTokens<'_> {
                     issued_at_ms: iat * 1000,
                     expires_at_ms: exp * 1000,
                     revoked: false,
+                    cnf_jkt: None,
                 };
                 let details = json!({"format": "opaque", "token_ref": token_ref(&record.id), "scope": scopes.to_string_list(), "kind": kind.as_str()});
                 (

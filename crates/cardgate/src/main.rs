@@ -1,5 +1,7 @@
 //! The `cardgate` binary: `serve`, `import`, and the admin verbs (clients, keys, audit).
 
+#![forbid(unsafe_code)]
+
 mod cli;
 
 use clap::Parser;

@@ -1,6 +1,8 @@
 //! cardgate's domain: tenants, clients, cards, tokens, MFA and audit rules. Pure decisions,
 //! no web or SQL; time arrives as a parameter (`now_ms`, milliseconds since the epoch).
 
+#![forbid(unsafe_code)]
+
 pub mod audit;
 pub mod cards;
 pub mod ids;

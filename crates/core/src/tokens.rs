@@ -192,6 +192,8 @@ pub struct AccessTokenRecord {
     pub issued_at_ms: i64,
     pub expires_at_ms: i64,
     pub revoked: bool,
+    /// The key the token is bound to (`cnf.jkt`), if any.
+    pub cnf_jkt: Option<String>,
 }
 
 /// A stored card token.
@@ -211,6 +213,8 @@ pub struct CardTokenRecord {
     pub use_limit: UseLimit,
     pub uses_made: i64,
     pub revoked: bool,
+    /// The key the token is bound to (`cnf.jkt`), if any.
+    pub cnf_jkt: Option<String>,
 }
 
 /// The claims of an RFC 9068 JWT access token.
@@ -230,6 +234,17 @@ pub struct AccessClaims {
     pub env: Environment,
     /// Which endpoint issued it.
     pub knd: String,
+    /// The key the token is bound to (RFC 7800 `cnf`), absent when it is bound to none: tokens
+    /// issued without a binding carry no `cnf` at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// A token's key binding (RFC 7800 §3.1): the RFC 7638 thumbprint of the public key a DPoP
+/// proof must be signed with (RFC 9449 §6.1, `jkt`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Confirmation {
+    pub jkt: String,
 }
 
 #[cfg(test)]
@@ -255,6 +270,40 @@ mod tests {
         );
         assert_eq!(PresentedToken::parse("cgct_short", CARD_TOKEN_PREFIX), None);
         assert_eq!(PresentedToken::parse("cgct_!!!", CARD_TOKEN_PREFIX), None);
+    }
+
+    #[test]
+    fn access_claims_carry_a_cnf_only_when_the_token_is_bound_to_a_key() {
+        let mut claims = AccessClaims {
+            iss: "https://cardgate.example".into(),
+            sub: "c1".into(),
+            aud: "https://cardgate.example".into(),
+            client_id: "c1".into(),
+            scope: "cards:read:any".into(),
+            iat: 1,
+            exp: 2,
+            jti: "j".into(),
+            tid: "t1".into(),
+            env: Environment::Sandbox,
+            knd: "access_token".into(),
+            cnf: None,
+        };
+        let unbound = serde_json::to_value(&claims).unwrap();
+        assert!(unbound.get("cnf").is_none(), "{unbound}");
+        assert_eq!(
+            serde_json::from_value::<AccessClaims>(unbound).unwrap(),
+            claims,
+            "a token issued before key binding reads as unbound"
+        );
+        // RFC 9449 §6.1: the thumbprint of RFC 7638 §3.1's example key.
+        let jkt = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
+        claims.cnf = Some(Confirmation { jkt: jkt.into() });
+        let bound = serde_json::to_value(&claims).unwrap();
+        assert_eq!(bound["cnf"], serde_json::json!({ "jkt": jkt }));
+        assert_eq!(
+            serde_json::from_value::<AccessClaims>(bound).unwrap(),
+            claims
+        );
     }
 
     #[test]

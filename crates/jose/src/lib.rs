@@ -1,6 +1,8 @@
 //! Cryptography for cardgate: JWS/JWT (ES256), JWE, JWK thumbprints, AES-256-GCM envelopes,
 //! HMAC, hashing and randomness — all on `ring`, the fastest option measured on this machine.
 
+#![forbid(unsafe_code)]
+
 pub mod aead;
 pub mod b64;
 pub mod digest;

@@ -2,8 +2,9 @@
 //! text, two expansions), guarded write sets applied in one transaction, and the group-commit
 //! [`committer::Committer`] that lets concurrent requests share a commit.
 
+#![forbid(unsafe_code)]
+
 pub mod committer;
-mod direct;
 mod exec;
 mod postgres;
 mod rows;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
-pub use write::{Guard, GuardKind, Write, WriteOutcome, WriteSet};
+pub use write::{ClaimKey, Guard, GuardKind, StoredClaim, Write, WriteOutcome, WriteSet};
 
 /// Why the store did not answer. What a caller may do next depends on which: a set that
 /// certainly rolled back may be applied again; one whose commit's outcome is unknown must not
@@ -264,6 +265,11 @@ pub trait Store: Send + Sync + 'static {
     /// fails is refused as a whole (its `on_refused` writes are applied instead); the others
     /// still apply.
     async fn apply_as(&self, writer: usize, sets: &[WriteSet]) -> Result<Vec<WriteOutcome>>;
+
+    /// Deletes at most `limit` claims ([`Guard::Claim`]) that expired by `now_ms`, oldest
+    /// first, in a transaction of its own; returns how many. Call it again while it returns
+    /// `limit`: small batches keep each transaction short beside the writers.
+    async fn purge_expired_claims(&self, now_ms: i64, limit: i64) -> Result<u64>;
 
     /// [`Store::apply_as`] the first writer.
     async fn apply(&self, sets: &[WriteSet]) -> Result<Vec<WriteOutcome>> {

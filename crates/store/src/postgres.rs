@@ -1,14 +1,16 @@
 //! The PostgreSQL engine: one sqlx pool for reads and for the group committer's writers.
 
 use crate::exec::{self, Arg, Table, WriteTx};
-use crate::sql::{migrator, Engine, Map, SqlStore};
-use crate::write::{Guard, WriteOutcome, WriteSet};
+use crate::sql::{Engine, Map, SqlStore};
+use crate::write::{Guard, StoredClaim, WriteOutcome, WriteSet};
 use crate::{Result, StoreError};
 use async_trait::async_trait;
 use cardgate_core::audit::{AuditEvent, AuditKey, Relink, Relinking};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions};
 use sqlx::query::Query;
 use sqlx::{Postgres, Row};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
@@ -39,7 +41,38 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "environments",
         include_str!("../migrations/postgres/0005_environments.sql"),
     ),
+    (
+        6,
+        "claims",
+        include_str!("../migrations/postgres/0006_claims.sql"),
+    ),
+    (
+        7,
+        "key binding",
+        include_str!("../migrations/postgres/0007_key_binding.sql"),
+    ),
 ];
+
+/// sqlx's migrator over [`MIGRATIONS`].
+fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
+    Migrator {
+        migrations: Cow::Owned(
+            files
+                .iter()
+                .map(|(v, d, sql)| {
+                    Migration::new(
+                        *v,
+                        Cow::Borrowed(*d),
+                        MigrationType::Simple,
+                        Cow::Borrowed(*sql),
+                        false,
+                    )
+                })
+                .collect(),
+        ),
+        ..Migrator::DEFAULT
+    }
+}
 
 /// Rows per multi-row INSERT: 14 columns × 64 rows stays far below PostgreSQL's limit on
 /// bound parameters, and one statement per chunk saves a network round trip per row.
@@ -157,6 +190,16 @@ impl Engine for PgEngine {
             self.known_heads().clear();
         }
         Ok(outcome)
+    }
+
+    async fn write_one(&self, sql: &'static str, args: Vec<Arg<'_>>) -> Result<u64> {
+        // One statement outside a transaction block commits by itself.
+        let done = args
+            .iter()
+            .fold(sqlx::query(sql), bind)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     async fn meta_init(&self, key: &str, value: &str) -> Result<String> {
@@ -339,6 +382,108 @@ impl WriteTx for PgTx {
         let mut out = vec![false; redeems.len()];
         for (id, _, i) in rows {
             out[i] = counted.contains(id);
+        }
+        Ok(out)
+    }
+
+    /// One statement claims them all; where keys were taken, a second reads what their
+    /// claimants stored. The second must be a statement of its own: a key another transaction
+    /// claimed while this one waited for it (the insert waits for that commit, then finds the
+    /// key taken) is not in the first statement's snapshot.
+    async fn claim_all(&mut self, claims: &[&Guard]) -> Result<Vec<Option<StoredClaim>>> {
+        /// One claim, with its place among `claims`.
+        struct Row<'a> {
+            namespace: &'a str,
+            key: &'a [u8],
+            at: usize,
+            fingerprint: &'a [u8],
+            value: Option<&'a [u8]>,
+            now_ms: i64,
+            expires_at_ms: i64,
+        }
+        let mut rows = Vec::with_capacity(claims.len());
+        for (i, g) in claims.iter().enumerate() {
+            let Guard::Claim {
+                namespace,
+                key,
+                fingerprint,
+                value,
+                now_ms,
+                expires_at_ms,
+            } = g
+            else {
+                return Err(StoreError::Database("claim_all takes claims only".into()));
+            };
+            rows.push(Row {
+                namespace,
+                key: &key.0,
+                at: i,
+                fingerprint,
+                value: value.as_deref(),
+                now_ms: *now_ms,
+                expires_at_ms: *expires_at_ms,
+            });
+        }
+        // In key order, so that concurrent writers lock the rows in the same order.
+        rows.sort_unstable_by(|a, b| (a.namespace, a.key).cmp(&(b.namespace, b.key)));
+        let namespaces: Vec<&str> = rows.iter().map(|r| r.namespace).collect();
+        let keys: Vec<&[u8]> = rows.iter().map(|r| r.key).collect();
+        let fingerprints: Vec<&[u8]> = rows.iter().map(|r| r.fingerprint).collect();
+        let values: Vec<Option<&[u8]>> = rows.iter().map(|r| r.value).collect();
+        let nows: Vec<i64> = rows.iter().map(|r| r.now_ms).collect();
+        let expiries: Vec<i64> = rows.iter().map(|r| r.expires_at_ms).collect();
+        let claimed: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "INSERT INTO claims (namespace, key, fingerprint, value, created_at, expires_at) \
+             SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[], $5::int8[], $6::int8[]) \
+             ON CONFLICT (namespace, key) DO UPDATE SET fingerprint = excluded.fingerprint, value = excluded.value, \
+             created_at = excluded.created_at, expires_at = excluded.expires_at \
+             WHERE claims.expires_at <= excluded.created_at RETURNING namespace, key",
+        )
+        .bind(&namespaces)
+        .bind(&keys)
+        .bind(&fingerprints)
+        .bind(&values)
+        .bind(&nows)
+        .bind(&expiries)
+        .persistent(false)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let claimed: std::collections::HashSet<(&str, &[u8])> =
+            claimed.iter().map(|(n, k)| (n.as_str(), &k[..])).collect();
+        let taken: Vec<&Row> = rows
+            .iter()
+            .filter(|r| !claimed.contains(&(r.namespace, r.key)))
+            .collect();
+        let mut out = vec![None; claims.len()];
+        if taken.is_empty() {
+            return Ok(out);
+        }
+        let found: Vec<(i64, Vec<u8>, Option<Vec<u8>>, i64)> = sqlx::query_as(
+            "SELECT u.i, c.fingerprint, c.value, c.expires_at \
+             FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS u(namespace, key, i) \
+             JOIN claims c ON c.namespace = u.namespace AND c.key = u.key",
+        )
+        .bind(taken.iter().map(|r| r.namespace).collect::<Vec<_>>())
+        .bind(taken.iter().map(|r| r.key).collect::<Vec<_>>())
+        .persistent(false)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let mut read = vec![false; taken.len()];
+        for (i, fingerprint, value, expires_at_ms) in found {
+            let Some(t) = usize::try_from(i - 1).ok().filter(|t| *t < taken.len()) else {
+                continue;
+            };
+            read[t] = true;
+            out[taken[t].at] = Some(StoredClaim {
+                fingerprint,
+                value,
+                expires_at_ms,
+            });
+        }
+        // A claim deleted between the two statements (a purge with a later clock): that key
+        // is claimed again on its own.
+        for (r, _) in taken.iter().zip(read).filter(|(_, read)| !read) {
+            out[r.at] = exec::claim(self, claims[r.at]).await?;
         }
         Ok(out)
     }

@@ -240,6 +240,7 @@ pub(crate) fn card_token(r: &dyn Cols) -> Result<CardTokenRecord> {
         use_limit: UseLimit::from_max_uses(r.opt_int("max_uses")?),
         uses_made: r.int("uses_made")?,
         revoked: r.flag("revoked")?,
+        cnf_jkt: r.opt_text("cnf_jkt")?,
     })
 }
 
@@ -255,6 +256,7 @@ pub(crate) fn access_token(r: &dyn Cols) -> Result<AccessTokenRecord> {
         issued_at_ms: r.int("issued_at")?,
         expires_at_ms: r.int("expires_at")?,
         revoked: r.flag("revoked")?,
+        cnf_jkt: r.opt_text("cnf_jkt")?,
     })
 }
 
@@ -320,5 +322,13 @@ pub(crate) fn mfa_person(r: &dyn Cols) -> Result<crate::MfaPersonState> {
     Ok(crate::MfaPersonState {
         failures: r.int("failures")?,
         locked_until_ms: r.int("locked_until")?,
+    })
+}
+
+pub(crate) fn stored_claim(r: &dyn Cols) -> Result<crate::StoredClaim> {
+    Ok(crate::StoredClaim {
+        fingerprint: r.blob("fingerprint")?,
+        value: r.opt_blob("value")?,
+        expires_at_ms: r.int("expires_at")?,
     })
 }

@@ -16,8 +16,6 @@ use cardgate_core::tokens::{AccessTokenRecord, CardTokenRecord, TokenId};
 use cardgate_core::{
     Account, AccountId, Card, CardId, Client, Environment, Person, PersonId, Tenant, TenantId,
 };
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A row mapper: what a query's rows become.
@@ -49,6 +47,8 @@ pub(crate) trait Engine: Send + Sync + 'static {
     async fn relink(&self, key: &AuditKey, note: &Relinking) -> Result<Relink>;
     /// Sets `key` unless set; returns its value (one transaction).
     async fn meta_init(&self, key: &str, value: &str) -> Result<String>;
+    /// Runs one statement that changes rows, in a transaction of its own: how many it changed.
+    async fn write_one(&self, sql: &'static str, args: Vec<Arg<'_>>) -> Result<u64>;
 
     async fn fetch_opt<T: Send + 'static>(
         &self,
@@ -91,26 +91,6 @@ async fn is_keyed<E: Engine>(store: &SqlStore<E>) -> Result<bool> {
         store.keyed.store(true, Ordering::Release);
     }
     Ok(keyed)
-}
-
-pub(crate) fn migrator(files: &[(i64, &'static str, &'static str)]) -> Migrator {
-    Migrator {
-        migrations: Cow::Owned(
-            files
-                .iter()
-                .map(|(v, d, sql)| {
-                    Migration::new(
-                        *v,
-                        Cow::Borrowed(*d),
-                        MigrationType::Simple,
-                        Cow::Borrowed(*sql),
-                        false,
-                    )
-                })
-                .collect(),
-        ),
-        ..Migrator::DEFAULT
-    }
 }
 
 /// A token of `$2`'s environment with its card and cardholder of that same environment.
@@ -452,6 +432,15 @@ impl<E: Engine> Store for SqlStore<E> {
         self.engine.meta_init(LINKS_META_KEY, KEYED_LINKS).await?;
         self.keyed.store(true, Ordering::Release);
         Ok(())
+    }
+
+    async fn purge_expired_claims(&self, now_ms: i64, limit: i64) -> Result<u64> {
+        self.engine
+            .write_one(
+                crate::exec::PURGE_CLAIMS,
+                vec![Arg::int(now_ms), Arg::int(limit)],
+            )
+            .await
     }
 
     async fn relink_audit(&self, note: &Relinking) -> Result<Relink> {

@@ -65,6 +65,19 @@ pub enum Guard {
         key_version: i64,
         now_ms: i64,
     },
+    /// Claims `key` in `namespace` once: holds when the key is free, or its claim expired
+    /// (which it takes over), and then records `fingerprint` and `value` until
+    /// `expires_at_ms`. When another claimant holds it, the set is refused as
+    /// [`WriteOutcome::Taken`] with what that first claimant stored, whatever its fallback. Across
+    /// replicas a second claimant waits for the first's commit and then finds the key taken.
+    Claim {
+        namespace: &'static str,
+        key: ClaimKey,
+        fingerprint: Vec<u8>,
+        value: Option<Vec<u8>>,
+        now_ms: i64,
+        expires_at_ms: i64,
+    },
 }
 
 /// Which guard refused a write set (see [`WriteOutcome`]).
@@ -77,6 +90,44 @@ pub enum GuardKind {
     CardStatus,
     CardIs,
     CardVault,
+    Claim,
+}
+
+/// What a [`Guard::Claim`] claims: the SHA-256 of what the caller claims (an idempotency key
+/// with the client it came from, a reference id, a proof's `jti`), so the store never holds
+/// the claimed value itself.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClaimKey(pub [u8; 32]);
+
+impl ClaimKey {
+    /// The key of `parts` taken together: each part is length-prefixed before it is hashed,
+    /// so `["ab", "c"]` and `["a", "bc"]` are different keys.
+    pub fn of(parts: &[&[u8]]) -> Self {
+        let mut buf = Vec::with_capacity(parts.iter().map(|p| p.len() + 8).sum());
+        for p in parts {
+            buf.extend_from_slice(&(p.len() as u64).to_be_bytes());
+            buf.extend_from_slice(p);
+        }
+        Self(cardgate_jose::digest::sha256(&buf))
+    }
+}
+
+impl std::fmt::Debug for ClaimKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClaimKey({})", cardgate_jose::digest::hex(&self.0))
+    }
+}
+
+/// What the first claimant of a key stored (see [`WriteOutcome::Taken`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredClaim {
+    /// What the first claimant's request was: equal to a later claimant's when it is a retry
+    /// of the same request.
+    pub fingerprint: Vec<u8>,
+    /// What the first claimant stored for a repeat to be answered with.
+    pub value: Option<Vec<u8>>,
+    /// When the claim expires; from then on the key may be claimed again.
+    pub expires_at_ms: i64,
 }
 
 impl Guard {
@@ -94,6 +145,7 @@ impl Guard {
             Guard::CardStatus { .. } => GuardKind::CardStatus,
             Guard::CardIs { .. } => GuardKind::CardIs,
             Guard::CardVault { .. } => GuardKind::CardVault,
+            Guard::Claim { .. } => GuardKind::Claim,
         }
     }
 }
@@ -218,6 +270,10 @@ pub enum WriteOutcome {
         by: GuardKind,
         fallback: Option<Box<WriteOutcome>>,
     },
+    /// A [`Guard::Claim`] found its key held by an earlier claimant: nothing of `writes` was
+    /// applied (`on_refused` was, unless the claim was a precondition), no fallback was
+    /// decided, and here is what the first claimant stored.
+    Taken(StoredClaim),
 }
 
 impl WriteOutcome {

@@ -157,6 +157,7 @@ impl CardTokens<'_> {
                 use_limit,
                 uses_made: 0,
                 revoked: false,
+                cnf_jkt: None,
             };
             let ops: Vec<&str> = record.operations.iter().map(|o| o.as_str()).collect();
             let details = json!({

@@ -302,6 +302,7 @@ impl CardTokens<'_> {
                         outcome
                     }));
                 }
+                taken @ WriteOutcome::Taken(_) => return Err(super::unexpected(&taken)),
                 WriteOutcome::Refused { .. } => {
                     self.hot.forget_card(card_id);
                     return Err(AppError::Conflict(match op {

@@ -13,7 +13,7 @@ use cardgate_core::ids::MfaSessionId;
 use cardgate_core::mfa::{self, Channel, CodeCheck, Lockout, MfaCheck, MfaSession};
 use cardgate_core::scope;
 use cardgate_core::{PersonId, TenantId};
-use cardgate_store::{Guard, GuardKind, Write, WriteOutcome, WriteSet};
+use cardgate_store::{ClaimKey, Guard, GuardKind, Write, WriteOutcome, WriteSet};
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -350,7 +350,24 @@ impl Mfa<'_> {
                     format!("person:{person}"),
                     json!({"failures": state.failures, "locked_until_ms": state.locked_until_ms}),
                 );
-                if let Err(e) = self.commit(WriteSet::of(vec![event])).await {
+                // Every request that sees the lockout tries; the claim of this lockout (the
+                // cardholder and its end) lets exactly one record it, on any replica.
+                let once = Guard::Claim {
+                    namespace: "mfa.lockout",
+                    key: ClaimKey::of(&[
+                        tenant.as_str().as_bytes(),
+                        person.to_string().as_bytes(),
+                        &state.locked_until_ms.to_be_bytes(),
+                    ]),
+                    fingerprint: Vec::new(),
+                    value: None,
+                    now_ms: now,
+                    expires_at_ms: state.locked_until_ms,
+                };
+                if let Err(e) = self
+                    .commit(WriteSet::guarded(vec![once], vec![event], vec![]))
+                    .await
+                {
                     tracing::error!(error = %e, "could not record a lockout in the audit log");
                 }
             }

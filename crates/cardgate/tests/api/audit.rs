@@ -165,12 +165,12 @@ async fn audit_verify_finds_edited_removed_reordered_or_truncated_events() {
         some_activity(&app).await;
         assert!(verified_audit_count(&app.database_url, &app.master_key).await > 4);
 
-        let pool = sqlx::SqlitePool::connect(&app.database_url).await.unwrap();
+        let db = sqlite_file(&app.database_url);
         for sql in *statements {
-            let done = sqlx::query(sql).execute(&pool).await.unwrap();
-            assert_eq!(done.rows_affected(), 1, "{what}: {sql}");
+            let done = db.execute(sql, []).unwrap();
+            assert_eq!(done, 1, "{what}: {sql}");
         }
-        pool.close().await;
+        drop(db);
 
         let out = cardgate_on(&app, &["audit", "verify"]).await;
         assert!(!out.success, "{what}: verify passed\n{out:?}");
@@ -257,13 +257,12 @@ enum Val<'a> {
 /// A plain SQL connection to a test database, the access an attacker would have: no
 /// cardgate code in between.
 pub enum Sql {
-    Sqlite(sqlx::SqlitePool),
+    Sqlite(std::sync::Mutex<rusqlite::Connection>),
     Postgres(sqlx::PgPool),
 }
 
 macro_rules! event_row {
     ($r:expr) => {{
-        use sqlx::Row as _;
         let r = $r;
         Row {
             chain: r.get("chain"),
@@ -298,27 +297,31 @@ macro_rules! bind_all {
 impl Sql {
     pub async fn connect(url: &str) -> Sql {
         if url.starts_with("sqlite:") {
-            Sql::Sqlite(sqlx::SqlitePool::connect(url).await.unwrap())
+            Sql::Sqlite(std::sync::Mutex::new(sqlite_file(url)))
         } else {
             Sql::Postgres(sqlx::PgPool::connect(url).await.unwrap())
         }
     }
 
     pub async fn close(&self) {
-        match self {
-            Sql::Sqlite(p) => p.close().await,
-            Sql::Postgres(p) => p.close().await,
+        if let Sql::Postgres(p) = self {
+            p.close().await;
         }
     }
 
-    /// Runs one statement; how many rows it changed.
+    /// Runs one statement (`$1`, `$2`, … in order); how many rows it changed.
     async fn run(&self, sql: &str, args: &[Val<'_>]) -> u64 {
         match self {
-            Sql::Sqlite(p) => bind_all!(sqlx::query(sql), args)
-                .execute(p)
-                .await
-                .unwrap()
-                .rows_affected(),
+            Sql::Sqlite(c) => {
+                let params: Vec<&dyn rusqlite::ToSql> = args
+                    .iter()
+                    .map(|a| match a {
+                        Val::Int(v) => v as &dyn rusqlite::ToSql,
+                        Val::Text(v) => v as &dyn rusqlite::ToSql,
+                    })
+                    .collect();
+                c.lock().unwrap().execute(sql, params.as_slice()).unwrap() as u64
+            }
             Sql::Postgres(p) => bind_all!(sqlx::query(sql), args)
                 .execute(p)
                 .await
@@ -330,30 +333,29 @@ impl Sql {
     /// The integers a one-column query returns.
     async fn ints(&self, sql: &str) -> Vec<i64> {
         match self {
-            Sql::Sqlite(p) => sqlx::query_scalar(sql).fetch_all(p).await,
-            Sql::Postgres(p) => sqlx::query_scalar(sql).fetch_all(p).await,
+            Sql::Sqlite(c) => sqlite_rows(c, sql, |r| r.get(0)),
+            Sql::Postgres(p) => sqlx::query_scalar(sql).fetch_all(p).await.unwrap(),
         }
-        .unwrap()
     }
 
     /// Every event, in `(chain, seq)` order.
     pub async fn events(&self) -> Vec<Row> {
         let sql = "SELECT * FROM audit_events ORDER BY chain, seq";
         match self {
-            Sql::Sqlite(p) => sqlx::query(sql)
-                .fetch_all(p)
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| event_row!(r))
-                .collect(),
-            Sql::Postgres(p) => sqlx::query(sql)
-                .fetch_all(p)
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| event_row!(r))
-                .collect(),
+            Sql::Sqlite(c) => sqlite_rows(c, sql, |r| {
+                let r = SqliteRow(r);
+                Ok(event_row!(r))
+            }),
+            Sql::Postgres(p) => {
+                use sqlx::Row as _;
+                sqlx::query(sql)
+                    .fetch_all(p)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| event_row!(r))
+                    .collect()
+            }
         }
     }
 
@@ -364,15 +366,36 @@ impl Sql {
             "SELECT key, value FROM meta ORDER BY key",
         );
         match self {
-            Sql::Sqlite(p) => (
-                sqlx::query_as(heads).fetch_all(p).await.unwrap(),
-                sqlx::query_as(meta).fetch_all(p).await.unwrap(),
+            Sql::Sqlite(c) => (
+                sqlite_rows(c, heads, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))),
+                sqlite_rows(c, meta, |r| Ok((r.get(0)?, r.get(1)?))),
             ),
             Sql::Postgres(p) => (
                 sqlx::query_as(heads).fetch_all(p).await.unwrap(),
                 sqlx::query_as(meta).fetch_all(p).await.unwrap(),
             ),
         }
+    }
+}
+
+/// Every row `sql` returns, mapped.
+fn sqlite_rows<T>(
+    c: &std::sync::Mutex<rusqlite::Connection>,
+    sql: &str,
+    map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Vec<T> {
+    let c = c.lock().unwrap();
+    let mut st = c.prepare(sql).unwrap();
+    let rows = st.query_map([], map).unwrap();
+    rows.collect::<rusqlite::Result<Vec<T>>>().unwrap()
+}
+
+/// A SQLite row read by column name, as `event_row!` reads it.
+struct SqliteRow<'a, 'r>(&'a rusqlite::Row<'r>);
+
+impl SqliteRow<'_, '_> {
+    fn get<T: rusqlite::types::FromSql>(&self, column: &str) -> T {
+        self.0.get(column).unwrap()
     }
 }
 

@@ -262,6 +262,10 @@ impl Store for FaultyStore {
         self.reach().await?;
         self.inner.relink_audit(note).await
     }
+    async fn purge_expired_claims(&self, now_ms: i64, limit: i64) -> Result<u64> {
+        self.reach().await?;
+        self.inner.purge_expired_claims(now_ms, limit).await
+    }
 
     async fn apply_as(&self, writer: usize, sets: &[WriteSet]) -> Result<Vec<WriteOutcome>> {
         self.reach().await?;
@@ -307,13 +311,9 @@ async fn uses_made(store: &Arc<dyn Store>, token: &str) -> i64 {
 
 /// How many card tokens are stored.
 async fn card_tokens_stored(app: &TestApp) -> i64 {
-    let pool = sqlx::SqlitePool::connect(&app.database_url).await.unwrap();
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM card_tokens")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    n
+    sqlite_file(&app.database_url)
+        .query_row("SELECT count(*) FROM card_tokens", [], |r| r.get(0))
+        .unwrap()
 }
 
 /// Asserts a native-API answer is 503 `temporarily_unavailable` with `Retry-After`, and that

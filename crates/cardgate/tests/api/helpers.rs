@@ -184,6 +184,15 @@ pub fn postgres_admin_url() -> Option<String> {
     }
 }
 
+/// A plain connection to a test's SQLite database file (`sqlite://PATH`), with no cardgate code
+/// in between.
+pub fn sqlite_file(database_url: &str) -> rusqlite::Connection {
+    let path = database_url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    rusqlite::Connection::open(path).unwrap()
+}
+
 /// A fresh, empty PostgreSQL database; returns its URL.
 pub async fn fresh_postgres_db(admin_url: &str) -> String {
     use sqlx::Connection;

@@ -1,4 +1,5 @@
 //! cardgate's integration tests: one binary, a real server per test (see `helpers.rs`).
+#![forbid(unsafe_code)]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

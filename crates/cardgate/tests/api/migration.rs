@@ -9,10 +9,8 @@ use cardgate_core::{CardId, Environment, PersonId, TenantId};
 use serde_json::json;
 
 /// Migrations 1–3, as the store holds them: running these makes a database of schema version 3.
-fn migrator_v3(postgres: bool) -> sqlx::migrate::Migrator {
-    use sqlx::migrate::{Migration, MigrationType, Migrator};
-    use std::borrow::Cow;
-    let files: [(i64, &str, &str); 3] = if postgres {
+fn files_v3(postgres: bool) -> [(i64, &'static str, &'static str); 3] {
+    if postgres {
         [
             (
                 1,
@@ -48,10 +46,16 @@ fn migrator_v3(postgres: bool) -> sqlx::migrate::Migrator {
                 include_str!("../../../store/migrations/sqlite/0003_audit_chains.sql"),
             ),
         ]
-    };
+    }
+}
+
+/// sqlx's migrator over [`files_v3`] of PostgreSQL.
+fn migrator_v3_postgres() -> sqlx::migrate::Migrator {
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    use std::borrow::Cow;
     Migrator {
         migrations: Cow::Owned(
-            files
+            files_v3(true)
                 .iter()
                 .map(|(v, d, sql)| {
                     Migration::new(
@@ -314,6 +318,22 @@ fn old_database(now_ms: i64) -> OldDatabase {
     }
 }
 
+/// Inserts `rows` into the SQLite database `db` (each statement's `$n` in order).
+fn insert_sqlite_rows(db: &rusqlite::Connection, rows: Vec<(&'static str, Vec<V>)>) {
+    for (sql, args) in rows {
+        let params: Vec<&dyn rusqlite::ToSql> = args
+            .iter()
+            .map(|a| match a {
+                V::T(v) => v as &dyn rusqlite::ToSql,
+                V::I(v) => v as &dyn rusqlite::ToSql,
+                V::B(v) => v as &dyn rusqlite::ToSql,
+                V::F(v) => v as &dyn rusqlite::ToSql,
+            })
+            .collect();
+        db.execute(sql, params.as_slice()).unwrap();
+    }
+}
+
 macro_rules! insert_rows {
     ($conn:expr, $rows:expr) => {
         for (sql, args) in $rows {
@@ -343,17 +363,11 @@ async fn create_version_3_database(url: &str) -> OldDatabase {
         production_token,
     } = old;
     if url.starts_with("sqlite:") {
-        use std::str::FromStr;
-        let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url)
-            .unwrap()
-            .create_if_missing(true);
-        let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
-        migrator_v3(false).run(&mut conn).await.unwrap();
-        insert_rows!(conn, rows);
-        conn.close().await.unwrap();
+        let db = crate::store_suite::migrate_as_sqlx_did(url, &files_v3(false));
+        insert_sqlite_rows(&db, rows);
     } else {
         let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-        migrator_v3(true).run(&mut conn).await.unwrap();
+        migrator_v3_postgres().run(&mut conn).await.unwrap();
         insert_rows!(conn, rows);
         conn.close().await.unwrap();
     }

@@ -1,6 +1,12 @@
 //! The store contract, run against every backend: SQLite always, PostgreSQL when
 //! `CARDGATE_TEST_POSTGRES_URL` is set (required in CI).
 
+mod claims;
+mod key_binding;
+mod sqlite_migrations;
+
+pub use sqlite_migrations::migrate_as_sqlx_did;
+
 use crate::helpers::{fresh_postgres_db, postgres_admin_url};
 use cardgate_core::audit::{AuditEvent, AuditKey, LinkRule, LogVerifier, Relink, Relinking};
 use cardgate_core::ids::MfaSessionId;
@@ -97,7 +103,52 @@ fn card_token(id: TokenId, card: CardId, limit: UseLimit) -> CardTokenRecord {
         use_limit: limit,
         uses_made: 0,
         revoked: false,
+        cnf_jkt: None,
     }
+}
+
+/// A precondition that `c` is still as it is.
+fn is_card(c: &Card) -> Guard {
+    Guard::CardIs {
+        tenant: c.tenant_id.clone(),
+        card: c.id,
+        status: c.status,
+        vault: c.vault.clone(),
+    }
+}
+
+/// Stores [`tenant`] with an account and a card; returns the card.
+async fn set_up_card(store: &Arc<dyn Store>) -> Card {
+    let t = tenant();
+    let person = PersonId::new_random();
+    let card = Card {
+        id: CardId::new_random(),
+        tenant_id: t.id.clone(),
+        environment: SB,
+        account_id: cardgate_core::AccountId::parse("A1").unwrap(),
+        person_id: person,
+        status: CardStatus::Active,
+        wallet_eligible: true,
+        last4: "1111".into(),
+        vault: vec![9; 40],
+        key_version: 1,
+    };
+    let out = store
+        .apply(&[WriteSet::of(vec![
+            Write::UpsertTenant(t.clone()),
+            Write::UpsertAccount(Account {
+                id: card.account_id.clone(),
+                tenant_id: t.id.clone(),
+                environment: SB,
+                account_number: "12".into(),
+                person_ids: vec![person],
+            }),
+            Write::UpsertCard(card.clone()),
+        ])])
+        .await
+        .unwrap();
+    assert_eq!(out, vec![WriteOutcome::Applied]);
+    card
 }
 
 /// Persons, accounts, cards and data keys belong to one environment: reads in another do
@@ -951,6 +1002,7 @@ async fn contract(store: Arc<dyn Store>) {
         issued_at_ms: 1,
         expires_at_ms: 2,
         revoked: false,
+        cnf_jkt: None,
     };
     store
         .apply(&[WriteSet::of(vec![Write::InsertAccessToken(record.clone())])])

@@ -1,47 +1,56 @@
-//! The SQLite engine: one write connection and a few read connections, all opened,
-//! configured and migrated by sqlx and then driven directly (see `direct`), so no statement
-//! costs a round trip to another thread.
+//! The SQLite engine: the store owns its connections (rusqlite) — one write connection and a
+//! few read connections — runs the migrations itself (`migrate`) and runs every statement on
+//! the calling thread (`conn`).
 
-use crate::direct::DirectConn;
+mod conn;
+mod migrate;
+
 use crate::exec::{self, Arg};
-use crate::sql::{migrator, Engine, Map, SqlStore};
+use crate::sql::{Engine, Map, SqlStore};
 use crate::write::{WriteOutcome, WriteSet};
 use crate::{Result, StoreError};
 use async_trait::async_trait;
 use cardgate_core::audit::{AuditKey, Relink, Relinking};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
-use sqlx::Connection as _;
-use std::path::Path;
-use std::str::FromStr;
+use conn::Conn;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+const MIGRATIONS: &[migrate::Migration] = &[
     (
         1,
         "init",
-        include_str!("../migrations/sqlite/0001_init.sql"),
+        include_str!("../../migrations/sqlite/0001_init.sql"),
     ),
     (
         2,
         "split tokens",
-        include_str!("../migrations/sqlite/0002_split_tokens.sql"),
+        include_str!("../../migrations/sqlite/0002_split_tokens.sql"),
     ),
     (
         3,
         "audit chains",
-        include_str!("../migrations/sqlite/0003_audit_chains.sql"),
+        include_str!("../../migrations/sqlite/0003_audit_chains.sql"),
     ),
     (
         4,
         "mfa lockout",
-        include_str!("../migrations/sqlite/0004_mfa_lockout.sql"),
+        include_str!("../../migrations/sqlite/0004_mfa_lockout.sql"),
     ),
     (
         5,
         "environments",
-        include_str!("../migrations/sqlite/0005_environments.sql"),
+        include_str!("../../migrations/sqlite/0005_environments.sql"),
+    ),
+    (
+        6,
+        "claims",
+        include_str!("../../migrations/sqlite/0006_claims.sql"),
+    ),
+    (
+        7,
+        "key binding",
+        include_str!("../../migrations/sqlite/0007_key_binding.sql"),
     ),
 ];
 
@@ -50,8 +59,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 const READERS: usize = 4;
 
 pub struct SqliteEngine {
-    writer: tokio::sync::Mutex<DirectConn>,
-    readers: Vec<Mutex<DirectConn>>,
+    writer: tokio::sync::Mutex<Conn>,
+    readers: Vec<Mutex<Conn>>,
     next_reader: AtomicUsize,
 }
 
@@ -60,42 +69,41 @@ pub type SqliteStore = SqlStore<SqliteEngine>;
 
 impl SqlStore<SqliteEngine> {
     /// Opens (creating if needed) a SQLite database in WAL mode with `synchronous=FULL`, so a
-    /// commit is durable before any response that depends on it leaves.
+    /// commit is durable before any response that depends on it leaves, and migrates it.
     pub async fn connect(url: &str, audit_key: AuditKey) -> Result<Self> {
         let path = url
             .trim_start_matches("sqlite://")
             .trim_start_matches("sqlite:");
         let path = path.split('?').next().unwrap_or(path);
-        if !path.is_empty() && path != ":memory:" {
-            create_private(Path::new(path))?;
+        if path.is_empty() || path == ":memory:" {
+            // Every connection would have a database of its own.
+            return Err(StoreError::UnsupportedUrl);
         }
-        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let mut write = SqliteConnection::connect_with(&opts).await?;
-        migrator(MIGRATIONS)
-            .run(&mut write)
+        let path = PathBuf::from(path);
+        let (writer, readers) = tokio::task::spawn_blocking(move || open(&path))
             .await
-            .map_err(|e| StoreError::Database(e.to_string()))?;
-        let writer = DirectConn::open(write).await?;
-        let read_opts = opts.read_only(true);
-        let mut readers = Vec::with_capacity(READERS);
-        for _ in 0..READERS {
-            let conn = SqliteConnection::connect_with(&read_opts).await?;
-            readers.push(Mutex::new(DirectConn::open(conn).await?));
-        }
+            .map_err(|e| StoreError::Database(format!("opening the database failed: {e}")))??;
         Ok(Self::new(
             SqliteEngine {
                 writer: tokio::sync::Mutex::new(writer),
-                readers,
+                readers: readers.into_iter().map(Mutex::new).collect(),
                 next_reader: AtomicUsize::new(0),
             },
             audit_key,
         ))
     }
+}
+
+/// Creates the database (private to its owner) if needed, opens the write connection,
+/// migrates, and opens the read connections.
+fn open(path: &Path) -> Result<(Conn, Vec<Conn>)> {
+    create_private(path)?;
+    let mut writer = Conn::open_writer(path)?;
+    migrate::run(writer.raw(), MIGRATIONS)?;
+    let readers = (0..READERS)
+        .map(|_| Conn::open_reader(path))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((writer, readers))
 }
 
 /// Creates the database's folder (`0700`) and file (`0600`) if they do not exist yet, so that
@@ -137,7 +145,7 @@ fn create_private(db: &Path) -> Result<()> {
 
 impl SqliteEngine {
     /// A free read connection, else the next one in turn (waiting for it).
-    fn reader(&self) -> std::sync::MutexGuard<'_, DirectConn> {
+    fn reader(&self) -> std::sync::MutexGuard<'_, Conn> {
         let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
         for i in 0..self.readers.len() {
             if let Ok(g) = self.readers[(start + i) % self.readers.len()].try_lock() {
@@ -185,6 +193,14 @@ impl Engine for SqliteEngine {
             tx.commit()?;
         }
         Ok(outcome)
+    }
+
+    async fn write_one(&self, sql: &'static str, args: Vec<Arg<'_>>) -> Result<u64> {
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin()?;
+        let changed = tx.run(sql, &args)?;
+        tx.commit()?;
+        Ok(changed)
     }
 
     async fn meta_init(&self, key: &str, value: &str) -> Result<String> {

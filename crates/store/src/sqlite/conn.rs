@@ -1,103 +1,120 @@
-//! The SQLite write connection, driven directly. sqlx opens it (WAL, `synchronous=FULL`,
-//! busy timeout, foreign keys) and runs the migrations; then the store locks its handle out
-//! of sqlx's worker thread for the store's whole life (`SqliteConnection::lock_handle`, sqlx's
-//! way to make direct SQLite API calls) and runs each write batch through rusqlite's prepared
-//! statements on the calling thread — the group committer's own. Without this, every
-//! statement of a batch was a round trip to sqlx's worker thread, and on a busy 2-core machine
-//! those round trips, not SQLite, made the single SQLite writer the server's bottleneck.
+//! A SQLite connection the store owns (rusqlite, on the calling thread): how a statement is
+//! prepared (cached), bound (`$n` is `args[n - 1]`) and run, and the write transaction the
+//! shared write path (`exec`) runs its statements in. Every statement of a write batch runs on
+//! the group committer's thread and every read on the request's own: no statement is a round
+//! trip to another thread.
 
 use crate::exec::{Arg, Table, WriteTx};
+use crate::rows::db_err;
+use crate::sql::Map;
 use crate::{Result, StoreError};
 use async_trait::async_trait;
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use sqlx::sqlite::{LockedSqliteHandle, SqliteConnection};
-use std::mem::ManuallyDrop;
-use std::ptr::NonNull;
+use rusqlite::OpenFlags;
+use std::path::Path;
+use std::time::Duration;
 
-use crate::rows::db_err;
-use crate::sql::Map;
+/// Prepared statements kept per connection: every statement the store runs, with room to spare.
+const STATEMENT_CACHE: usize = 64;
 
-/// sqlx's connection with its handle locked out, and rusqlite's view of that handle.
-pub(crate) struct DirectConn {
-    // Dropped in this order (see `Drop`): the view (finalizing its cached statements) while
-    // the lock is still held, then the lock, then the connection it borrows from.
-    view: ManuallyDrop<rusqlite::Connection>,
-    lock: ManuallyDrop<LockedSqliteHandle<'static>>,
-    conn: NonNull<SqliteConnection>,
+/// How long a statement waits for another process's lock (a CLI import beside the server)
+/// before the database counts as unavailable.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One SQLite connection.
+pub(crate) struct Conn {
+    db: rusqlite::Connection,
 }
 
-// SAFETY: the handle is used only through `&mut DirectConn` (the store keeps it behind a
-// mutex), never from two threads at once; sqlx's own worker thread is parked on the lock we
-// hold for as long as the view exists.
-unsafe impl Send for DirectConn {}
+impl Conn {
+    /// Opens the write connection, creating the database if needed: WAL (readers never wait
+    /// for the writer), `synchronous=FULL` (a commit is on disk before it is answered), foreign
+    /// keys enforced.
+    pub fn open_writer(path: &Path) -> Result<Self> {
+        let db = rusqlite::Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db_err)?;
+        let conn = Self::configure(db)?;
+        // Switching a new database to WAL takes a lock SQLite does not wait for with the busy
+        // timeout (two processes creating one database at once): try again for a while.
+        let mut tries = 0;
+        let mode: String = loop {
+            match conn
+                .db
+                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 200 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                other => break other.map_err(db_err)?,
+            }
+        };
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Database(format!(
+                "SQLite would not switch to WAL (journal mode {mode})"
+            )));
+        }
+        conn.db
+            .execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+            .map_err(db_err)?;
+        Ok(conn)
+    }
 
-impl DirectConn {
-    /// Takes over `conn`: locks its handle for good and opens the rusqlite view on it.
-    pub async fn open(conn: SqliteConnection) -> Result<Self> {
-        let conn = NonNull::from(Box::leak(Box::new(conn)));
-        // SAFETY: the box lives until `Drop` (or the error path below) frees it, after the
-        // lock borrowing it is gone, and nothing else touches it meanwhile.
-        let locked = unsafe { &mut *conn.as_ptr() }.lock_handle().await;
-        let mut lock = match locked {
-            Ok(l) => l,
-            Err(e) => {
-                // SAFETY: no borrow of the box survives a failed `lock_handle`.
-                drop(unsafe { Box::from_raw(conn.as_ptr()) });
-                return Err(e.into());
-            }
-        };
-        let raw = lock.as_raw_handle();
-        // SAFETY: the handle stays open and exclusively ours while `lock` is held, which
-        // outlives the view (see `Drop`); `from_handle` does not close it when dropped.
-        let view = match unsafe { rusqlite::Connection::from_handle(raw.as_ptr()) } {
-            Ok(v) => v,
-            Err(e) => {
-                drop(lock);
-                // SAFETY: the lock, the only borrow of the box, is gone.
-                drop(unsafe { Box::from_raw(conn.as_ptr()) });
-                return Err(db_err(e));
-            }
-        };
-        view.set_prepared_statement_cache_capacity(64);
-        Ok(Self {
-            view: ManuallyDrop::new(view),
-            lock: ManuallyDrop::new(lock),
-            conn,
-        })
+    /// Opens a read-only connection to an existing database (opened by the writer first).
+    pub fn open_reader(path: &Path) -> Result<Self> {
+        let db = rusqlite::Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db_err)?;
+        Self::configure(db)
+    }
+
+    fn configure(db: rusqlite::Connection) -> Result<Self> {
+        db.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
+        db.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(Self { db })
+    }
+
+    /// The connection itself, for what runs outside the store's statements (migrations).
+    pub fn raw(&mut self) -> &mut rusqlite::Connection {
+        &mut self.db
     }
 
     /// Runs a query and maps every row it returns.
     pub fn fetch_all<T>(&mut self, sql: &str, args: &[Arg<'_>], map: Map<T>) -> Result<Vec<T>> {
-        let mut st = self.view.prepare_cached(sql).map_err(db_err)?;
-        bind(&mut st, args)?;
-        let mut rows = st.raw_query();
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(db_err)? {
-            out.push(map(row)?);
-        }
-        Ok(out)
+        fetch_all(&self.db, sql, args, map)
     }
 
     /// Begins a write transaction (`BEGIN IMMEDIATE`: it waits for, then excludes, every
     /// other writer, such as a CLI import running beside the server).
     pub fn begin(&mut self) -> Result<SqliteTx<'_>> {
-        self.view.execute_batch("BEGIN IMMEDIATE").map_err(db_err)?;
-        Ok(SqliteTx {
-            conn: &mut self.view,
-        })
+        self.db.execute_batch("BEGIN IMMEDIATE").map_err(db_err)?;
+        Ok(SqliteTx { conn: &mut self.db })
     }
 }
 
-impl Drop for DirectConn {
-    fn drop(&mut self) {
-        // SAFETY: each field is dropped exactly once, in the order the borrows require; the
-        // box was leaked in `open` and nothing borrows it once the lock is dropped.
-        unsafe {
-            ManuallyDrop::drop(&mut self.view);
-            ManuallyDrop::drop(&mut self.lock);
-            drop(Box::from_raw(self.conn.as_ptr()));
-        }
+fn fetch_all<T>(
+    db: &rusqlite::Connection,
+    sql: &str,
+    args: &[Arg<'_>],
+    map: Map<T>,
+) -> Result<Vec<T>> {
+    let mut st = db.prepare_cached(sql).map_err(db_err)?;
+    bind(&mut st, args)?;
+    let mut rows = st.raw_query();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db_err)? {
+        out.push(map(row)?);
     }
+    Ok(out)
 }
 
 impl rusqlite::ToSql for Arg<'_> {
@@ -210,14 +227,7 @@ impl WriteTx for SqliteTx<'_> {
         args: Vec<Arg<'_>>,
         map: Map<U>,
     ) -> Result<Vec<U>> {
-        let mut st = self.conn.prepare_cached(sql).map_err(db_err)?;
-        bind(&mut st, &args)?;
-        let mut rows = st.raw_query();
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(db_err)? {
-            out.push(map(row)?);
-        }
-        Ok(out)
+        fetch_all(self.conn, sql, &args, map)
     }
 
     async fn chain_head(&mut self, chain: i64) -> Result<(i64, String)> {
