@@ -21,6 +21,8 @@ mod migration;
 mod oauth;
 mod operations;
 mod outage;
+mod pg_cluster;
 mod postgres;
 mod store_suite;
+mod vault;
 mod webhook;
