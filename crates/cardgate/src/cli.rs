@@ -123,6 +123,8 @@ pub enum CardCommand {
     },
 }
 
+const DEFAULT_STORE_WAIT_MS: u64 = cardgate_app::STORE_WAIT.as_millis() as u64;
+
 #[derive(Args)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -134,6 +136,11 @@ pub struct ServeArgs {
     /// Import a demo tenant and print its credentials and curl lines (sandbox only).
     #[arg(long)]
     pub demo: bool,
+    /// How long a request waits for the store (each read, and its commit) before it is
+    /// answered 503, in milliseconds.
+    #[arg(long, env = "CARDGATE_STORE_WAIT_MS", default_value_t = DEFAULT_STORE_WAIT_MS,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub store_wait_ms: u64,
 }
 
 #[derive(Subcommand)]
@@ -497,7 +504,7 @@ async fn serve(common: &Common, args: ServeArgs) -> Result<(), String> {
         print_demo(&public_url);
     }
     // Requests wait for the store at most this long, then answer 503.
-    svc.set_store_wait(cardgate_app::STORE_WAIT);
+    svc.set_store_wait(Duration::from_millis(args.store_wait_ms));
     svc.spawn_pollers(Duration::from_secs(1));
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, environment = %svc.env(), backend = svc.store.backend(), "cardgate is listening");

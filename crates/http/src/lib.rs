@@ -84,11 +84,18 @@ pub fn openapi() -> OpenApi {
         utoipa::openapi::HttpMethod::Get,
         utoipa::openapi::path::OperationBuilder::new()
             .tag("operations")
+            .operation_id(Some("openapi"))
             .summary(Some("This document"))
             .response(
                 "200",
                 utoipa::openapi::ResponseBuilder::new()
                     .description("The OpenAPI 3.1 document")
+                    .content(
+                        "application/json",
+                        utoipa::openapi::ContentBuilder::new()
+                            .schema(Some(utoipa::openapi::ObjectBuilder::new()))
+                            .build(),
+                    )
                     .build(),
             )
             .build(),

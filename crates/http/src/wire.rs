@@ -20,8 +20,11 @@ pub enum Authorization {
     Bearer(String),
     ApiKey(String),
     DPoP(String),
-    /// Any other value, kept for dialects that accept a raw key.
+    /// A value without a scheme, kept for dialects that accept a raw key.
     Raw(String),
+    /// `<scheme> <credentials>` with a scheme cardgate does not know (`Digest`, `Negotiate`…):
+    /// an unsupported authentication method, answered like a missing one (RFC 6750 §3.1).
+    Unsupported,
     Malformed(&'static str),
 }
 
@@ -78,30 +81,38 @@ pub fn authorization(headers: &HeaderMap) -> Authorization {
         "apikey" if !rest.is_empty() => Authorization::ApiKey(rest.to_string()),
         "dpop" if !rest.is_empty() => Authorization::DPoP(rest.to_string()),
         "bearer" | "apikey" | "dpop" => Authorization::Malformed("credentials are empty"),
-        _ if !value.contains(' ') && !value.is_empty() => Authorization::Raw(value.to_string()),
-        _ => Authorization::Malformed("unknown Authorization scheme"),
+        "" => Authorization::Malformed("Authorization is empty"),
+        _ if rest.is_empty() => Authorization::Raw(value.to_string()),
+        _ => Authorization::Unsupported,
     }
 }
 
-/// Parameters from a query string or a form body. Repeated names are refused (RFC 6749 §3.1).
-pub fn params(raw: &[u8]) -> Result<HashMap<String, String>, String> {
+/// The `known` parameters of a query string or a form body. A known name given twice is
+/// refused (RFC 6749 §3.1, §3.2); every other parameter is ignored, repeated or not (RFC 6749
+/// §3.2: unrecognized parameters MUST be ignored), and never named in an error.
+pub fn params(raw: &[u8], known: &[&str]) -> Result<HashMap<String, String>, String> {
     let mut out = HashMap::new();
+    let mut keep = |k: &str, v: String| {
+        if !known.contains(&k) {
+            return Ok(());
+        }
+        match out.insert(k.to_string(), v) {
+            Some(_) => Err(format!("parameter {k} is repeated")),
+            None => Ok(()),
+        }
+    };
     // Fast path: nothing to decode (tokens, ids and secrets are URL-safe), valid UTF-8.
     if !raw.iter().any(|b| matches!(b, b'%' | b'+')) {
         if let Ok(text) = std::str::from_utf8(raw) {
             for pair in text.split('&').filter(|p| !p.is_empty()) {
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                if out.insert(k.to_string(), v.to_string()).is_some() {
-                    return Err(format!("parameter {k} is repeated"));
-                }
+                keep(k, v.to_string())?;
             }
             return Ok(out);
         }
     }
     for (k, v) in form_urlencoded::parse(raw) {
-        if out.insert(k.to_string(), v.to_string()).is_some() {
-            return Err(format!("parameter {k} is repeated"));
-        }
+        keep(&k, v.into_owned())?;
     }
     Ok(out)
 }
@@ -166,15 +177,35 @@ mod tests {
 
     #[test]
     fn the_fast_path_and_the_decoding_path_agree() {
-        for raw in ["a=1&b=x.y_z-", "a=1%2B2&b=c+d", "token=abc&&x=", "k"] {
-            let fast = params(raw.as_bytes()).unwrap();
+        let known = ["a", "b", "token", "x", "k"];
+        for raw in [
+            "a=1&b=x.y_z-",
+            "a=1%2B2&b=c+d",
+            "token=abc&&x=",
+            "k",
+            "a=1&z=2",
+        ] {
+            let fast = params(raw.as_bytes(), &known).unwrap();
             let slow: std::collections::HashMap<String, String> =
                 form_urlencoded::parse(raw.as_bytes())
+                    .filter(|(k, _)| known.contains(&k.as_ref()))
                     .map(|(k, v)| (k.into_owned(), v.into_owned()))
                     .collect();
             assert_eq!(fast, slow, "{raw}");
         }
-        assert!(params(b"a=1&a=2").is_err());
-        assert!(params(b"a=1&a=%32").is_err());
+    }
+
+    #[test]
+    fn a_known_parameter_may_not_repeat_and_an_unknown_one_is_ignored() {
+        assert_eq!(
+            params(b"a=1&a=2", &["a"]),
+            Err("parameter a is repeated".into())
+        );
+        assert!(params(b"a=1&a=%32", &["a"]).is_err());
+        for raw in ["a=1&z=2&z=3", "a=1&%E2%82%AC=2&%E2%82%AC=3", "z&z&a=1"] {
+            let got = params(raw.as_bytes(), &["a"]).unwrap();
+            assert_eq!(got.len(), 1, "{raw}");
+            assert_eq!(got.get("a").map(String::as_str), Some("1"), "{raw}");
+        }
     }
 }

@@ -1,5 +1,7 @@
-//! Operability: health, metrics, OpenAPI coverage, fallbacks, and that no secret reaches
-//! logs, metrics or the database file.
+//! Operability: health, metrics, OpenAPI coverage, fallbacks, that no secret reaches logs,
+//! metrics or the database file, and the wire rules every surface shares where the OpenAPI
+//! check (`scripts/schemathesis.sh`) cannot tell right from wrong because both answers are
+//! documented.
 
 use crate::helpers::*;
 use serde_json::{json, Value};
@@ -131,6 +133,156 @@ async fn unknown_routes_and_methods_get_json_errors() {
         (status, body["error"].as_str()),
         (405, Some("method_not_allowed"))
     );
+}
+
+/// RFC 6750 §3.1 and RFC 6749 §5.2: a credential of a scheme the route does not take is an
+/// unsupported authentication method, answered like a missing credential (401 with a
+/// challenge), not as a malformed request (400).
+#[tokio::test]
+async fn an_unsupported_authorization_scheme_is_answered_like_a_missing_credential() {
+    let app = TestApp::spawn().await;
+    let form = "application/x-www-form-urlencoded";
+    let mint = format!("/v1/cards/{CARD}/tokens");
+    let mfa = format!("/v1/persons/{ADA}/mfa/sessions");
+    let details = format!("/v1/cards/{CARD}/details");
+    let equals = format!("/equals/v2/cards/{CARD}/access-token?accountId=F50091");
+    // (route, method, content type, body, status, error or code)
+    let routes: Vec<(&str, &str, &str, &str, u16, &str)> = vec![
+        (
+            "/oauth2/token",
+            "POST",
+            form,
+            "grant_type=client_credentials",
+            401,
+            "invalid_client",
+        ),
+        (
+            "/oauth2/introspect",
+            "POST",
+            form,
+            "token=abc",
+            401,
+            "invalid_client",
+        ),
+        (
+            &mint,
+            "POST",
+            "application/json",
+            r#"{"operations":["VIEW_CARD"]}"#,
+            401,
+            "invalid_client",
+        ),
+        (
+            &mfa,
+            "POST",
+            "application/json",
+            r#"{"channel":"totp"}"#,
+            401,
+            "invalid_client",
+        ),
+        (&details, "GET", "", "", 401, "invalid_token"),
+        (
+            "/fiserv/cs/oauth2/v1/token?scope=cards:read:any",
+            "POST",
+            form,
+            "grant_type=client_credentials",
+            401,
+            "UNAUTHORIZED",
+        ),
+        // Equals answers every credential it cannot use with 403 (SPEC §4.1).
+        (&equals, "GET", "", "", 403, "FORBIDDEN"),
+    ];
+    let schemes = [
+        "Digest username=\"acme-backend\", realm=\"cardgate\"",
+        "Negotiate YIIBhwYGKwYBBQUCoIIBezCCAXeg",
+        "DPoP eyJhbGciOiJFUzI1NiJ9.e30.c2ln",
+    ];
+    for (route, method, content_type, body, status, error) in &routes {
+        for scheme in schemes {
+            let mut req = app
+                .http
+                .request(method.parse().unwrap(), app.url(route))
+                .header("Authorization", scheme)
+                .header("x-fapi-financial-id", ACME_FI)
+                .body(*body);
+            if !content_type.is_empty() {
+                req = req.header("Content-Type", *content_type);
+            }
+            let res = req.send().await.unwrap();
+            let challenge = res.headers().contains_key("www-authenticate");
+            let (got, json) = status_and_json(res).await;
+            let code = json["error"].as_str().or(json["code"].as_str());
+            assert_eq!(
+                (got, code),
+                (*status, Some(*error)),
+                "{method} {route} with {scheme}: {json}"
+            );
+            if got == 401 {
+                assert!(
+                    challenge,
+                    "{method} {route} with {scheme}: 401 carries a challenge"
+                );
+            }
+        }
+    }
+}
+
+/// RFC 6749 §3.2: the server ignores parameters it does not recognise, repeated ones too;
+/// only a parameter it reads may not repeat. Every surface reads query strings and form
+/// bodies the same way.
+#[tokio::test]
+async fn unrecognized_parameters_are_ignored_even_when_repeated() {
+    let app = TestApp::spawn().await;
+    let auth = basic(BACKEND.0, BACKEND.1);
+    let form = "application/x-www-form-urlencoded";
+    let token = |body: &'static str| {
+        app.http
+            .post(app.url("/oauth2/token"))
+            .header("Authorization", &auth)
+            .header("Content-Type", form)
+            .body(body)
+            .send()
+    };
+    let (status, body) = status_and_json(
+        token("grant_type=client_credentials&x=1&x=2&%E2%82%AC=&%E2%82%AC=")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "native token endpoint: {body}");
+    let (status, body) = status_and_json(
+        token("grant_type=client_credentials&scope=cards:read:any&scope=cards:read:any")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "a repeated scope is refused: {body}"
+    );
+    let res = app
+        .post_fiserv_token(
+            "cards:read:any&x=1&x=2",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", form),
+                ("x-fapi-financial-id", ACME_FI),
+            ],
+            "grant_type=client_credentials&y=1&y=2",
+        )
+        .await;
+    let (status, body) = status_and_json(res).await;
+    assert_eq!(status, 200, "Fiserv query and form: {body}");
+    let res = app
+        .get_equals_token(
+            Some(&format!("ApiKey {BACKEND_KEY}")),
+            CARD,
+            "accountId=F50091&utm=a&utm=b",
+        )
+        .await;
+    let (status, body) = status_and_json(res).await;
+    assert_eq!(status, 200, "Equals query: {body}");
 }
 
 #[tokio::test]

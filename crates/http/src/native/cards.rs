@@ -75,6 +75,28 @@ fn refuse_head(method: &Method) -> Result<(), OAuthError> {
     Ok(())
 }
 
+/// A card operation, as every surface names it.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OperationName {
+    ViewCard,
+    AddCardToWallet,
+    Activate,
+    GetPin,
+    SetPin,
+}
+
+/// How a step-up code reaches the cardholder.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "lowercase")]
+pub enum ChannelName {
+    Totp,
+    Sms,
+    Email,
+}
+
 /// A step-up proof.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -89,12 +111,14 @@ pub struct MfaProof {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MintBody {
-    /// Any of `VIEW_CARD`, `ADD_CARD_TO_WALLET`, `ACTIVATE`, `GET_PIN`, `SET_PIN`.
+    /// What the token allows (repeats count once).
+    #[schema(value_type = Vec<OperationName>, min_items = 1)]
     operations: Vec<String>,
     /// Single use (the default); `false` without `max_uses`: unlimited until expiry.
     #[serde(default)]
     single_use: Option<bool>,
-    /// How many uses; at most the tenant's `card_token_max_uses` (default 100).
+    /// How many uses; at most the tenant's `card_token_max_uses` (default 100). Not with
+    /// `single_use: true`.
     #[serde(default, deserialize_with = "wire::whole_number")]
     #[schema(value_type = Option<u32>, minimum = 1)]
     max_uses: Option<u32>,
@@ -116,10 +140,14 @@ pub struct MintedBody {
     token: String,
     /// `card_token`.
     token_type: &'static str,
+    #[schema(format = "uuid")]
     card_id: String,
+    #[schema(value_type = Vec<OperationName>)]
     operations: Vec<&'static str>,
+    /// Seconds.
     expires_in: i64,
     /// RFC 3339.
+    #[schema(format = DateTime)]
     expires_at: String,
     /// `null`: unlimited until expiry.
     max_uses: Option<i64>,
@@ -128,13 +156,14 @@ pub struct MintedBody {
 /// Mints a card token. The caller is a client: Basic `id:secret`, `ApiKey <api_key>`, or
 /// `Bearer <access token>` from `/oauth2/token` or Fiserv.
 #[utoipa::path(post, path = "/v1/cards/{card_id}/tokens", tag = "cards",
-    params(("card_id" = String, Path, description = "The card's UUID")),
+    params(("card_id" = String, Path, format = "uuid", max_length = 36, description = "The card's UUID")),
     request_body(content = MintBody, content_type = "application/json"),
     security(("basic" = []), ("apiKey" = []), ("bearer" = [])),
     responses(
         (status = 201, description = "Minted", body = MintedBody),
-        (status = 400, description = "`invalid_request`", body = OAuthErrorBody),
-        (status = 401, description = "`invalid_client`, `invalid_token`", body = OAuthErrorBody,
+        (status = 400, description = "`invalid_request`: a malformed body, card id or `Authorization`", body = OAuthErrorBody,
+            headers(("WWW-Authenticate" = String))),
+        (status = 401, description = "`invalid_client` (no, unknown or disabled credentials, or a scheme other than Basic, ApiKey or Bearer), `invalid_token` (the access token)", body = OAuthErrorBody,
             headers(("WWW-Authenticate" = String))),
         (status = 403, description = "`insufficient_scope`, `access_denied`, `mfa_required`, `mfa_invalid_code`, `mfa_locked`, `mfa_expired`, `mfa_used`, `mfa_invalid_session`, `mfa_locked_out`", body = OAuthErrorBody,
             headers(("WWW-Authenticate" = String))),
@@ -210,29 +239,33 @@ pub async fn mint(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MfaBody {
-    /// `totp`, `sms` or `email`.
+    #[schema(value_type = ChannelName)]
     channel: String,
 }
 
 /// A started MFA session.
 #[derive(Serialize, ToSchema)]
 pub struct MfaSessionBody {
+    #[schema(format = "uuid")]
     session_id: String,
+    #[schema(value_type = ChannelName)]
     channel: &'static str,
     /// RFC 3339; sessions live 5 minutes.
+    #[schema(format = DateTime)]
     expires_at: String,
 }
 
 /// Starts an MFA session for a cardholder: TOTP, or a 6-digit code POSTed to the tenant's
 /// webhook (SMS, email). Needs a card scope; counts against the client's rate limit.
 #[utoipa::path(post, path = "/v1/persons/{person_id}/mfa/sessions", tag = "mfa",
-    params(("person_id" = String, Path, description = "The cardholder's UUID")),
+    params(("person_id" = String, Path, format = "uuid", max_length = 36, description = "The cardholder's UUID")),
     request_body(content = MfaBody, content_type = "application/json"),
     security(("basic" = []), ("apiKey" = []), ("bearer" = [])),
     responses(
         (status = 201, description = "Started", body = MfaSessionBody),
-        (status = 400, description = "`invalid_request` (no authenticator, phone or email for that channel)", body = OAuthErrorBody),
-        (status = 401, description = "`invalid_client`, `invalid_token`", body = OAuthErrorBody,
+        (status = 400, description = "`invalid_request`: a malformed body, person id or `Authorization`, or no authenticator, phone or email for that channel", body = OAuthErrorBody,
+            headers(("WWW-Authenticate" = String))),
+        (status = 401, description = "`invalid_client` (no, unknown or disabled credentials, or a scheme other than Basic, ApiKey or Bearer), `invalid_token` (the access token)", body = OAuthErrorBody,
             headers(("WWW-Authenticate" = String))),
         (status = 403, description = "`access_denied`: no card scope", body = OAuthErrorBody,
             headers(("WWW-Authenticate" = String))),
@@ -342,6 +375,7 @@ fn unexpected() -> ResourceError {
 pub struct DetailsBody {
     pan: String,
     cvv: String,
+    #[schema(minimum = 1, maximum = 12)]
     expiry_month: u8,
     expiry_year: u16,
     cardholder_name: String,
@@ -350,12 +384,17 @@ pub struct DetailsBody {
 /// `VIEW_CARD`: the card's PAN, CVV and expiry. With `Accept: application/jose`, a compact
 /// JWE to the `Cardgate-Encryption-Jwk` header's key or the minting client's `encryption_jwk`.
 #[utoipa::path(get, path = "/v1/cards/{card_id}/details", tag = "redemption",
-    params(("card_id" = String, Path)),
+    params(
+        ("card_id" = String, Path, format = "uuid", max_length = 36),
+        ("Cardgate-Encryption-Jwk" = Option<String>, Header, nullable = false,
+            description = "With `Accept: application/jose`: base64url of the P-256 public JWK to encrypt to"),
+    ),
     security(("cardToken" = [])),
     responses(
-        (status = 200, description = "The card data (JSON, or `application/jose`)", body = DetailsBody),
+        (status = 200, description = "The card data: JSON, or with `Accept: application/jose` a compact JWE of it",
+            content((DetailsBody = "application/json"), (String = "application/jose"))),
         (status = 400, description = "`invalid_request`", body = OAuthErrorBody, headers(("WWW-Authenticate" = String))),
-        (status = 401, description = "`invalid_token`: unknown, expired, used up, revoked", body = OAuthErrorBody,
+        (status = 401, description = "`invalid_token`: none, or not a card token (another scheme), or unknown, expired, used up, revoked", body = OAuthErrorBody,
             headers(("WWW-Authenticate" = String))),
         (status = 403, description = "`insufficient_scope`", body = OAuthErrorBody, headers(("WWW-Authenticate" = String))),
         (status = 404, description = "`not_found`", body = OAuthErrorBody, headers(("WWW-Authenticate" = String))),
@@ -402,15 +441,21 @@ pub async fn details(
 #[serde(deny_unknown_fields)]
 pub struct PinBody {
     /// 4 to 12 digits.
+    #[schema(pattern = "^[0-9]{4,12}$")]
     pin: String,
 }
 
 /// `GET_PIN`: the card's PIN (also as a JWE, like details).
 #[utoipa::path(get, path = "/v1/cards/{card_id}/pin", tag = "redemption",
-    params(("card_id" = String, Path)),
+    params(
+        ("card_id" = String, Path, format = "uuid", max_length = 36),
+        ("Cardgate-Encryption-Jwk" = Option<String>, Header, nullable = false,
+            description = "With `Accept: application/jose`: base64url of the P-256 public JWK to encrypt to"),
+    ),
     security(("cardToken" = [])),
     responses(
-        (status = 200, description = "The PIN", body = PinBody),
+        (status = 200, description = "The PIN: JSON, or with `Accept: application/jose` a compact JWE of it",
+            content((PinBody = "application/json"), (String = "application/jose"))),
         (status = 400, description = "`invalid_request`", body = OAuthErrorBody, headers(("WWW-Authenticate" = String))),
         (status = 401, description = "`invalid_token`", body = OAuthErrorBody, headers(("WWW-Authenticate" = String))),
         (status = 403, description = "`insufficient_scope`", body = OAuthErrorBody, headers(("WWW-Authenticate" = String))),
@@ -442,7 +487,7 @@ pub async fn get_pin(
 
 /// `SET_PIN`: sets the card's PIN.
 #[utoipa::path(put, path = "/v1/cards/{card_id}/pin", tag = "redemption",
-    params(("card_id" = String, Path)),
+    params(("card_id" = String, Path, format = "uuid", max_length = 36)),
     request_body(content = PinBody, content_type = "application/json"),
     security(("cardToken" = [])),
     responses(
@@ -490,6 +535,7 @@ pub async fn set_pin(
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)]
 pub struct ActivatedBody {
+    #[schema(format = "uuid")]
     card_id: String,
     /// `ACTIVE`.
     status: String,
@@ -497,7 +543,7 @@ pub struct ActivatedBody {
 
 /// `ACTIVATE`: `INACTIVE` → `ACTIVE`.
 #[utoipa::path(post, path = "/v1/cards/{card_id}/activate", tag = "redemption",
-    params(("card_id" = String, Path)),
+    params(("card_id" = String, Path, format = "uuid", max_length = 36)),
     security(("cardToken" = [])),
     responses(
         (status = 200, description = "Activated", body = ActivatedBody),
@@ -527,15 +573,17 @@ pub async fn activate(
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)]
 pub struct WalletBody {
+    #[schema(format = "uuid")]
     card_id: String,
     wallet_eligible: bool,
+    #[schema(pattern = "^[0-9]{4}$")]
     last4: String,
     status: String,
 }
 
 /// `ADD_CARD_TO_WALLET`: whether the card may go into a digital wallet.
 #[utoipa::path(get, path = "/v1/cards/{card_id}/wallet-eligibility", tag = "redemption",
-    params(("card_id" = String, Path)),
+    params(("card_id" = String, Path, format = "uuid", max_length = 36)),
     security(("cardToken" = [])),
     responses(
         (status = 200, description = "Eligibility", body = WalletBody),

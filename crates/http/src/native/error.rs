@@ -104,7 +104,7 @@ impl From<AppError> for OAuthError {
             AppError::Auth(a) => match a {
                 AuthFailure::Missing => Self::client("client authentication is required"),
                 AuthFailure::Malformed(m) => Self::bad_request(m),
-                AuthFailure::WrongScheme => Self::bad_request(a.to_string()),
+                AuthFailure::WrongScheme => Self::client(&a.to_string()),
                 AuthFailure::InvalidClient => Self::client("client authentication failed"),
                 AuthFailure::Disabled => Self::client("the client is disabled"),
                 AuthFailure::InvalidToken => Self::invalid_token("the token is not valid"),

@@ -39,9 +39,14 @@ impl Surface for ResourceError {
         ResourceError(
             match (failure, token) {
                 (AuthFailure::Malformed(m), _) => OAuthError::bad_request(m),
-                (AuthFailure::WrongScheme, false) => {
-                    OAuthError::bad_request("use Basic, ApiKey or Bearer authorization")
-                }
+                // An unsupported authentication method is a missing one (RFC 6750 §3.1,
+                // RFC 6749 §5.2): 401 with a challenge.
+                (AuthFailure::WrongScheme, false) => OAuthError::new(
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    "use Basic, ApiKey or Bearer authorization",
+                )
+                .challenge(error::BASIC),
                 (AuthFailure::Missing, true) => OAuthError::new(
                     axum::http::StatusCode::UNAUTHORIZED,
                     "invalid_token",

@@ -20,12 +20,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use utoipa::ToSchema;
 
+/// The one grant type this server supports (RFC 6749 §4.4).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "snake_case")]
+pub enum GrantType {
+    ClientCredentials,
+}
+
 /// `POST /oauth2/token` (RFC 6749 §4.4.2).
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct TokenForm {
-    /// Must be `client_credentials`.
-    grant_type: String,
+    /// Any other grant type is `unsupported_grant_type`.
+    grant_type: GrantType,
     /// Space-delimited scopes, each the client's; absent or empty: all of them.
     scope: Option<String>,
     /// `client_secret_post`: the client id (instead of HTTP Basic, never with it).
@@ -39,6 +47,7 @@ pub struct TokenForm {
 #[allow(dead_code)]
 pub struct TokenParamForm {
     /// The token: a JWT or opaque access token, or a card token of any dialect.
+    #[schema(min_length = 1)]
     token: String,
     /// Ignored (RFC 7662 §2.1, RFC 7009 §2.1).
     token_type_hint: Option<String>,
@@ -58,26 +67,97 @@ pub struct TokenResponse {
     scope: String,
 }
 
-/// RFC 7662 §2.2: `{"active": false}`, or what the token says.
+/// RFC 7662 §2.2: `{"active": false}`, or what the token says. A member the token has no
+/// value for is left out, never `null` (except `max_uses`).
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)]
 pub struct IntrospectionResponse {
     active: bool,
+    /// `Bearer` (access tokens) or `card_token`.
+    #[schema(nullable = false)]
     token_type: Option<String>,
+    #[schema(nullable = false)]
     client_id: Option<String>,
+    #[schema(nullable = false)]
     sub: Option<String>,
+    #[schema(nullable = false)]
     scope: Option<String>,
+    #[schema(nullable = false)]
     iat: Option<i64>,
+    #[schema(nullable = false)]
     exp: Option<i64>,
+    #[schema(nullable = false)]
     iss: Option<String>,
+    #[schema(nullable = false)]
     aud: Option<String>,
+    #[schema(nullable = false)]
     jti: Option<String>,
     /// Card tokens: the operations, the card, uses made and allowed.
+    #[schema(nullable = false, value_type = Option<Vec<super::cards::OperationName>>)]
     operations: Option<Vec<String>>,
+    #[schema(nullable = false, format = "uuid")]
     card_id: Option<String>,
+    #[schema(nullable = false)]
     uses_made: Option<i64>,
+    /// `null`: unlimited until expiry.
     max_uses: Option<i64>,
 }
+
+/// RFC 8414 §2 authorization server metadata.
+#[derive(Serialize, ToSchema)]
+pub struct ServerMetadata {
+    issuer: String,
+    token_endpoint: String,
+    introspection_endpoint: String,
+    revocation_endpoint: String,
+    jwks_uri: String,
+    grant_types_supported: [&'static str; 1],
+    /// Empty: there is no authorization endpoint.
+    response_types_supported: [&'static str; 0],
+    token_endpoint_auth_methods_supported: [&'static str; 2],
+    introspection_endpoint_auth_methods_supported: [&'static str; 2],
+    revocation_endpoint_auth_methods_supported: [&'static str; 2],
+    scopes_supported: [&'static str; 5],
+    /// This server's OpenAPI document.
+    service_documentation: String,
+}
+
+/// An RFC 7517 JWK set.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct JwkSet {
+    keys: Vec<PublicJwk>,
+}
+
+/// A public ES256 signing key (RFC 7518 §6.2.1).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PublicJwk {
+    /// `EC`.
+    kty: String,
+    /// `P-256`.
+    crv: String,
+    x: String,
+    y: String,
+    #[schema(nullable = false)]
+    kid: Option<String>,
+    /// `sig`.
+    #[schema(nullable = false, rename = "use")]
+    use_: Option<String>,
+    /// `ES256`.
+    #[schema(nullable = false)]
+    alg: Option<String>,
+}
+
+/// The parameters the token, introspection and revocation endpoints read; others are ignored.
+const FORM_PARAMETERS: &[&str] = &[
+    "grant_type",
+    "scope",
+    "client_id",
+    "client_secret",
+    "token",
+    "token_type_hint",
+];
 
 /// Reads a form body (`application/x-www-form-urlencoded`, RFC 6749 §3.2).
 fn form(
@@ -90,7 +170,7 @@ fn form(
             "Content-Type must be application/x-www-form-urlencoded",
         ));
     }
-    wire::params(&body).map_err(OAuthError::bad_request)
+    wire::params(&body, FORM_PARAMETERS).map_err(OAuthError::bad_request)
 }
 
 /// `client_secret_basic` or `client_secret_post` (RFC 6749 §2.3.1), never both; empty form
@@ -146,7 +226,7 @@ fn no_store(mut res: Response) -> Response {
 /// RFC 6749 §4.4 client credentials grant. The token lives 15 minutes and authenticates the
 /// card API as `Authorization: Bearer`. Rate limited per client (tenant
 /// `rate_limit_per_minute`).
-#[utoipa::path(post, path = "/oauth2/token", tag = "oauth2",
+#[utoipa::path(post, path = "/oauth2/token", tag = "oauth2", operation_id = "oauth2_token",
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     security(("basic" = []), ()),
     responses(
@@ -256,32 +336,33 @@ pub async fn revoke(
 
 /// RFC 8414 authorization server metadata.
 #[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "oauth2",
-    responses((status = 200, description = "The metadata", body = Object)))]
+    responses((status = 200, description = "The metadata", body = ServerMetadata)))]
 pub async fn metadata(State(app): State<Arc<App>>) -> Response {
     let base = &app.settings.public_url;
-    Json(json!({
-        "issuer": base,
-        "token_endpoint": format!("{base}/oauth2/token"),
-        "introspection_endpoint": format!("{base}/oauth2/introspect"),
-        "revocation_endpoint": format!("{base}/oauth2/revoke"),
-        "jwks_uri": format!("{base}/.well-known/jwks.json"),
-        "grant_types_supported": ["client_credentials"],
-        "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "scopes_supported": cardgate_core::scope::KNOWN,
-        // No `dpop_signing_alg_values_supported` until DPoP-bound tokens exist: a DPoP
-        // client must not believe its tokens are bound (RFC 9449 §5.1).
-        "service_documentation": format!("{base}/openapi.json"),
-    }))
+    let client_auth = ["client_secret_basic", "client_secret_post"];
+    // No `dpop_signing_alg_values_supported` until DPoP-bound tokens exist: a DPoP client
+    // must not believe its tokens are bound (RFC 9449 §5.1).
+    Json(ServerMetadata {
+        issuer: base.clone(),
+        token_endpoint: format!("{base}/oauth2/token"),
+        introspection_endpoint: format!("{base}/oauth2/introspect"),
+        revocation_endpoint: format!("{base}/oauth2/revoke"),
+        jwks_uri: format!("{base}/.well-known/jwks.json"),
+        grant_types_supported: ["client_credentials"],
+        response_types_supported: [],
+        token_endpoint_auth_methods_supported: client_auth,
+        introspection_endpoint_auth_methods_supported: client_auth,
+        revocation_endpoint_auth_methods_supported: client_auth,
+        scopes_supported: cardgate_core::scope::KNOWN,
+        service_documentation: format!("{base}/openapi.json"),
+    })
     .into_response()
 }
 
 /// RFC 7517 JWK set: this environment's ES256 signing keys, rotated ones included while their
 /// tokens may live.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "oauth2",
-    responses((status = 200, description = "The key set", body = Object)))]
+    responses((status = 200, description = "The key set", body = JwkSet)))]
 pub async fn jwks(State(app): State<Arc<App>>) -> Response {
     let snap = app.snapshot();
     let mut res = Json(json!({"keys": snap.keys.published})).into_response();

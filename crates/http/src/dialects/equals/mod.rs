@@ -39,20 +39,36 @@ pub struct AccessTokenBody {
     token: String,
 }
 
+/// The operations an Equals token can be asked for.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EqualsOperation {
+    ViewCard,
+    AddCardToWallet,
+}
+
 /// Equals Money's card access token. `Authorization: ApiKey <api_key>` (the raw key alone
 /// works too); scope `cards:read:any`, or `cards:read:own` for the key's own cardholder.
 #[utoipa::path(get, path = "/equals/v2/cards/{cardId}/access-token", tag = "equals",
+    operation_id = "getClientToken",
     params(
-        ("cardId" = String, Path, description = "The card's UUID (at most 36 characters)"),
-        ("accountId" = String, Query, description = "The account holding the card"),
-        ("personId" = Option<String>, Query, description = "The cardholder (must be the card's, and an own key's person)"),
-        ("operationName" = Option<String>, Query, description = "`VIEW_CARD` (default) or `ADD_CARD_TO_WALLET`"),
-        ("sessionId" = Option<String>, Query, description = "MFA session, with `token`, where the tenant asks step-up"),
-        ("token" = Option<String>, Query, description = "The MFA code"),
+        ("cardId" = String, Path, format = "uuid", max_length = 36,
+            example = "e9293471-5eb3-4dbc-916c-dbaf9e2deefd", description = "The ID of the card to work with."),
+        ("accountId" = String, Query, pattern = "^[A-Za-z0-9_.:-]{1,64}$", example = "F50091", description = "The ID of the account to work with (it must hold the card)."),
+        ("personId" = Option<String>, Query, nullable = false, format = "uuid", max_length = 36,
+            example = "775596ae-2624-40af-a9dc-9756110a4a04",
+            description = "The ID of the person to work with: the cardholder (and an own key's person)."),
+        ("sessionId" = Option<String>, Query, nullable = false,
+            description = "The MFA session id, with `token`, where the tenant asks step-up."),
+        ("token" = Option<String>, Query, nullable = false, example = "123456",
+            description = "The security token e.g. MFA code."),
+        ("operationName" = inline(Option<EqualsOperation>), Query, nullable = false,
+            description = "The operation for which a client token is requested (default `VIEW_CARD`)."),
     ),
-    security(("equalsApiKey" = [])),
+    security(("equalsApiKey" = ["cards:read:own", "cards:read:any"])),
     responses(
-        (status = 200, description = "The token", body = AccessTokenBody),
+        (status = 200, description = "OK", body = AccessTokenBody),
         (status = 400, description = "`INVALID_CARD_ID`, `MISSING_ACCOUNT_ID`, `INVALID_ACCOUNT_ID`, `INVALID_PERSON_ID`, `INVALID_OPERATION`, `BAD_REQUEST`", body = EqualsErrorBody),
         (status = 401, description = "`UNAUTHORIZED`: no Authorization header", body = EqualsErrorBody),
         (status = 403, description = "`FORBIDDEN`, `INSUFFICIENT_SCOPE`, `CARD_NOT_OWNED`, `PERSON_MISMATCH`, `MFA_*`", body = EqualsErrorBody),
@@ -97,6 +113,15 @@ pub async fn access_token(
     Ok(res)
 }
 
+/// The query parameters Equals defines; others are ignored.
+const QUERY_PARAMETERS: &[&str] = &[
+    "accountId",
+    "personId",
+    "operationName",
+    "sessionId",
+    "token",
+];
+
 /// What an Equals request asks for, or why it is malformed.
 fn request(
     path: Result<Path<String>, PathRejection>,
@@ -112,8 +137,8 @@ fn request(
             "cardId must be a UUID of at most 36 characters",
         )
     })?;
-    let params =
-        wire::params(query.unwrap_or_default().as_bytes()).map_err(|m| bad("BAD_REQUEST", &m))?;
+    let params = wire::params(query.unwrap_or_default().as_bytes(), QUERY_PARAMETERS)
+        .map_err(|m| bad("BAD_REQUEST", &m))?;
     let account = match params.get("accountId").map(String::as_str) {
         None | Some("") => return Err(bad("MISSING_ACCOUNT_ID", "accountId is required")),
         Some(a) => {

@@ -89,25 +89,41 @@ pub struct FiservTokenBody {
     /// `Bearer`.
     token_type: &'static str,
     /// Epoch milliseconds, as a string.
+    #[schema(pattern = "^[0-9]+$")]
     issued_at: String,
     /// The client id.
     api_key: String,
     /// Authenticates the native API with the scope asked for.
     access_token: String,
     /// Seconds, as a string: 900.
+    #[schema(pattern = "^[0-9]+$")]
     expires_in: String,
+}
+
+/// The seed's `tokenRequest`, as a form or as JSON.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct FiservTokenRequest {
+    /// `client_credentials`, the default when absent.
+    #[schema(nullable = false)]
+    grant_type: Option<crate::native::oauth::GrantType>,
 }
 
 /// Fiserv's client-credentials token: Basic `id:secret`, the tenant's 8-digit
 /// `x-fapi-financial-id`, a form or JSON body with `grant_type=client_credentials` (the
-/// default when absent), and the `scope` query parameter.
-#[utoipa::path(post, path = "/fiserv/cs/oauth2/v1/token", tag = "fiserv",
+/// default when absent), and the `scope` query parameter. Every answer carries
+/// `x-fapi-interaction-id`.
+#[utoipa::path(post, path = "/fiserv/cs/oauth2/v1/token", tag = "fiserv", operation_id = "fiserv_token",
     params(
-        ("scope" = String, Query, description = "Space-delimited scopes, each the client's"),
-        ("x-fapi-financial-id" = String, Header, description = "The tenant's financial_institution_id (8 digits)"),
-        ("x-fapi-interaction-id" = Option<String>, Header, description = "Echoed (1-128 visible ASCII); a UUID when absent"),
+        ("scope" = String, Query, pattern = "^[!#-\\[\\]-~]+( [!#-\\[\\]-~]+)*$",
+            description = "Space-delimited scopes (RFC 6749 §3.3), each the client's"),
+        ("x-fapi-financial-id" = String, Header, pattern = "^[0-9]{8}$",
+            description = "The tenant's financial_institution_id (8 digits)"),
+        ("x-fapi-interaction-id" = Option<String>, Header, nullable = false, min_length = 1, max_length = 128,
+            pattern = "^[!-~]+$", description = "Echoed (1-128 visible ASCII); a UUID when absent"),
     ),
-    request_body(content = Object, description = "`grant_type=client_credentials`", content_type = "application/x-www-form-urlencoded"),
+    request_body(description = "`grant_type=client_credentials` (or absent)",
+        content((FiservTokenRequest = "application/x-www-form-urlencoded"), (FiservTokenRequest = "application/json"))),
     security(("basic" = [])),
     responses(
         (status = 200, description = "Issued", body = FiservTokenBody,
@@ -116,14 +132,18 @@ pub struct FiservTokenBody {
             headers(("x-fapi-interaction-id" = String))),
         (status = 401, description = "`UNAUTHORIZED`", body = FiservErrorBody,
             headers(("x-fapi-interaction-id" = String), ("WWW-Authenticate" = String))),
-        (status = 404, description = "`NOT_FOUND`", body = FiservErrorBody),
-        (status = 405, description = "`METHOD_NOT_ALLOWED`", body = FiservErrorBody),
-        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = FiservErrorBody),
-        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = FiservErrorBody),
+        (status = 404, description = "`NOT_FOUND`", body = FiservErrorBody,
+            headers(("x-fapi-interaction-id" = String))),
+        (status = 405, description = "`METHOD_NOT_ALLOWED`", body = FiservErrorBody,
+            headers(("x-fapi-interaction-id" = String))),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = FiservErrorBody,
+            headers(("x-fapi-interaction-id" = String))),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = FiservErrorBody,
+            headers(("x-fapi-interaction-id" = String))),
         (status = 429, description = "`TOO_MANY_REQUESTS`", body = FiservErrorBody,
-            headers(("Retry-After" = u64))),
+            headers(("x-fapi-interaction-id" = String), ("Retry-After" = u64))),
         (status = 503, description = "`SERVICE_UNAVAILABLE`", body = FiservErrorBody,
-            headers(("Retry-After" = u64))),
+            headers(("x-fapi-interaction-id" = String), ("Retry-After" = u64))),
     ))]
 pub async fn token(
     State(app): State<Arc<App>>,
@@ -168,7 +188,8 @@ pub async fn token(
             "grant_type must be client_credentials",
         ));
     }
-    let params = wire::params(query.unwrap_or_default().as_bytes()).map_err(FiservError::bad)?;
+    let params =
+        wire::params(query.unwrap_or_default().as_bytes(), &["scope"]).map_err(FiservError::bad)?;
     let scope = params
         .get("scope")
         .filter(|s| !s.trim().is_empty())
@@ -208,7 +229,7 @@ fn financial_id(headers: &HeaderMap) -> Result<String, FiservError> {
 /// The body's `grant_type`, if any (RFC 6749 §3.2: other parameters are ignored).
 fn grant_type(body: &[u8], is_json: bool) -> Result<Option<String>, FiservError> {
     if !is_json {
-        return Ok(wire::params(body)
+        return Ok(wire::params(body, &["grant_type"])
             .map_err(FiservError::bad)?
             .remove("grant_type"));
     }
