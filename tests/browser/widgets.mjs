@@ -120,6 +120,21 @@ try {
   check(msgs.some((m) => m.type === 'ready') && msgs.some((m) => m.type === 'success'), 'reveal: the host hears ready and success');
   check(msgs.filter((m) => m.origin).every((m) => m.origin === BASE), 'reveal: messages come from cardgate only');
   noCardData(msgs, [PAN, PAN.slice(-4) + '"', '"123"'], 'reveal');
+  // Contrast of the default palette (WCAG 2.1 relative luminance) in the rendered page.
+  const ratios = await w.frame.evaluate(() => {
+    const lum = (c) => {
+      const [r, g, b] = c.match(/[0-9.]+/g).slice(0, 3).map(Number).map((v) => v / 255)
+        .map((v) => (v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4));
+      return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+    const bg = getComputedStyle(document.body).backgroundColor;
+    return ['#cg-title', '#cg-pan', '#cg-pan-label', '.cg-copy'].map((sel) => {
+      const el = document.querySelector(sel);
+      return [sel, ratio(getComputedStyle(el).color, bg)];
+    });
+  });
+  check(ratios.every(([, r]) => r >= 4.5), `reveal: text contrast at least 4.5:1 (${ratios.map(([s, r]) => s + ' ' + r.toFixed(1)).join(', ')})`);
   // Reloading shows the link as used.
   await w.page.reload();
   const again = await (await w.page.waitForSelector('iframe')).contentFrame();

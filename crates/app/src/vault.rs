@@ -6,9 +6,9 @@ use crate::{App, AppError};
 use cardgate_core::cards::CardSecrets;
 use cardgate_core::secret::Secret;
 use cardgate_core::{Card, CardId, PersonId, TenantId};
-use cardgate_store::ClaimKey;
 use cardgate_jose::aead::AeadKey;
 use cardgate_jose::vault::aad;
+use cardgate_store::ClaimKey;
 use zeroize::Zeroizing;
 
 impl App {

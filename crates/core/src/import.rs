@@ -386,8 +386,7 @@ fn tenant(
             "must be 1 up to card_token_max_ttl_seconds",
         );
     }
-    if t
-        .widget_token_ttl_seconds
+    if t.widget_token_ttl_seconds
         .is_some_and(|w| w == 0 || w > max_ttl)
     {
         return err(

@@ -58,7 +58,9 @@ impl CardTokens<'_> {
     ) -> Result<MintedCardToken, AppError> {
         match self.mint_once(principal, request, None).await? {
             MintOutcome::Minted(m) => Ok(m),
-            MintOutcome::Taken(_) => Err(AppError::Internal("a mint without a claim was taken".into())),
+            MintOutcome::Taken(_) => Err(AppError::Internal(
+                "a mint without a claim was taken".into(),
+            )),
         }
     }
 
@@ -210,7 +212,8 @@ impl CardTokens<'_> {
             }
             .with_preconditions(vec![Self::card_is(&card)]);
             if let Some(once) = once {
-                let value = self.seal_replay(&tenant_id, &once.key, &minted.token, record.expires_at_ms)?;
+                let value =
+                    self.seal_replay(&tenant_id, &once.key, &minted.token, record.expires_at_ms)?;
                 let claim = Guard::Claim {
                     namespace: once.namespace,
                     key: once.key,

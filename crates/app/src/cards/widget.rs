@@ -81,10 +81,13 @@ impl CardTokens<'_> {
                 replayed: false,
             }),
             Ok(MintOutcome::Taken(stored)) => match once {
-                Some(once) => self.replay(&tenant, &once, stored).await?.ok_or_else(|| {
-                    AppError::Internal("an idempotency key holds no answer".into())
-                }),
-                None => Err(AppError::Internal("a mint without a claim was taken".into())),
+                Some(once) => self
+                    .replay(&tenant, &once, stored)
+                    .await?
+                    .ok_or_else(|| AppError::Internal("an idempotency key holds no answer".into())),
+                None => Err(AppError::Internal(
+                    "a mint without a claim was taken".into(),
+                )),
             },
             // A refusal on the card as it is now: a retry whose first request got a token
             // (before the card changed) is still answered with that token.

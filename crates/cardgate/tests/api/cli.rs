@@ -820,7 +820,11 @@ async fn follow_the_synctera_lines(server: &ServeChild, out: &str, api_key: &str
         .send()
         .await
         .unwrap();
-    assert_eq!(details.status(), 200, "the widget token opens the card it names");
+    assert_eq!(
+        details.status(),
+        200,
+        "the widget token opens the card it names"
+    );
 }
 
 #[tokio::test]

@@ -22,20 +22,36 @@ fn header<'a>(res: &'a reqwest::Response, name: &str) -> &'a str {
 async fn widget_pages_are_framed_only_by_the_tenants_origin_with_strict_headers() {
     let app = TestApp::spawn().await;
     for widget in ["reveal", "get-pin", "set-pin", "activate"] {
-        let res = page(&app, &format!("/widgets/v1/{widget}?tenant=acme&origin={HOST}")).await;
+        let res = page(
+            &app,
+            &format!("/widgets/v1/{widget}?tenant=acme&origin={HOST}"),
+        )
+        .await;
         assert_eq!(res.status(), 200, "{widget}");
         let csp = header(&res, "content-security-policy").to_string();
         assert!(csp.contains(&format!("frame-ancestors {HOST}")), "{csp}");
-        assert!(csp.contains("script-src 'self'") && csp.contains("style-src 'self'"), "{csp}");
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("style-src 'self'"),
+            "{csp}"
+        );
         assert!(csp.contains("default-src 'none'"), "{csp}");
-        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+            "{csp}"
+        );
         assert_eq!(header(&res, "cache-control"), "no-store");
         assert_eq!(header(&res, "referrer-policy"), "no-referrer");
         assert!(header(&res, "content-type").starts_with("text/html"));
         let html = res.text().await.unwrap();
         // No inline script, style or event handler that CSP would have to allow.
-        assert!(!html.contains("<script>") && !html.contains("<style"), "{widget}");
-        assert!(!html.contains(" style=") && !html.contains(" onclick="), "{widget}");
+        assert!(
+            !html.contains("<script>") && !html.contains("<style"),
+            "{widget}"
+        );
+        assert!(
+            !html.contains(" style=") && !html.contains(" onclick="),
+            "{widget}"
+        );
         assert!(html.contains(r#"<script src="/widgets/v1/widget.js" defer></script>"#));
         assert!(html.contains(&format!(r#"data-origin="{HOST}""#)));
     }
@@ -44,7 +60,11 @@ async fn widget_pages_are_framed_only_by_the_tenants_origin_with_strict_headers(
         assert_eq!(res.status(), 200, "{asset}");
         assert_eq!(header(&res, "cache-control"), "no-store");
     }
-    let embed = page(&app, "/widgets/v1/embed.js").await.text().await.unwrap();
+    let embed = page(&app, "/widgets/v1/embed.js")
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(embed.contains(r#"setAttribute('allow', 'clipboard-write')"#));
 }
 
@@ -52,18 +72,37 @@ async fn widget_pages_are_framed_only_by_the_tenants_origin_with_strict_headers(
 async fn a_widget_page_for_an_origin_or_tenant_not_allowed_is_refused_and_framed_by_no_one() {
     let app = TestApp::spawn().await;
     let cases = [
-        ("/widgets/v1/reveal?tenant=acme&origin=http://evil.example", 403, "may not show"),
-        ("/widgets/v1/reveal?tenant=other&origin=http://127.0.0.1:9000", 403, "may not show"),
-        ("/widgets/v1/reveal?tenant=nobody&origin=http://127.0.0.1:9000", 404, "not valid"),
+        (
+            "/widgets/v1/reveal?tenant=acme&origin=http://evil.example",
+            403,
+            "may not show",
+        ),
+        (
+            "/widgets/v1/reveal?tenant=other&origin=http://127.0.0.1:9000",
+            403,
+            "may not show",
+        ),
+        (
+            "/widgets/v1/reveal?tenant=nobody&origin=http://127.0.0.1:9000",
+            404,
+            "not valid",
+        ),
         ("/widgets/v1/reveal?tenant=acme", 400, "incomplete"),
         ("/widgets/v1/reveal", 400, "incomplete"),
         ("/widgets/v1/reveal?tenant=a%20b&origin=x", 400, "malformed"),
-        ("/widgets/v1/unknown?tenant=acme&origin=http://127.0.0.1:9000", 404, "no such widget"),
+        (
+            "/widgets/v1/unknown?tenant=acme&origin=http://127.0.0.1:9000",
+            404,
+            "no such widget",
+        ),
     ];
     for (path, status, message) in cases {
         let res = page(&app, path).await;
         assert_eq!(res.status(), status, "{path}");
-        assert!(header(&res, "content-security-policy").contains("frame-ancestors 'none'"), "{path}");
+        assert!(
+            header(&res, "content-security-policy").contains("frame-ancestors 'none'"),
+            "{path}"
+        );
         assert_eq!(header(&res, "cache-control"), "no-store");
         let html = res.text().await.unwrap();
         assert!(html.contains(message), "{path}: {html}");
@@ -92,7 +131,11 @@ fn browser_missing(dir: &std::path::Path, chromium: &str) -> Option<String> {
     if !dir.join("node_modules/playwright-core").exists() {
         return Some("tests/browser/node_modules is missing (npm ci in tests/browser)".into());
     }
-    if std::process::Command::new("node").arg("--version").output().is_err() {
+    if std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         return Some("node is missing".into());
     }
     None
@@ -141,8 +184,15 @@ async fn the_widgets_work_in_a_real_browser_and_keep_card_data_inside_the_frame(
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}");
-    assert!(out.status.success(), "the browser test failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "the browser test failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("browser checks passed"), "{stdout}");
     // Nothing the browser did put card data, a PIN, a token or a key in the logs.
-    assert_absent(logs().as_bytes(), &[PAN, WIDGETS_KEY, "\"5802\""], "the logs");
+    assert_absent(
+        logs().as_bytes(),
+        &[PAN, WIDGETS_KEY, "\"5802\""],
+        "the logs",
+    );
 }

@@ -37,7 +37,12 @@ const WIDGETS: [(&str, &str); 4] = [
 
 /// Headers every widget answer carries (SPEC §5): nothing cached, no referrer, and a CSP
 /// that allows only this server's script and style, framed by `ancestors`.
-fn protected(status: StatusCode, content_type: &'static str, body: String, ancestors: &str) -> Response {
+fn protected(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+    ancestors: &str,
+) -> Response {
     let csp = format!(
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
          img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors {ancestors}"
@@ -72,7 +77,14 @@ fn render(widget: &str, title: &str, origin: &str, message: Option<&str>) -> Str
         .replace("{{title}}", &escape(title))
         .replace("{{origin}}", &escape(origin))
         .replace("{{message}}", &escape(message.unwrap_or("")))
-        .replace("{{state}}", if message.is_some() { "refused" } else { "loading" })
+        .replace(
+            "{{state}}",
+            if message.is_some() {
+                "refused"
+            } else {
+                "loading"
+            },
+        )
 }
 
 fn refused(status: StatusCode, message: &str) -> Response {
@@ -112,11 +124,16 @@ pub async fn page(
     let Some((widget, title)) = WIDGETS.iter().find(|(w, _)| *w == name) else {
         return refused(StatusCode::NOT_FOUND, "There is no such widget.");
     };
-    let Ok(params) = crate::wire::params(query.unwrap_or_default().as_bytes(), &["tenant", "origin"]) else {
+    let Ok(params) =
+        crate::wire::params(query.unwrap_or_default().as_bytes(), &["tenant", "origin"])
+    else {
         return refused(StatusCode::BAD_REQUEST, "This widget link is malformed.");
     };
     let (Some(tenant), Some(origin)) = (params.get("tenant"), params.get("origin")) else {
-        return refused(StatusCode::BAD_REQUEST, "This widget link is incomplete: it names no tenant or origin.");
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "This widget link is incomplete: it names no tenant or origin.",
+        );
     };
     let Ok(tenant_id) = TenantId::parse(tenant) else {
         return refused(StatusCode::BAD_REQUEST, "This widget link is malformed.");
@@ -128,7 +145,10 @@ pub async fn page(
         return refused(StatusCode::FORBIDDEN, "This page may not show this widget.");
     }
     // The origin is one the tenant listed; a value with a quote or space could not be.
-    if origin.bytes().any(|b| b.is_ascii_whitespace() || b == b';' || b == b'\'' || b == b',') {
+    if origin
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b == b';' || b == b'\'' || b == b',')
+    {
         return refused(StatusCode::FORBIDDEN, "This page may not show this widget.");
     }
     protected(
@@ -143,10 +163,17 @@ pub async fn page(
 #[utoipa::path(get, path = "/widgets/v1/embed.js", tag = "widgets",
     responses((status = 200, description = "The embedding script", content_type = "text/javascript", body = String)))]
 pub async fn embed_js() -> Response {
-    let mut res = protected(StatusCode::OK, "text/javascript; charset=utf-8", EMBED_JS.into(), "'none'");
+    let mut res = protected(
+        StatusCode::OK,
+        "text/javascript; charset=utf-8",
+        EMBED_JS.into(),
+        "'none'",
+    );
     // A host page loads it from another origin.
-    res.headers_mut()
-        .insert("cross-origin-resource-policy", HeaderValue::from_static("cross-origin"));
+    res.headers_mut().insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("cross-origin"),
+    );
     res
 }
 
@@ -154,12 +181,22 @@ pub async fn embed_js() -> Response {
 #[utoipa::path(get, path = "/widgets/v1/widget.js", tag = "widgets",
     responses((status = 200, description = "The widget pages' script", content_type = "text/javascript", body = String)))]
 pub async fn widget_js() -> Response {
-    protected(StatusCode::OK, "text/javascript; charset=utf-8", WIDGET_JS.into(), "'none'")
+    protected(
+        StatusCode::OK,
+        "text/javascript; charset=utf-8",
+        WIDGET_JS.into(),
+        "'none'",
+    )
 }
 
 /// The widget pages' style.
 #[utoipa::path(get, path = "/widgets/v1/widget.css", tag = "widgets",
     responses((status = 200, description = "The widget pages' style", content_type = "text/css", body = String)))]
 pub async fn widget_css() -> Response {
-    protected(StatusCode::OK, "text/css; charset=utf-8", WIDGET_CSS.into(), "'none'")
+    protected(
+        StatusCode::OK,
+        "text/css; charset=utf-8",
+        WIDGET_CSS.into(),
+        "'none'",
+    )
 }

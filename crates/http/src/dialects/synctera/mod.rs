@@ -164,8 +164,12 @@ fn request(
     let Ok(Path(raw_card)) = path else {
         return Err(bad("INVALID_CARD_ID", "card_id must be a UUID"));
     };
-    let card = CardId::parse(&raw_card)
-        .map_err(|_| bad("INVALID_CARD_ID", "card_id must be a UUID of at most 36 characters"))?;
+    let card = CardId::parse(&raw_card).map_err(|_| {
+        bad(
+            "INVALID_CARD_ID",
+            "card_id must be a UUID of at most 36 characters",
+        )
+    })?;
     let params = wire::params(query.unwrap_or_default().as_bytes(), &["widget_type"])
         .map_err(|m| bad("BAD_REQUEST", &m))?;
     let operation = match params.get("widget_type").map(String::as_str) {
@@ -185,7 +189,10 @@ fn request(
     let idempotency_key = match (keys.next(), keys.next()) {
         (None, _) => None,
         (Some(_), Some(_)) => {
-            return Err(bad("INVALID_IDEMPOTENCY_KEY", "send one Idempotency-Key header"))
+            return Err(bad(
+                "INVALID_IDEMPOTENCY_KEY",
+                "send one Idempotency-Key header",
+            ))
         }
         (Some(v), None) => match v.to_str() {
             Ok(k) if (1..=255).contains(&k.trim().len()) => Some(k.trim().to_string()),
