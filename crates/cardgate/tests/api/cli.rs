@@ -765,66 +765,7 @@ async fn serve_demo_prints_credentials_and_curl_lines_whose_equals_flow_works() 
     let (status, body) = status_and_json(res).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["pan"], PAN);
-    follow_the_synctera_lines(&server, &out, &api_key).await;
-}
-
-/// Follows the printed Synctera line (`curl -s -X POST 'URL' -H 'Authorization: Bearer KEY'
-/// -H 'Idempotency-Key: K'`) twice, then opens the printed widget page with its token.
-async fn follow_the_synctera_lines(server: &ServeChild, out: &str, api_key: &str) {
-    let line = out
-        .lines()
-        .find(|l| l.contains("curl -s -X POST") && l.contains("/synctera/v1/cards/"))
-        .unwrap_or_else(|| panic!("no Synctera curl line:\n{out}"));
-    let quoted: Vec<&str> = line.split('\'').skip(1).step_by(2).collect();
-    let url = quoted.iter().find(|q| q.starts_with(&server.base)).unwrap();
-    let header = |name: &str| {
-        quoted
-            .iter()
-            .find_map(|q| q.strip_prefix(&format!("{name}: ")))
-            .unwrap_or_else(|| panic!("no {name} in {line}"))
-            .to_string()
-    };
-    assert_eq!(header("Authorization"), format!("Bearer {api_key}"));
-    let http = reqwest::Client::new();
-    let mut answers = Vec::new();
-    for _ in 0..2 {
-        let res = http
-            .post(*url)
-            .header("Authorization", header("Authorization"))
-            .header("Idempotency-Key", header("Idempotency-Key"))
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = status_and_json(res).await;
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(body["tenant"], "demo");
-        answers.push(body);
-    }
-    assert_eq!(answers[0], answers[1], "the retry gets the same answer");
-    let token = answers[0]["widget_token"].as_str().unwrap();
-    let widget = out
-        .lines()
-        .find(|l| l.starts_with("echo ") && l.contains("/widgets/v1/reveal"))
-        .unwrap_or_else(|| panic!("no widget URL line:\n{out}"));
-    let page = widget
-        .trim_start_matches("echo \"")
-        .split('#')
-        .next()
-        .unwrap();
-    let res = http.get(page).send().await.unwrap();
-    assert_eq!(res.status(), 200, "{page}");
-    let card = widget.rsplit("card=").next().unwrap().trim_end_matches('"');
-    let details = http
-        .get(format!("{}/v1/cards/{card}/details", server.base))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        details.status(),
-        200,
-        "the widget token opens the card it names"
-    );
+    crate::synctera::follow_the_demo_lines(&server, &out, &api_key).await;
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! The Synctera dialect (seed `synctera-widget-token.md`, SPEC §4.2): widget tokens, their
 //! errors, and `Idempotency-Key` on SQLite and PostgreSQL (across replicas).
 
+use crate::cli::ServeChild;
 use crate::helpers::*;
 use cardgate_core::Environment;
 use futures::future::join_all;
@@ -482,7 +483,67 @@ async fn the_stored_answer_is_sealed_and_no_token_or_key_reaches_logs_or_audit()
             )
         })
         .collect();
-    let secrets = [token.as_str(), WIDGETS_KEY, PAN, CVV, "sealed-key-123"];
+    let cvv = format!("\"{CVV}\"");
+    let secrets = [token.as_str(), WIDGETS_KEY, PAN, &cvv, "sealed-key-123"];
     assert_absent(audit.as_bytes(), &secrets, "the audit log");
     assert_absent(logs().as_bytes(), &secrets, "the logs");
+}
+
+/// Follows the printed Synctera line (`curl -s -X POST 'URL' -H 'Authorization: Bearer KEY'
+/// -H 'Idempotency-Key: K'`) twice, then opens the printed widget page with its token.
+pub async fn follow_the_demo_lines(server: &ServeChild, out: &str, api_key: &str) {
+    let line = out
+        .lines()
+        .find(|l| l.contains("curl -s -X POST") && l.contains("/synctera/v1/cards/"))
+        .unwrap_or_else(|| panic!("no Synctera curl line:\n{out}"));
+    let quoted: Vec<&str> = line.split('\'').skip(1).step_by(2).collect();
+    let url = quoted.iter().find(|q| q.starts_with(&server.base)).unwrap();
+    let header = |name: &str| {
+        quoted
+            .iter()
+            .find_map(|q| q.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+            .to_string()
+    };
+    assert_eq!(header("Authorization"), format!("Bearer {api_key}"));
+    let http = reqwest::Client::new();
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let res = http
+            .post(*url)
+            .header("Authorization", header("Authorization"))
+            .header("Idempotency-Key", header("Idempotency-Key"))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = status_and_json(res).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["tenant"], "demo");
+        answers.push(body);
+    }
+    assert_eq!(answers[0], answers[1], "the retry gets the same answer");
+    let token = answers[0]["widget_token"].as_str().unwrap();
+    let widget = out
+        .lines()
+        .find(|l| l.starts_with("echo ") && l.contains("/widgets/v1/reveal"))
+        .unwrap_or_else(|| panic!("no widget URL line:\n{out}"));
+    let page = widget
+        .trim_start_matches("echo \"")
+        .split('#')
+        .next()
+        .unwrap();
+    let res = http.get(page).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{page}");
+    let card = widget.rsplit("card=").next().unwrap().trim_end_matches('"');
+    let details = http
+        .get(format!("{}/v1/cards/{card}/details", server.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        details.status(),
+        200,
+        "the widget token opens the card it names"
+    );
 }
