@@ -547,3 +547,48 @@ pub async fn follow_the_demo_lines(server: &ServeChild, out: &str, api_key: &str
         "the widget token opens the card it names"
     );
 }
+
+#[tokio::test]
+async fn concurrent_retries_with_one_key_produce_one_grant_across_two_processes_on_postgresql() {
+    let Some(admin) = postgres_admin_url() else {
+        return;
+    };
+    let url = fresh_postgres_db(&admin).await;
+    // The in-process app migrates the database and imports the fixture.
+    let app = TestApp::spawn_on(Db::Postgres(url.clone()), Environment::Sandbox, None).await;
+    let servers = [
+        ServeChild::start(&url, &app.master_key, &[]).await,
+        ServeChild::start(&url, &app.master_key, &[]).await,
+    ];
+    let minted = || async {
+        app.audit_events()
+            .await
+            .iter()
+            .filter(|e| e.action == "card_token.minted")
+            .count()
+    };
+    let before = minted().await;
+    let http = reqwest::Client::new();
+    let results = join_all((0..16).map(|i| {
+        let url = servers[i % 2].url(&format!(
+            "/synctera/v1/cards/{CARD}/widget_token?widget_type=REVEAL"
+        ));
+        let http = http.clone();
+        async move {
+            let res = http
+                .post(url)
+                .header("Authorization", BEARER)
+                .header("Idempotency-Key", "two-processes")
+                .send()
+                .await
+                .unwrap();
+            status_and_json(res).await
+        }
+    }))
+    .await;
+    assert_eq!(results[0].0, 200, "{}", results[0].1);
+    for r in &results {
+        assert_eq!(r, &results[0], "every retry gets the same answer");
+    }
+    assert_eq!(minted().await - before, 1, "one grant");
+}
