@@ -56,6 +56,14 @@ pub async fn granted(app: &TestApp, card: &str, widget_type: &str) -> String {
 #[tokio::test]
 async fn a_widget_token_opens_its_widget_once_and_lives_five_minutes() {
     let app = TestApp::spawn().await;
+    // A widget token opens nothing on another card, and nothing once it is spent.
+    let token = granted(&app, CARD, "REVEAL").await;
+    assert_eq!(
+        app.get_details(&token, CARD_BOB).await.status(),
+        403,
+        "another card"
+    );
+    assert_eq!(app.get_details(&token, CARD).await.status(), 200);
     for method in ["GET", "POST"] {
         let (status, body) =
             widget_token(&app, method, Some(BEARER), CARD, "widget_type=REVEAL", None).await;
