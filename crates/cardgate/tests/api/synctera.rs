@@ -112,6 +112,12 @@ async fn a_tenant_sets_its_widget_token_lifetime() {
         info["exp"].as_i64().unwrap() - info["iat"].as_i64().unwrap(),
         120
     );
+    for bad in [json!(0), json!(3601)] {
+        file["tenants"][0]["widget_token_ttl_seconds"] = bad;
+        let refused = cardgate_core::import::parse(file.to_string().as_bytes(), app.svc.now_ms());
+        let message = format!("{:?}", refused.err().expect("refused"));
+        assert!(message.contains("widget_token_ttl_seconds"), "{message}");
+    }
 }
 
 #[tokio::test]
