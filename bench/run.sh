@@ -12,7 +12,9 @@
 #   BENCH_CONNECTIONS=64     keep-alive connections
 #   BENCH_LOADGEN_THREADS=1  loadgen runtime threads
 #   BENCH_PORT=18080         listen port (127.0.0.1 only)
-#   BENCH_SCENARIOS="token-jwt ..."  subset / order of the scenarios
+#   BENCH_SCENARIOS="token-jwt ..."  subset / order of the scenarios; also card-mint,
+#                            widget-token, widget-token-fresh-key, widget-token-retry-key
+#                            (Synctera widget tokens against the native mint, issue 11)
 #   BENCH_REPEAT=1           run the whole list this many times; the summary gives medians
 #   BENCH_HEALTHZ_DURATION=5 seconds of GET /healthz measured right before every scenario:
 #                            each ratio is to that adjacent healthz (this VM's speed drifts)
@@ -49,6 +51,7 @@ BASE_URL="http://127.0.0.1:$PORT"
 
 # Credentials — must match bench/bench-tenant.json.
 JWT_ID="bench-jwt";       JWT_SECRET="bench-jwt-secret-0123456789abcdef0123456789"
+JWT_API_KEY="bench-jwt-apikey-0123456789abcdef0123456789"
 OPQ_ID="bench-opaque";    OPQ_SECRET="bench-opaque-secret-0123456789abcdef01234567"
 CARD_ID="6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f"
 
@@ -169,6 +172,7 @@ creds_for() {
         *-opaque) echo "--client-id $OPQ_ID --client-secret $OPQ_SECRET" ;;
         token-jwt|introspect-jwt) echo "--client-id $JWT_ID --client-secret $JWT_SECRET" ;;
         card-pair) echo "--client-id $JWT_ID --client-secret $JWT_SECRET --card-id $CARD_ID --mint-auth ${BENCH_MINT_AUTH:-basic}" ;;
+        card-mint|widget-token|widget-token-fresh-key|widget-token-retry-key) echo "--api-key $JWT_API_KEY --card-id $CARD_ID" ;;
         *) echo "unknown scenario $1" >&2; return 1 ;;
     esac
 }

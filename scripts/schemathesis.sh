@@ -97,6 +97,10 @@ equals='[auth.openapi.equalsApiKey]
 api_key = "ApiKey ${CG_API_KEY}"'
 bearer='[auth.openapi.bearer]
 bearer = "${CG_ACCESS_TOKEN}"'
+synctera='[auth.openapi.syncteraApiKey]
+bearer = "${CG_API_KEY}"'
+seedsynctera='[auth.openapi.bearerAuth]
+bearer = "${CG_API_KEY}"'
 cardtoken='[auth.openapi.cardToken]
 bearer = "${CG_CARD_TOKEN}"'
 activation='[auth.openapi.cardToken]
@@ -125,10 +129,23 @@ run_pass "every-operation" "$basic
 $apikey
 $equals
 $bearer
+$synctera
 $cardtoken"
 run_pass "card-routes-with-an-api-key" "$apikey" --include-path-regex "$card_client_routes"
 run_pass "card-routes-with-an-access-token" "$bearer" --include-path-regex "$card_client_routes"
 run_pass "activation" "$activation" --include-path '/v1/cards/{card_id}/activate'
+
+# The Synctera dialect's answers against the seed's own OpenAPI document (scripts/openapi/).
+run_seed_pass() {
+  local name=$1 doc=$2 url=$3 auth=$4
+  printf '%s\n\n%s\n' "$(cat scripts/schemathesis.toml)" "$auth" >"$work/$name.toml"
+  echo "==> schemathesis: $name (seed document $doc)"
+  if ! timeout 600 schemathesis --config-file "$work/$name.toml" run "$doc" --url "$url" \
+      --max-examples "$EXAMPLES" --no-color; then
+    status=1
+  fi
+}
+run_seed_pass "synctera-seed" scripts/openapi/synctera-widget-token.yaml "$base/synctera/v1" "$seedsynctera"
 
 if [ "$status" -ne 0 ]; then
   echo "schemathesis found disagreements between /openapi.json and the server (see above)" >&2

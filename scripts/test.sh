@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README): every crate's unit tests and the one integration-test binary,
 # SQLite always and PostgreSQL when CARDGATE_TEST_POSTGRES_URL is set (CI sets it and then
-# requires it). Needs python3 with jwcrypto for the JWE client-side checks.
+# requires it). Needs python3 with jwcrypto for the JWE client-side checks, and for the widget
+# test Debian's chromium and tests/browser/node_modules (`npm ci` there; .ci/run does both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARDGATE_TEST_POSTGRES_URL="${CARDGATE_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"

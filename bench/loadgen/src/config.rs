@@ -19,6 +19,10 @@ SCENARIOS:
   introspect-opaque  same as introspect-jwt (opaque client)
   card-pair          POST /v1/cards/ID/tokens -> {token}; then GET /v1/cards/ID/details
                      with Bearer token -> {pan}; one iteration = one pair
+  card-mint          POST /v1/cards/ID/tokens with ApiKey KEY -> {token}
+  widget-token       POST /synctera/v1/cards/ID/widget_token?widget_type=REVEAL (Bearer KEY)
+  widget-token-fresh-key   same, a new Idempotency-Key on every request
+  widget-token-retry-key   same, one Idempotency-Key retried (the stored answer)
 
 OPTIONS:
   --url URL             base URL, http only (default http://127.0.0.1:18080)
@@ -28,7 +32,8 @@ OPTIONS:
   --server-pid PID      report server CPU per request and peak RSS from /proc/PID
   --client-id ID        OAuth client id (token/introspect/card-pair)
   --client-secret S     OAuth client secret
-  --card-id ID          card id for card-pair
+  --card-id ID          card id for card-pair, card-mint and widget-token*
+  --api-key KEY         API key for card-mint and widget-token*
   --mint-auth MODE      card-pair mint auth: basic (default) or bearer (client_credentials token)
   --mint-body JSON      card-pair mint body (default {\"operations\":[\"VIEW_CARD\"]})
   --threads N           loadgen runtime threads (default 1: leaves the cores to the server)
@@ -61,6 +66,7 @@ pub struct Config {
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
     pub card_id: Option<String>,
+    pub api_key: Option<String>,
     pub mint_auth: MintAuth,
     pub mint_body: String,
     pub threads: usize,
@@ -90,6 +96,7 @@ pub fn parse_args(args: Vec<String>) -> Result<Config, String> {
     let mut client_id = None;
     let mut client_secret = None;
     let mut card_id = None;
+    let mut api_key = None;
     let mut mint_auth = MintAuth::Basic;
     let mut mint_body = r#"{"operations":["VIEW_CARD"]}"#.to_string();
     let mut threads = 1usize;
@@ -140,6 +147,7 @@ pub fn parse_args(args: Vec<String>) -> Result<Config, String> {
             "--client-id" => client_id = Some(val()?),
             "--client-secret" => client_secret = Some(val()?),
             "--card-id" => card_id = Some(val()?),
+            "--api-key" => api_key = Some(val()?),
             "--mint-auth" => {
                 mint_auth = match val()?.as_str() {
                     "basic" => MintAuth::Basic,
@@ -162,7 +170,14 @@ pub fn parse_args(args: Vec<String>) -> Result<Config, String> {
     let scenario_name = scenario_name.ok_or("--scenario is required")?;
     let scenario = Scenario::from_name(&scenario_name)
         .ok_or_else(|| format!("unknown scenario: {scenario_name}"))?;
-    if scenario != Scenario::Healthz && (client_id.is_none() || client_secret.is_none()) {
+    let keyed = matches!(
+        scenario,
+        Scenario::CardMint | Scenario::Widget | Scenario::WidgetFreshKey | Scenario::WidgetRetryKey
+    );
+    if keyed && (api_key.is_none() || card_id.is_none()) {
+        return Err(format!("scenario {scenario_name} needs --api-key and --card-id"));
+    }
+    if !keyed && scenario != Scenario::Healthz && (client_id.is_none() || client_secret.is_none()) {
         return Err(format!(
             "scenario {scenario_name} needs --client-id and --client-secret"
         ));
@@ -207,6 +222,7 @@ pub fn parse_args(args: Vec<String>) -> Result<Config, String> {
         client_id,
         client_secret,
         card_id,
+        api_key,
         mint_auth,
         mint_body,
         threads,

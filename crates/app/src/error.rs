@@ -144,6 +144,8 @@ pub enum Conflict {
     AuditLogBroken(ChainBreak),
     /// The audit log predates keyed links and was not re-linked (`cardgate audit relink`).
     AuditLogNotKeyed,
+    /// An idempotency key came back with a request other than the one it was first used for.
+    IdempotencyKeyReused,
 }
 
 impl fmt::Display for Conflict {
@@ -151,6 +153,9 @@ impl fmt::Display for Conflict {
         match self {
             Self::CardChanged => f.write_str("the card changed concurrently; try again"),
             Self::CardNotInactive => f.write_str("the card is no longer inactive"),
+            Self::IdempotencyKeyReused => f.write_str(
+                "this Idempotency-Key was used with a different request; use a new key",
+            ),
             Self::Exists(e, id) => write!(f, "{e} {id} already exists"),
             Self::OtherEnvironment(e, env) => write!(
                 f,

@@ -4,9 +4,11 @@
 
 use crate::{App, AppError};
 use cardgate_core::cards::CardSecrets;
+use cardgate_core::secret::Secret;
 use cardgate_core::{Card, CardId, PersonId, TenantId};
 use cardgate_jose::aead::AeadKey;
 use cardgate_jose::vault::aad;
+use cardgate_store::ClaimKey;
 use zeroize::Zeroizing;
 
 impl App {
@@ -118,4 +120,59 @@ impl App {
         let aad = aad::totp(tenant.as_str(), &person.to_string(), version);
         Ok(key.open(aad.as_bytes(), sealed)?)
     }
+
+    /// Seals the answer an idempotency key replays (a live token, so never kept in clear)
+    /// under the tenant's current data key: the key version, then the envelope.
+    pub(crate) fn seal_replay(
+        &self,
+        tenant: &TenantId,
+        key: &ClaimKey,
+        token: &Secret,
+        expires_at_ms: i64,
+    ) -> Result<Vec<u8>, AppError> {
+        let (version, data_key) = self.current_data_key(tenant)?;
+        let plain = Zeroizing::new(
+            serde_json::to_vec(&Replay {
+                token: token.expose().to_string(),
+                expires_at_ms,
+            })
+            .map_err(|e| AppError::Internal(e.to_string()))?,
+        );
+        let aad = replay_aad(tenant, key, version);
+        let mut out = version.to_be_bytes().to_vec();
+        out.extend(data_key.seal(aad.as_bytes(), &plain)?);
+        Ok(out)
+    }
+
+    /// Opens a replayed answer sealed by [`App::seal_replay`]: the token and its expiry.
+    pub(crate) async fn open_replay(
+        &self,
+        tenant: &TenantId,
+        key: &ClaimKey,
+        sealed: &[u8],
+    ) -> Result<(Secret, i64), AppError> {
+        let corrupt = || AppError::Internal("a stored idempotent answer is corrupt".into());
+        let (head, envelope) = sealed.split_at_checked(8).ok_or_else(corrupt)?;
+        let version = i64::from_be_bytes(head.try_into().map_err(|_| corrupt())?);
+        self.ensure_data_key(tenant, version).await?;
+        let data_key = self.data_key(tenant, version)?;
+        let aad = replay_aad(tenant, key, version);
+        let plain = Zeroizing::new(data_key.open(aad.as_bytes(), envelope)?);
+        let replay: Replay = serde_json::from_slice(&plain).map_err(|_| corrupt())?;
+        Ok((Secret::new(replay.token.clone()), replay.expires_at_ms))
+    }
+}
+
+/// What an idempotency key's claim holds, sealed.
+#[derive(serde::Serialize, serde::Deserialize, zeroize::ZeroizeOnDrop)]
+struct Replay {
+    token: String,
+    expires_at_ms: i64,
+}
+
+fn replay_aad(tenant: &TenantId, key: &ClaimKey, version: i64) -> String {
+    format!(
+        "cardgate:idempotent-answer:{tenant}:{}:{version}",
+        cardgate_jose::digest::hex(&key.0)
+    )
 }

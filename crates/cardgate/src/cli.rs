@@ -576,6 +576,12 @@ curl -s -X POST '{base}/fiserv/cs/oauth2/v1/token?scope=cards:read:any' -u {id}:
 CT=$(curl -s '{base}/equals/v2/cards/{card}/access-token?accountId=F50091' -H 'Authorization: ApiKey {api_key}' | {json} token)
 curl -s -H "Authorization: Bearer $CT" {base}/v1/cards/{card}/details
 
+# Synctera dialect: a one-time widget token (a retry with the same Idempotency-Key gets the same one)
+curl -s -X POST '{base}/synctera/v1/cards/{card}/widget_token?widget_type=REVEAL' -H 'Authorization: Bearer {api_key}' -H 'Idempotency-Key: demo-reveal-1'
+# ... and a widget page for it (open it in a browser; embedded, only http://127.0.0.1:9000 may frame it)
+WT=$(curl -s '{base}/synctera/v1/cards/{card}/widget_token?widget_type=REVEAL' -H 'Authorization: Bearer {api_key}' | {json} widget_token)
+echo "{base}/widgets/v1/reveal?tenant=demo&origin=http://127.0.0.1:9000#token=$WT&card={card}"
+
 # Native card tokens: mint (Basic auth), then redeem
 CT=$(curl -s -u {id}:{secret} -H 'Content-Type: application/json' -d '{{"operations":["GET_PIN"]}}' {base}/v1/cards/{card}/tokens | {json} token)
 curl -s -H "Authorization: Bearer $CT" {base}/v1/cards/{card}/pin

@@ -219,10 +219,15 @@ pub fn decide_mint(
         }
     }
     let s = &tenant.settings;
+    let kind_ttl = match request.kind {
+        crate::tokens::TokenKind::SyncteraWidget => Some(
+            s.widget_token_ttl_seconds
+                .unwrap_or(crate::model::DEFAULT_WIDGET_TOKEN_TTL),
+        ),
+        kind => kind.card_ttl_seconds(),
+    };
     let ttl = request.ttl_seconds.unwrap_or(
-        request
-            .kind
-            .card_ttl_seconds()
+        kind_ttl
             .unwrap_or(s.card_token_ttl_seconds)
             .min(s.card_token_max_ttl_seconds),
     );

@@ -55,6 +55,8 @@ struct TenantDoc {
     #[serde(default)]
     card_token_max_uses: Option<u32>,
     #[serde(default)]
+    widget_token_ttl_seconds: Option<u32>,
+    #[serde(default)]
     mfa_max_failures: Option<u32>,
     #[serde(default)]
     mfa_failure_window_seconds: Option<u32>,
@@ -384,6 +386,14 @@ fn tenant(
             "must be 1 up to card_token_max_ttl_seconds",
         );
     }
+    if t.widget_token_ttl_seconds
+        .is_some_and(|w| w == 0 || w > max_ttl)
+    {
+        return err(
+            format!("{tp}.widget_token_ttl_seconds"),
+            "must be 1 up to card_token_max_ttl_seconds",
+        );
+    }
     let max_uses = t.card_token_max_uses.unwrap_or(DEFAULT_CARD_TOKEN_MAX_USES);
     if max_uses == 0 {
         return err(format!("{tp}.card_token_max_uses"), "must be at least 1");
@@ -424,6 +434,7 @@ fn tenant(
         card_token_max_ttl_seconds: max_ttl,
         card_token_max_uses: max_uses,
         mfa_lockout,
+        widget_token_ttl_seconds: t.widget_token_ttl_seconds,
     };
 
     let mut persons = Vec::new();

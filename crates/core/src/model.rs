@@ -107,12 +107,17 @@ pub struct TenantSettings {
     /// The per-cardholder step-up lockout (see [`crate::mfa::Lockout`]).
     #[serde(default)]
     pub mfa_lockout: crate::mfa::Lockout,
+    /// Lifetime of Synctera widget tokens (`None`: [`DEFAULT_WIDGET_TOKEN_TTL`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub widget_token_ttl_seconds: Option<u32>,
 }
 
 pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u32 = 600;
 pub const DEFAULT_CARD_TOKEN_TTL: u32 = 300;
 pub const DEFAULT_CARD_TOKEN_MAX_TTL: u32 = 3600;
 pub const DEFAULT_CARD_TOKEN_MAX_USES: u32 = 100;
+/// Synctera widget tokens live five minutes unless the tenant says otherwise (SPEC §4.2).
+pub const DEFAULT_WIDGET_TOKEN_TTL: u32 = 300;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tenant {

@@ -137,6 +137,8 @@ pub enum TokenKind {
     Card,
     /// Equals Money access-token
     EqualsCard,
+    /// Synctera widget token
+    SyncteraWidget,
 }
 
 impl TokenKind {
@@ -146,6 +148,7 @@ impl TokenKind {
             Self::FiservAccess => "fiserv_access_token",
             Self::Card => "card_token",
             Self::EqualsCard => "equals_card_token",
+            Self::SyncteraWidget => "synctera_widget_token",
         }
     }
 
@@ -154,6 +157,7 @@ impl TokenKind {
     pub fn card_scopes(self) -> Option<&'static [&'static str]> {
         match self {
             Self::EqualsCard => Some(&[crate::scope::CARDS_READ_ANY, crate::scope::CARDS_READ_OWN]),
+            Self::SyncteraWidget => Some(&[crate::scope::CARDS_WIDGETS]),
             _ => None,
         }
     }
@@ -173,6 +177,7 @@ impl TokenKind {
             Self::FiservAccess,
             Self::Card,
             Self::EqualsCard,
+            Self::SyncteraWidget,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

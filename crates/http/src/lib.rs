@@ -11,6 +11,7 @@ pub mod dialects;
 pub mod native;
 pub mod operations;
 pub mod server;
+pub mod widgets;
 pub mod wire;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -70,11 +71,23 @@ fn surfaces() -> OpenApiRouter<Arc<App>> {
             "`ApiKey <api_key>`, or the raw key alone",
         ))),
     );
+    components.add_security_scheme(
+        "syncteraApiKey",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("api_key")
+                .description(Some("Synctera: `Bearer <api_key>`"))
+                .build(),
+        ),
+    );
     OpenApiRouter::with_openapi(doc)
         .merge(operations::router())
         .merge(native::router())
         .merge(dialects::fiserv::router())
         .merge(dialects::equals::router())
+        .merge(dialects::synctera::router())
+        .merge(widgets::router())
 }
 
 /// The OpenAPI 3.1 document of every route, generated from the handlers' declarations.

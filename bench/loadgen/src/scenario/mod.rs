@@ -2,6 +2,7 @@
 
 mod card;
 mod oauth;
+mod widget;
 
 use std::time::Duration;
 
@@ -24,6 +25,11 @@ pub enum Scenario {
     Token,
     Introspect,
     CardPair,
+    /// Native card-token mint with `ApiKey` (the widget scenarios' reference).
+    CardMint,
+    Widget,
+    WidgetFreshKey,
+    WidgetRetryKey,
 }
 
 impl Scenario {
@@ -34,6 +40,10 @@ impl Scenario {
             "token-jwt" | "token-opaque" => Some(Scenario::Token),
             "introspect-jwt" | "introspect-opaque" => Some(Scenario::Introspect),
             "card-pair" => Some(Scenario::CardPair),
+            "card-mint" => Some(Scenario::CardMint),
+            "widget-token" => Some(Scenario::Widget),
+            "widget-token-fresh-key" => Some(Scenario::WidgetFreshKey),
+            "widget-token-retry-key" => Some(Scenario::WidgetRetryKey),
             _ => None,
         }
     }
@@ -162,6 +172,10 @@ pub async fn build_ctx(cfg: &Config) -> Result<Ctx, String> {
         Scenario::Token => oauth::token(&setup).await?,
         Scenario::Introspect => oauth::introspect(&setup).await?,
         Scenario::CardPair => card::pair(&setup).await?,
+        Scenario::CardMint => widget::mint(&setup).await?,
+        s @ (Scenario::Widget | Scenario::WidgetFreshKey | Scenario::WidgetRetryKey) => {
+            widget::widget(&setup, s).await?
+        }
     };
     Ok(Ctx {
         authority: cfg.authority.clone(),

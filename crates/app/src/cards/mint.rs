@@ -12,7 +12,7 @@ use cardgate_core::mfa::CodeCheck;
 use cardgate_core::scope::{reach_for, Reach, ScopeSet};
 use cardgate_core::tokens::{mint_token, CardTokenRecord, TokenKind, UseLimit, CARD_TOKEN_PREFIX};
 use cardgate_core::{AccountId, CardId, Operation, PersonId};
-use cardgate_store::{Write, WriteOutcome, WriteSet};
+use cardgate_store::{ClaimKey, Guard, StoredClaim, Write, WriteOutcome, WriteSet};
 use serde_json::json;
 
 /// What a surface asks a card token for, with the constraints its request carries.
@@ -34,6 +34,21 @@ pub struct CardTokenRequest {
     pub person: Option<PersonId>,
 }
 
+/// A request's claim of an idempotency key: minted together with the token, or found taken.
+pub(crate) struct Once {
+    pub namespace: &'static str,
+    pub key: ClaimKey,
+    pub fingerprint: Vec<u8>,
+    pub ttl_ms: i64,
+}
+
+/// What a mint with a claim did.
+pub(crate) enum MintOutcome {
+    Minted(MintedCardToken),
+    /// The key was claimed before: nothing was minted; here is what the first claimant stored.
+    Taken(StoredClaim),
+}
+
 impl CardTokens<'_> {
     /// Mints a card token for `principal`.
     pub async fn mint(
@@ -41,6 +56,22 @@ impl CardTokens<'_> {
         principal: &Principal,
         request: CardTokenRequest,
     ) -> Result<MintedCardToken, AppError> {
+        match self.mint_once(principal, request, None).await? {
+            MintOutcome::Minted(m) => Ok(m),
+            MintOutcome::Taken(_) => Err(AppError::Internal(
+                "a mint without a claim was taken".into(),
+            )),
+        }
+    }
+
+    /// Mints a card token for `principal`; with `once`, only if its key is free, the token
+    /// sealed as the key's stored value in the same commit.
+    pub(crate) async fn mint_once(
+        &self,
+        principal: &Principal,
+        request: CardTokenRequest,
+        once: Option<&Once>,
+    ) -> Result<MintOutcome, AppError> {
         let tenant_id = principal.client.tenant_id.clone();
         let actor = principal.actor();
         let card_id = request.card;
@@ -175,11 +206,24 @@ impl CardTokens<'_> {
                     details,
                 ),
             ]);
-            let set = match &step_up {
+            let mut set = match &step_up {
                 None => mint,
                 Some(s) => self.mfa().stepped_up(s, mint, now),
             }
             .with_preconditions(vec![Self::card_is(&card)]);
+            if let Some(once) = once {
+                let value =
+                    self.seal_replay(&tenant_id, &once.key, &minted.token, record.expires_at_ms)?;
+                let claim = Guard::Claim {
+                    namespace: once.namespace,
+                    key: once.key,
+                    fingerprint: once.fingerprint.clone(),
+                    value: Some(value),
+                    now_ms: now,
+                    expires_at_ms: now + once.ttl_ms,
+                };
+                set.guards.insert(set.preconditions, claim);
+            }
             // With a wrong code the set only counts it: applied, it is still a refusal.
             let right_code = step_up
                 .as_ref()
@@ -188,12 +232,13 @@ impl CardTokens<'_> {
                 WriteOutcome::Applied if right_code => {
                     self.metrics.token_issued(request.kind.as_str());
                     self.hot.put_token(record.clone());
-                    return Ok(MintedCardToken {
+                    return Ok(MintOutcome::Minted(MintedCardToken {
                         token: minted.token,
                         expires_at_ms: record.expires_at_ms,
                         record,
-                    });
+                    }));
                 }
+                WriteOutcome::Taken(stored) => return Ok(MintOutcome::Taken(stored)),
                 // The card changed since it was read: decide again on a fresh read.
                 WriteOutcome::Stale(_) => self.hot.forget_card(&card_id),
                 refused => {

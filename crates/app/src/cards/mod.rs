@@ -3,9 +3,11 @@
 
 mod mint;
 mod redeem;
+mod widget;
 
 pub use mint::CardTokenRequest;
 pub use redeem::Redeemed;
+pub use widget::{WidgetToken, WidgetTokenRequest, IDEMPOTENCY_WINDOW_MS};
 
 use crate::{facade, AppError, Entity};
 use cardgate_core::cards::{MintRefusal, Redemption};

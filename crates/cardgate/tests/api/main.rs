@@ -24,5 +24,7 @@ mod outage;
 mod pg_cluster;
 mod postgres;
 mod store_suite;
+mod synctera;
 mod vault;
 mod webhook;
+mod widgets;

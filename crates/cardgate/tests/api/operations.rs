@@ -71,6 +71,12 @@ async fn the_openapi_document_covers_exactly_the_routes_served() {
         ("post", "/v1/persons/{person_id}/mfa/sessions"),
         ("post", "/fiserv/cs/oauth2/v1/token"),
         ("get", "/equals/v2/cards/{cardId}/access-token"),
+        ("get", "/synctera/v1/cards/{card_id}/widget_token"),
+        ("post", "/synctera/v1/cards/{card_id}/widget_token"),
+        ("get", "/widgets/v1/{widget}"),
+        ("get", "/widgets/v1/embed.js"),
+        ("get", "/widgets/v1/widget.js"),
+        ("get", "/widgets/v1/widget.css"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -82,7 +88,8 @@ async fn the_openapi_document_covers_exactly_the_routes_served() {
         let concrete = path
             .replace("{card_id}", CARD)
             .replace("{cardId}", CARD)
-            .replace("{person_id}", ADA);
+            .replace("{person_id}", ADA)
+            .replace("{widget}", "reveal");
         let req = app
             .http
             .request(method.to_uppercase().parse().unwrap(), app.url(&concrete));

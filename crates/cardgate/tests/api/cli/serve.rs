@@ -186,6 +186,7 @@ async fn serve_demo_prints_credentials_and_curl_lines_whose_equals_flow_works() 
     let (status, body) = status_and_json(res).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["pan"], PAN);
+    crate::synctera::follow_the_demo_lines(&server, &out, &api_key).await;
 }
 
 #[tokio::test]
