@@ -55,6 +55,8 @@ struct TenantDoc {
     #[serde(default)]
     card_token_max_uses: Option<u32>,
     #[serde(default)]
+    dpop_nonce_required: bool,
+    #[serde(default)]
     mfa_max_failures: Option<u32>,
     #[serde(default)]
     mfa_failure_window_seconds: Option<u32>,
@@ -424,6 +426,7 @@ fn tenant(
         card_token_max_ttl_seconds: max_ttl,
         card_token_max_uses: max_uses,
         mfa_lockout,
+        dpop_nonce_required: t.dpop_nonce_required,
     };
 
     let mut persons = Vec::new();

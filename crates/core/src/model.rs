@@ -107,6 +107,9 @@ pub struct TenantSettings {
     /// The per-cardholder step-up lockout (see [`crate::mfa::Lockout`]).
     #[serde(default)]
     pub mfa_lockout: crate::mfa::Lockout,
+    /// Whether every DPoP proof for this tenant must carry a fresh server nonce (RFC 9449 §8).
+    #[serde(default)]
+    pub dpop_nonce_required: bool,
 }
 
 pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u32 = 600;

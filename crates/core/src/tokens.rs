@@ -7,6 +7,8 @@ use crate::scope::ScopeSet;
 use crate::secret::{Secret, SecretHash};
 use cardgate_jose::digest::{ct_eq, hex, random};
 
+/// Lifetime of Treasury Prime UX Toolkit tokens (SPEC §4.4: `expires_in: 3600`).
+pub const UXT_TOKEN_TTL_SECONDS: u32 = 3600;
 /// Lifetime of OAuth2 access tokens from `/oauth2/token` and Fiserv (15 minutes).
 pub const ACCESS_TOKEN_TTL_SECONDS: u32 = 900;
 /// The longest any signed token lives; rotated signing keys stay published this long.
@@ -137,6 +139,8 @@ pub enum TokenKind {
     Card,
     /// Equals Money access-token
     EqualsCard,
+    /// Treasury Prime `uxt_access_token`: a DPoP-bound JWT whose subject is a person.
+    TreasuryPrimeUxt,
 }
 
 impl TokenKind {
@@ -146,6 +150,7 @@ impl TokenKind {
             Self::FiservAccess => "fiserv_access_token",
             Self::Card => "card_token",
             Self::EqualsCard => "equals_card_token",
+            Self::TreasuryPrimeUxt => "treasuryprime_uxt_token",
         }
     }
 
@@ -173,6 +178,7 @@ impl TokenKind {
             Self::FiservAccess,
             Self::Card,
             Self::EqualsCard,
+            Self::TreasuryPrimeUxt,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -41,6 +41,17 @@ impl CardTokens<'_> {
         principal: &Principal,
         request: CardTokenRequest,
     ) -> Result<MintedCardToken, AppError> {
+        self.mint_bound(principal, request, None).await
+    }
+
+    /// [`CardTokens::mint`], the token bound to the key of thumbprint `cnf_jkt` (RFC 9449) when
+    /// one is given: its proof was checked and claimed by the caller.
+    pub async fn mint_bound(
+        &self,
+        principal: &Principal,
+        request: CardTokenRequest,
+        cnf_jkt: Option<String>,
+    ) -> Result<MintedCardToken, AppError> {
         let tenant_id = principal.client.tenant_id.clone();
         let actor = principal.actor();
         let card_id = request.card;
@@ -157,12 +168,13 @@ impl CardTokens<'_> {
                 use_limit,
                 uses_made: 0,
                 revoked: false,
-                cnf_jkt: None,
+                cnf_jkt: cnf_jkt.clone(),
             };
             let ops: Vec<&str> = record.operations.iter().map(|o| o.as_str()).collect();
             let details = json!({
                 "kind": request.kind.as_str(), "operations": ops, "token_ref": token_ref(&record.id),
                 "ttl_seconds": ttl, "max_uses": use_limit.max_uses(), "mfa": step_up.is_some(),
+                "dpop": cnf_jkt.is_some(),
             });
             let mint = WriteSet::of(vec![
                 Write::InsertCardToken(record.clone()),

@@ -4,3 +4,4 @@
 
 pub mod equals;
 pub mod fiserv;
+pub mod treasuryprime;
