@@ -8,9 +8,11 @@ Reads one JSON request per line on stdin and answers one JSON line on stdout:
    "private_jwk": false, "sign_with": "other-key-name"}
   -> {"proof": "<compact JWS>", "jkt": "<RFC 7638 thumbprint of the key>"}
 Keys are generated on first use of a name and kept for the life of the process.
-Run with an argument (e.g. `dpop_proof.py POST https://host/path`) it prints one ES256 proof
-for a fresh key and its private JWK: the demo's example.
+Run as `dpop_proof.py METHOD URL [ACCESS_TOKEN]` it prints one ES256 proof (with `ath` when
+a token is given) by the key kept in $DPOP_KEY_FILE (default ./dpop-demo-key.json, created on
+first use): the demo's example.
 """
+import os
 import base64
 import hashlib
 import json
@@ -81,9 +83,20 @@ def proof(req):
 
 
 def main():
-    if len(sys.argv) == 3:
-        out = proof({"key": "demo", "htm": sys.argv[1], "htu": sys.argv[2]})
-        print(out["proof"])
+    if len(sys.argv) in (3, 4):
+        path = os.environ.get("DPOP_KEY_FILE", "dpop-demo-key.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                KEYS["demo"] = jwk.JWK.from_json(f.read())
+        else:
+            KEYS["demo"] = jwk.JWK.generate(kty="EC", crv="P-256")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(KEYS["demo"].export_private())
+        req = {"key": "demo", "htm": sys.argv[1], "htu": sys.argv[2]}
+        if len(sys.argv) == 4:
+            req["token"] = sys.argv[3]
+        print(proof(req)["proof"])
         return
     for line in sys.stdin:
         line = line.strip()
