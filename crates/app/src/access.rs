@@ -106,14 +106,18 @@ impl AccessTokens<'_> {
         self.issue_bound(principal, request, None).await
     }
 
-    /// [`AccessTokens::issue`], the token bound to the key of thumbprint `cnf_jkt` (RFC 9449
-    /// §6) when one is given: its proof was checked and claimed by the caller.
+    /// [`AccessTokens::issue`], the token bound to the key of a checked DPoP proof when one is
+    /// given (RFC 9449 §5, §6): the proof's `jti` is claimed in the same commit as the issuance.
     pub async fn issue_bound(
         &self,
         principal: &Principal,
         request: IssueRequest<'_>,
-        cnf_jkt: Option<String>,
+        proof: Option<crate::dpop::CheckedProof>,
     ) -> Result<IssuedAccessToken, AppError> {
+        let (cnf_jkt, claim) = match proof {
+            Some(p) => (Some(p.jkt), Some(p.claim)),
+            None => (None, None),
+        };
         let client = &principal.client;
         let kind = request.kind;
         let actor = format!("client:{}", client.id);
@@ -227,7 +231,14 @@ impl AccessTokens<'_> {
             format!("client:{}", client.id),
             audit_details,
         ));
-        self.commit(WriteSet::of(writes)).await?;
+        let set = WriteSet::of(writes).with_preconditions(claim.into_iter().collect());
+        match self.commit(set).await? {
+            cardgate_store::WriteOutcome::Applied => {}
+            cardgate_store::WriteOutcome::Taken(_) => {
+                return Err(crate::DpopError::InvalidProof(crate::dpop::REPLAYED).into())
+            }
+            other => return Err(crate::cards::unexpected(&other)),
+        }
         self.metrics.token_issued(kind.as_str());
         Ok(IssuedAccessToken {
             token,

@@ -17,6 +17,8 @@ facade!(
     dpop
 );
 
+/// Why a proof whose `jti` was claimed before is refused.
+pub const REPLAYED: &str = "the proof was used before (its jti is replayed)";
 /// The claim-once namespace of proofs' `jti`s.
 pub const JTI_NAMESPACE: &str = "dpop-jti";
 /// How long one server nonce step lasts; a nonce of this step or the previous one is fresh.
@@ -264,10 +266,7 @@ impl Dpop<'_> {
         let set = WriteSet::guarded(vec![proof.claim], vec![], vec![]);
         match self.commit(set).await? {
             WriteOutcome::Applied => Ok(proof.jkt),
-            WriteOutcome::Taken(_) => Err(DpopError::InvalidProof(
-                "the proof was used before (its jti is replayed)",
-            )
-            .into()),
+            WriteOutcome::Taken(_) => Err(DpopError::InvalidProof(REPLAYED).into()),
             other => Err(crate::cards::unexpected(&other)),
         }
     }

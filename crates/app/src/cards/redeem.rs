@@ -162,8 +162,9 @@ impl CardTokens<'_> {
     }
 
     /// A presented token's key binding (RFC 9449 §7.1): a bound token needs the `DPoP` scheme
-    /// and a proof of its key with its `ath` (the proof's `jti` is claimed here); an unbound
-    /// one needs `Bearer`. A refusal is audited without the token or the proof.
+    /// and a proof of its key with its `ath`; an unbound one needs `Bearer`. The proof's `jti`
+    /// claim comes back, to be committed with the redemption itself (one commit). A refusal is
+    /// audited without the token or the proof.
     async fn check_binding(
         &self,
         record: &CardTokenRecord,
@@ -171,18 +172,17 @@ impl CardTokens<'_> {
         scheme: &Scheme,
         subject: &str,
         op: Operation,
-    ) -> Result<(), AppError> {
-        let result = match (scheme, &record.cnf_jkt) {
-            (Scheme::Bearer, None) => return Ok(()),
-            (Scheme::Bearer, Some(_)) => Err(DpopError::BoundAsBearer.into()),
-            (Scheme::DPoP(_), None) => Err(DpopError::NotBound.into()),
+    ) -> Result<Option<Guard>, AppError> {
+        let result: Result<Option<Guard>, DpopError> = match (scheme, &record.cnf_jkt) {
+            (Scheme::Bearer, None) => return Ok(None),
+            (Scheme::Bearer, Some(_)) => Err(DpopError::BoundAsBearer),
+            (Scheme::DPoP(_), None) => Err(DpopError::NotBound),
             (Scheme::DPoP(input), Some(jkt)) => self
                 .dpop()
-                .check(input, &record.tenant_id, Some(token), Some(jkt))
-                .await
-                .map(|_| ()),
+                .verify(input, &record.tenant_id, Some(token), Some(jkt))
+                .map(|checked| Some(checked.claim)),
         };
-        if let Err(AppError::Dpop(e)) = &result {
+        if let Err(e) = &result {
             let outcome = match e {
                 DpopError::UseNonce(_) => "dpop_nonce_required",
                 _ => "dpop_refused",
@@ -196,7 +196,7 @@ impl CardTokens<'_> {
             )
             .await;
         }
-        result
+        Ok(result?)
     }
 
     /// A person token's card: the one asked for, if it is that person's (else not covered).
@@ -247,6 +247,7 @@ impl CardTokens<'_> {
             return Err(self.unknown_card_token(card_id, op).await);
         };
         let mut proved = false;
+        let mut claim: Option<Guard> = None;
         // First on what is remembered; if the card changed meanwhile, once more on a fresh read.
         for fresh in [false, true] {
             let Some(RedemptionView {
@@ -263,7 +264,8 @@ impl CardTokens<'_> {
             let subject = format!("card:{card_id}");
             let tenant_id = record.tenant_id.clone();
             if !proved {
-                self.check_binding(&record, token, scheme, &subject, op)
+                claim = self
+                    .check_binding(&record, token, scheme, &subject, op)
                     .await?;
                 proved = true;
             }
@@ -382,7 +384,11 @@ impl CardTokens<'_> {
                     json!({"token_ref": token_ref(&id)}),
                 )],
             )
-            .with_preconditions(vec![Self::card_is(&card)]);
+            .with_preconditions(
+                std::iter::once(Self::card_is(&card))
+                    .chain(claim.clone())
+                    .collect(),
+            );
             match self.commit(set).await? {
                 WriteOutcome::Applied => {
                     let mut used = (*record).clone();
@@ -416,7 +422,10 @@ impl CardTokens<'_> {
                         outcome
                     }));
                 }
-                taken @ WriteOutcome::Taken(_) => return Err(super::unexpected(&taken)),
+                // The proof's `jti` was claimed before, here or on another replica.
+                WriteOutcome::Taken(_) => {
+                    return Err(DpopError::InvalidProof(crate::dpop::REPLAYED).into())
+                }
                 WriteOutcome::Refused { .. } => {
                     self.hot.forget_card(card_id);
                     return Err(AppError::Conflict(match op {

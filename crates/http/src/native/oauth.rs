@@ -111,7 +111,7 @@ pub struct IntrospectionResponse {
 }
 
 /// A token's key binding: the RFC 7638 thumbprint of its key.
-#[derive(ToSchema)]
+#[derive(Serialize, ToSchema)]
 #[allow(dead_code)]
 pub struct Confirmation {
     jkt: String,
@@ -281,20 +281,21 @@ pub async fn token(
         financial_institution_id: None,
     };
     // RFC 9449 §5: a `DPoP` proof binds the token to its key.
-    let cnf_jkt = if headers.contains_key("dpop") {
+    // Checked here; its `jti` is claimed in the issuance's own commit.
+    let proof = if headers.contains_key("dpop") {
         let input = crate::auth::proof_input_of(&Method::POST, uri.path(), &headers);
         Some(
             app.dpop()
-                .check(&input, &principal.client.tenant_id, None, None)
-                .await?,
+                .verify(&input, &principal.client.tenant_id, None, None)
+                .map_err(AppError::from)?,
         )
     } else {
         None
     };
-    let bound = cnf_jkt.is_some();
+    let bound = proof.is_some();
     let issued = app
         .access_tokens()
-        .issue_bound(&principal, request, cnf_jkt)
+        .issue_bound(&principal, request, proof)
         .await?;
     Ok(no_store(
         Json(TokenResponse {
