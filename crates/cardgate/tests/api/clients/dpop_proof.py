@@ -75,10 +75,14 @@ def proof(req):
             signer = key_for("hmac", "HS256")
         elif req.get("sign_with"):
             signer = key_for(req["sign_with"], alg)
-        token = jws.JWS(json_encode(claims))
-        token.allowed_algs = [alg]
-        token.add_signature(signer, alg=None, protected=json_encode(header))
-        compact = token.serialize(compact=True)
+        # Signed with `alg` (the key's algorithm), whatever the header claims: a header may
+        # lie about its alg on purpose.
+        core = jws.JWSCore(alg, signer, json_encode(header), json_encode(claims), algs=[alg])
+        signed = core.sign()
+        payload = signed["payload"]
+        if isinstance(payload, bytes):
+            payload = payload.decode()
+        compact = signed["protected"] + "." + payload + "." + signed["signature"]
     return {"proof": compact, "jkt": key.thumbprint()}
 
 
