@@ -4,7 +4,7 @@
 //! claimed once per key within the window, through the store's claim-once guard so that every
 //! replica shares the replay store; a store that cannot answer fails the request closed (503).
 
-use crate::{facade, AppError, App};
+use crate::{facade, App, AppError};
 use cardgate_core::TenantId;
 use cardgate_jose::digest::{ct_eq, HmacKey};
 use cardgate_jose::dpop::{self, Proof};
@@ -110,7 +110,11 @@ fn normalise_percent(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && b[i + 1].is_ascii_hexdigit()
+            && b[i + 2].is_ascii_hexdigit()
+        {
             let hex = &path[i + 1..i + 3];
             if let Ok(v) = u8::from_str_radix(hex, 16) {
                 let c = v as char;
@@ -135,7 +139,8 @@ impl App {
     pub fn set_dpop_window(&self, window_seconds: i64, skew_seconds: i64) {
         self.dpop_window_s
             .store(window_seconds.max(1), Ordering::Relaxed);
-        self.dpop_skew_s.store(skew_seconds.max(0), Ordering::Relaxed);
+        self.dpop_skew_s
+            .store(skew_seconds.max(0), Ordering::Relaxed);
     }
 }
 
@@ -192,7 +197,9 @@ impl Dpop<'_> {
             [one] => dpop::verify(one).map_err(|e| {
                 InvalidProof(match e {
                     cardgate_jose::JoseError::Malformed(m) => m,
-                    cardgate_jose::JoseError::BadSignature => "the proof's signature does not verify",
+                    cardgate_jose::JoseError::BadSignature => {
+                        "the proof's signature does not verify"
+                    }
                     cardgate_jose::JoseError::Unsupported(_) => {
                         "alg must be one of ES256, ES384, EdDSA, RS256, PS256"
                     }

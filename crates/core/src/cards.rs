@@ -272,8 +272,7 @@ pub fn decide_redemption(
         Some(c) => c == card_id,
         None => token.person_id.is_some(),
     };
-    if token.environment != env || !covers || !token.operations.contains(&op)
-    {
+    if token.environment != env || !covers || !token.operations.contains(&op) {
         Redemption::NotCovered
     } else if token.revoked {
         Redemption::Revoked

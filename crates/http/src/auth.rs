@@ -39,7 +39,10 @@ pub enum Found {
 
 /// An owned [`Credential`].
 pub enum Owned {
-    Secret { id: String, secret: String },
+    Secret {
+        id: String,
+        secret: String,
+    },
     ApiKey(String),
     AccessToken(String),
     /// An access token presented as `Authorization: DPoP`.

@@ -56,7 +56,10 @@ fn quoted(s: &str) -> String {
 
 /// The public key a proof's `jwk` names, checked against `alg`.
 enum PublicKey {
-    Ec(&'static ring::signature::EcdsaVerificationAlgorithm, Vec<u8>),
+    Ec(
+        &'static ring::signature::EcdsaVerificationAlgorithm,
+        Vec<u8>,
+    ),
     Ed(Vec<u8>),
     Rsa {
         n: Vec<u8>,
@@ -271,7 +274,10 @@ mod tests {
             json!({"typ":"dpop+jwt","alg":"ES256"}),
         ];
         for header in cases {
-            assert!(verify(&proof(&key, header.clone(), claims.clone())).is_err(), "{header}");
+            assert!(
+                verify(&proof(&key, header.clone(), claims.clone())).is_err(),
+                "{header}"
+            );
         }
         let mut private = jwk.clone();
         private["d"] = json!("AAAA");

@@ -34,8 +34,14 @@ impl CardTokens<'_> {
         let subject = format!("person:{person}");
         let action = "treasuryprime.uxt_token.mint";
         if !principal.scopes.contains(PERSONS_UXT) {
-            self.audit_refusal(Some(&tenant_id), actor, action, "insufficient_scope", subject)
-                .await;
+            self.audit_refusal(
+                Some(&tenant_id),
+                actor,
+                action,
+                "insufficient_scope",
+                subject,
+            )
+            .await;
             return Err(AppError::Denied(Denial::ScopeMissing(PERSONS_UXT)));
         }
         self.check_rate(principal.client.id.as_str(), &tenant_id)?;
@@ -90,8 +96,7 @@ impl CardTokens<'_> {
                 jkt: cnf_jkt.clone(),
             }),
         };
-        let payload =
-            serde_json::to_vec(&claims).map_err(|e| AppError::Internal(e.to_string()))?;
+        let payload = serde_json::to_vec(&claims).map_err(|e| AppError::Internal(e.to_string()))?;
         let header = json!({"alg": "ES256", "typ": "at+jwt", "kid": key.kid});
         let token = Secret::new(sign_compact(&key, &header, &payload)?);
         let record = CardTokenRecord {

@@ -3,11 +3,11 @@
 //! exactly once across replicas.
 
 use super::{refusal_code, CardTokens};
+use crate::access::present_card_token;
 use crate::access::token_ref;
+use crate::dpop::{DpopError, Scheme};
 use crate::{AppError, AuthFailure, Conflict, Entity, Invalid};
 use cardgate_core::cards::{check_card_state, decide_redemption, CardSecrets, Pin, Redemption};
-use crate::access::present_card_token;
-use crate::dpop::{DpopError, Scheme};
 use cardgate_core::tokens::{CardTokenRecord, PresentedToken};
 use cardgate_core::{Card, CardId, CardStatus, Operation};
 use cardgate_store::{Guard, GuardKind, WriteOutcome, WriteSet};

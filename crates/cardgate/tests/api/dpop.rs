@@ -26,7 +26,10 @@ impl Drop for Prover {
 impl Prover {
     /// Starts the client. In CI (`CI=true`) a missing python3 or jwcrypto fails the test.
     pub fn start() -> Prover {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/clients/dpop_proof.py");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/api/clients/dpop_proof.py"
+        );
         let mut child = Command::new("python3")
             .arg(script)
             .stdin(Stdio::piped())
@@ -66,7 +69,8 @@ impl Prover {
         url: &str,
         token: Option<&str>,
     ) -> String {
-        let mut req = json!({"key": key, "htm": method, "htu": url, "iat": app.svc.now_ms() / 1000});
+        let mut req =
+            json!({"key": key, "htm": method, "htu": url, "iat": app.svc.now_ms() / 1000});
         if let Some(t) = token {
             req["token"] = json!(t);
         }
@@ -159,17 +163,28 @@ async fn a_proof_at_the_token_endpoint_binds_the_access_token_to_its_key() {
         let (proof, jkt) = prover.proof(json!({"key": format!("k-{alg}"), "alg": alg,
             "htm": "POST", "htu": app.url("/oauth2/token"), "iat": app.svc.now_ms() / 1000}));
         let (status, body) = status_and_json(token_with(&app, client, &[&proof]).await).await;
-        assert_eq!((status, body["token_type"].as_str()), (200, Some("DPoP")), "{alg}: {body}");
+        assert_eq!(
+            (status, body["token_type"].as_str()),
+            (200, Some("DPoP")),
+            "{alg}: {body}"
+        );
         let token = body["access_token"].as_str().unwrap();
         let seen = app.introspect(client, token).await;
         assert_eq!(seen["active"], true, "{alg}");
         assert_eq!(seen["token_type"], "DPoP", "{alg}");
-        assert_eq!(seen["cnf"], json!({ "jkt": jkt }), "{alg}: the RFC 7638 thumbprint");
+        assert_eq!(
+            seen["cnf"],
+            json!({ "jkt": jkt }),
+            "{alg}: the RFC 7638 thumbprint"
+        );
     }
     // Without a proof, a Bearer token as before, with no cnf.
     let plain = app.access_token(BACKEND).await;
     let seen = app.introspect(BACKEND, &plain).await;
-    assert_eq!((seen["token_type"].as_str(), seen.get("cnf")), (Some("Bearer"), None));
+    assert_eq!(
+        (seen["token_type"].as_str(), seen.get("cnf")),
+        (Some("Bearer"), None)
+    );
 }
 
 #[tokio::test]
@@ -197,7 +212,10 @@ async fn a_bound_card_token_is_redeemed_only_with_fresh_proofs_of_its_key() {
     let (status, error, challenge) = refusal(app.get_details(&token, CARD).await).await;
     assert_eq!((status, error.as_str()), (401, "invalid_token"));
     assert!(challenge.starts_with("DPoP "), "{challenge}");
-    assert!(challenge.contains("algs=\"ES256 ES384 EdDSA RS256 PS256\""), "{challenge}");
+    assert!(
+        challenge.contains("algs=\"ES256 ES384 EdDSA RS256 PS256\""),
+        "{challenge}"
+    );
 }
 
 #[tokio::test]
@@ -215,17 +233,35 @@ async fn every_broken_proof_rule_is_refused_at_the_token_endpoint_with_its_rfc_e
         r
     };
     let cases: Vec<(&str, Value)> = vec![
-        ("typ is not dpop+jwt", with(json!({"header": {"typ": "JWT"}}))),
+        (
+            "typ is not dpop+jwt",
+            with(json!({"header": {"typ": "JWT"}})),
+        ),
         ("typ is missing", with(json!({"drop": ["typ"]}))),
         ("alg none", with(json!({"alg": "none"}))),
         ("a MAC alg", with(json!({"alg": "HS256"}))),
-        ("alg does not match the key", with(json!({"header": {"alg": "ES384"}}))),
+        (
+            "alg does not match the key",
+            with(json!({"header": {"alg": "ES384"}})),
+        ),
         ("no jwk", with(json!({"drop": ["jwk"]}))),
-        ("a private key in the header", with(json!({"private_jwk": true}))),
-        ("signed by another key", with(json!({"sign_with": "intruder"}))),
+        (
+            "a private key in the header",
+            with(json!({"private_jwk": true})),
+        ),
+        (
+            "signed by another key",
+            with(json!({"sign_with": "intruder"})),
+        ),
         ("another method", with(json!({"htm": "GET"}))),
-        ("another URL", with(json!({"htu": app.url("/oauth2/introspect")}))),
-        ("another host", with(json!({"htu": url.replace("127.0.0.1", "localhost")}))),
+        (
+            "another URL",
+            with(json!({"htu": app.url("/oauth2/introspect")})),
+        ),
+        (
+            "another host",
+            with(json!({"htu": url.replace("127.0.0.1", "localhost")})),
+        ),
         ("iat too old", with(json!({"iat": now - 600}))),
         ("iat in the future", with(json!({"iat": now + 600}))),
         ("no jti", with(json!({"drop": ["jti"]}))),
@@ -237,23 +273,37 @@ async fn every_broken_proof_rule_is_refused_at_the_token_endpoint_with_its_rfc_e
     for (what, req) in cases {
         let (proof, _) = prover.proof(req);
         let (status, error, _) = refusal(token_with(&app, BACKEND, &[&proof]).await).await;
-        assert_eq!((status, error.as_str()), (400, "invalid_dpop_proof"), "{what}");
+        assert_eq!(
+            (status, error.as_str()),
+            (400, "invalid_dpop_proof"),
+            "{what}"
+        );
     }
     for (what, headers) in [
         ("not a JWT", vec!["not-a-jwt"]),
         ("two proofs", vec!["a.b.c", "a.b.c"]),
     ] {
         let (status, error, _) = refusal(token_with(&app, BACKEND, &headers).await).await;
-        assert_eq!((status, error.as_str()), (400, "invalid_dpop_proof"), "{what}");
+        assert_eq!(
+            (status, error.as_str()),
+            (400, "invalid_dpop_proof"),
+            "{what}"
+        );
     }
     // RFC 3986 normalisation: case, default port and a query make no difference.
-    let (proof, _) = prover.proof(with(json!({"htu": format!("{}?x=1#f", url.replace("http://", "HTTP://"))})));
+    let (proof, _) = prover.proof(with(
+        json!({"htu": format!("{}?x=1#f", url.replace("http://", "HTTP://"))}),
+    ));
     assert_eq!(token_with(&app, BACKEND, &[&proof]).await.status(), 200);
     // A proof is used once: replayed, it is refused.
     let (proof, _) = prover.proof(base.clone());
     assert_eq!(token_with(&app, BACKEND, &[&proof]).await.status(), 200);
     let (status, error, _) = refusal(token_with(&app, BACKEND, &[&proof]).await).await;
-    assert_eq!((status, error.as_str()), (400, "invalid_dpop_proof"), "replay");
+    assert_eq!(
+        (status, error.as_str()),
+        (400, "invalid_dpop_proof"),
+        "replay"
+    );
     // Bad client credentials are still invalid_client, whatever the proof.
     let (proof, _) = prover.proof(base);
     let (status, error, _) =
@@ -278,12 +328,36 @@ async fn every_broken_presentation_is_refused_at_a_resource_with_a_dpop_challeng
         r
     };
     let cases: Vec<(&str, Value, &str)> = vec![
-        ("no ath", req(json!({"drop": ["ath"]})), "invalid_dpop_proof"),
-        ("another token's ath", req(json!({"token": "cgct_other"})), "invalid_dpop_proof"),
-        ("another URL", req(json!({"htu": app.url(&format!("/v1/cards/{CARD}/pin"))})), "invalid_dpop_proof"),
-        ("another method", req(json!({"htm": "POST"})), "invalid_dpop_proof"),
-        ("stale", req(json!({"iat": now - 3600})), "invalid_dpop_proof"),
-        ("a private key in the header", req(json!({"private_jwk": true})), "invalid_dpop_proof"),
+        (
+            "no ath",
+            req(json!({"drop": ["ath"]})),
+            "invalid_dpop_proof",
+        ),
+        (
+            "another token's ath",
+            req(json!({"token": "cgct_other"})),
+            "invalid_dpop_proof",
+        ),
+        (
+            "another URL",
+            req(json!({"htu": app.url(&format!("/v1/cards/{CARD}/pin"))})),
+            "invalid_dpop_proof",
+        ),
+        (
+            "another method",
+            req(json!({"htm": "POST"})),
+            "invalid_dpop_proof",
+        ),
+        (
+            "stale",
+            req(json!({"iat": now - 3600})),
+            "invalid_dpop_proof",
+        ),
+        (
+            "a private key in the header",
+            req(json!({"private_jwk": true})),
+            "invalid_dpop_proof",
+        ),
         ("another key", req(json!({"key": "thief"})), "invalid_token"),
     ];
     for (what, r, code) in cases {
@@ -291,24 +365,58 @@ async fn every_broken_presentation_is_refused_at_a_resource_with_a_dpop_challeng
         let res = send(&app, reqwest::Method::GET, &path, &auth, Some(&proof)).await;
         let (status, error, challenge) = refusal(res).await;
         assert_eq!((status, error.as_str()), (401, code), "{what}");
-        assert!(challenge.starts_with("DPoP ") && challenge.contains(code), "{what}: {challenge}");
+        assert!(
+            challenge.starts_with("DPoP ") && challenge.contains(code),
+            "{what}: {challenge}"
+        );
     }
     // No proof at all, and the bound token as Bearer.
-    let (status, error, _) = refusal(send(&app, reqwest::Method::GET, &path, &auth, None).await).await;
-    assert_eq!((status, error.as_str()), (401, "invalid_dpop_proof"), "no proof");
+    let (status, error, _) =
+        refusal(send(&app, reqwest::Method::GET, &path, &auth, None).await).await;
+    assert_eq!(
+        (status, error.as_str()),
+        (401, "invalid_dpop_proof"),
+        "no proof"
+    );
     let (status, error, challenge) = refusal(app.get_details(&token, CARD).await).await;
-    assert_eq!((status, error.as_str()), (401, "invalid_token"), "as Bearer");
+    assert_eq!(
+        (status, error.as_str()),
+        (401, "invalid_token"),
+        "as Bearer"
+    );
     assert!(challenge.starts_with("DPoP "));
     // A replayed proof is refused; an unbound token with the DPoP scheme too.
     let proof = prover.sign(&app, "device", "GET", &url, Some(&token));
-    assert_eq!(send(&app, reqwest::Method::GET, &path, &auth, Some(&proof)).await.status(), 200);
+    assert_eq!(
+        send(&app, reqwest::Method::GET, &path, &auth, Some(&proof))
+            .await
+            .status(),
+        200
+    );
     let (status, error, _) =
         refusal(send(&app, reqwest::Method::GET, &path, &auth, Some(&proof)).await).await;
-    assert_eq!((status, error.as_str()), (401, "invalid_dpop_proof"), "replay");
-    let plain = app.card_token(BACKEND, CARD, json!({"operations": ["VIEW_CARD"]})).await;
+    assert_eq!(
+        (status, error.as_str()),
+        (401, "invalid_dpop_proof"),
+        "replay"
+    );
+    let plain = app
+        .card_token(BACKEND, CARD, json!({"operations": ["VIEW_CARD"]}))
+        .await;
     let proof = prover.sign(&app, "device", "GET", &url, Some(&plain));
-    let res = send(&app, reqwest::Method::GET, &path, &format!("DPoP {plain}"), Some(&proof)).await;
-    assert_eq!(refusal(res).await.1, "invalid_token", "unbound token as DPoP");
+    let res = send(
+        &app,
+        reqwest::Method::GET,
+        &path,
+        &format!("DPoP {plain}"),
+        Some(&proof),
+    )
+    .await;
+    assert_eq!(
+        refusal(res).await.1,
+        "invalid_token",
+        "unbound token as DPoP"
+    );
     // An expired bound token, with a good proof.
     app.svc.clock.advance(std::time::Duration::from_secs(3600));
     let proof = prover.sign(&app, "device", "GET", &url, Some(&token));
@@ -323,31 +431,70 @@ async fn a_bound_access_token_needs_its_proof_at_the_mint_and_binds_the_card_tok
     let mut prover = Prover::start();
     let (proof, jkt) = prover.proof(json!({"key": "backend", "htm": "POST",
         "htu": app.url("/oauth2/token"), "iat": app.svc.now_ms() / 1000}));
-    let access: Value = token_with(&app, BACKEND, &[&proof]).await.json().await.unwrap();
+    let access: Value = token_with(&app, BACKEND, &[&proof])
+        .await
+        .json()
+        .await
+        .unwrap();
     let access = access["access_token"].as_str().unwrap().to_string();
     let path = format!("/v1/cards/{CARD}/tokens");
     let body = json!({"operations": ["VIEW_CARD"]});
     // As Bearer: refused.
-    let res = app.http.post(app.url(&path)).bearer_auth(&access).json(&body).send().await.unwrap();
+    let res = app
+        .http
+        .post(app.url(&path))
+        .bearer_auth(&access)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let (status, error, challenge) = refusal(res).await;
     assert_eq!((status, error.as_str()), (401, "invalid_token"));
     assert!(challenge.starts_with("DPoP "), "{challenge}");
     // With its proof (ath): a card token bound to the same key.
     let proof = prover.sign(&app, "backend", "POST", &app.url(&path), Some(&access));
-    let res = app.http.post(app.url(&path)).header("Authorization", format!("DPoP {access}"))
-        .header("DPoP", &proof).json(&body).send().await.unwrap();
+    let res = app
+        .http
+        .post(app.url(&path))
+        .header("Authorization", format!("DPoP {access}"))
+        .header("DPoP", &proof)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let (status, minted) = status_and_json(res).await;
-    assert_eq!((status, minted["token_type"].as_str()), (201, Some("DPoP")), "{minted}");
+    assert_eq!(
+        (status, minted["token_type"].as_str()),
+        (201, Some("DPoP")),
+        "{minted}"
+    );
     let card_token = minted["token"].as_str().unwrap();
     assert_eq!(app.introspect(BACKEND, card_token).await["cnf"]["jkt"], jkt);
     // The same proof again, or another key's: refused.
-    let res = app.http.post(app.url(&path)).header("Authorization", format!("DPoP {access}"))
-        .header("DPoP", &proof).json(&body).send().await.unwrap();
+    let res = app
+        .http
+        .post(app.url(&path))
+        .header("Authorization", format!("DPoP {access}"))
+        .header("DPoP", &proof)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refusal(res).await.1, "invalid_dpop_proof");
     let other = prover.sign(&app, "thief", "POST", &app.url(&path), Some(&access));
-    let res = app.http.post(app.url(&path)).header("Authorization", format!("DPoP {access}"))
-        .header("DPoP", &other).json(&body).send().await.unwrap();
-    assert_eq!(refusal(res).await, (401, "invalid_token".into(), refusal_challenge()));
+    let res = app
+        .http
+        .post(app.url(&path))
+        .header("Authorization", format!("DPoP {access}"))
+        .header("DPoP", &other)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refusal(res).await,
+        (401, "invalid_token".into(), refusal_challenge())
+    );
 }
 
 fn refusal_challenge() -> String {
@@ -375,9 +522,14 @@ async fn a_tenant_can_ask_for_server_nonces_which_every_replica_accepts() {
     let (status, error, _) = refusal(res).await;
     assert_eq!((status, error.as_str()), (400, "use_dpop_nonce"));
     // A nonce one replica gave is good on the other (derived, not stored); a made-up one not.
-    for (what, nonce, want) in [("made up", "bm9wZQ", 400), ("the replica's", nonce.as_str(), 200)] {
-        let (proof, _) = prover.proof(json!({"key": "k", "htm": "POST", "htu": replica.url("/oauth2/token"),
-            "iat": app.svc.now_ms() / 1000, "nonce": nonce}));
+    for (what, nonce, want) in [
+        ("made up", "bm9wZQ", 400),
+        ("the replica's", nonce.as_str(), 200),
+    ] {
+        let (proof, _) = prover.proof(
+            json!({"key": "k", "htm": "POST", "htu": replica.url("/oauth2/token"),
+            "iat": app.svc.now_ms() / 1000, "nonce": nonce}),
+        );
         let res = token_with(&replica, client, &[&proof]).await;
         assert_eq!(res.status(), want, "{what}");
     }
@@ -406,13 +558,19 @@ async fn a_replay_on_another_replica_is_refused(app: TestApp) {
     assert_eq!((status, error.as_str()), (400, "invalid_dpop_proof"));
     // And one replica's claim holds on the other: same jti, same key, other replica.
     let jti = "shared-jti-1";
-    let req = |base: &str| json!({"key": "k", "htm": "POST", "htu": format!("{base}/oauth2/token"),
-        "iat": app.svc.now_ms() / 1000, "jti": jti});
+    let req = |base: &str| {
+        json!({"key": "k", "htm": "POST", "htu": format!("{base}/oauth2/token"),
+        "iat": app.svc.now_ms() / 1000, "jti": jti})
+    };
     let (p1, _) = prover.proof(req(&app.base));
     let (p2, _) = prover.proof(req(&replica.base));
     assert_eq!(token_with(&app, BACKEND, &[&p1]).await.status(), 200);
     let (status, error, _) = refusal(token_with(&replica, BACKEND, &[&p2]).await).await;
-    assert_eq!((status, error.as_str()), (400, "invalid_dpop_proof"), "jti replayed across replicas");
+    assert_eq!(
+        (status, error.as_str()),
+        (400, "invalid_dpop_proof"),
+        "jti replayed across replicas"
+    );
 }
 
 #[tokio::test]
@@ -436,17 +594,32 @@ async fn a_store_that_cannot_answer_fails_dpop_closed_with_503() {
     let (app, faulty) = spawn_faulty().await;
     let mut prover = Prover::start();
     let (token, _) = bound_card_token(&app, &mut prover, "device").await;
-    app.svc.set_store_wait(std::time::Duration::from_millis(300));
+    app.svc
+        .set_store_wait(std::time::Duration::from_millis(300));
     faulty.set_outage(Outage::Refusing);
     let proof = prover.sign(&app, "k", "POST", &app.url("/oauth2/token"), None);
     assert_native_unavailable(token_with(&app, BACKEND, &[&proof]).await, "token").await;
     let path = format!("/v1/cards/{CARD}/details");
     let proof = prover.sign(&app, "device", "GET", &app.url(&path), Some(&token));
-    let res = send(&app, reqwest::Method::GET, &path, &format!("DPoP {token}"), Some(&proof)).await;
+    let res = send(
+        &app,
+        reqwest::Method::GET,
+        &path,
+        &format!("DPoP {token}"),
+        Some(&proof),
+    )
+    .await;
     assert_native_unavailable(res, "redemption").await;
     faulty.set_outage(Outage::None);
     // Not claimed while the store was away: the same proof works once it is back.
-    let res = send(&app, reqwest::Method::GET, &path, &format!("DPoP {token}"), Some(&proof)).await;
+    let res = send(
+        &app,
+        reqwest::Method::GET,
+        &path,
+        &format!("DPoP {token}"),
+        Some(&proof),
+    )
+    .await;
     assert_eq!(res.status(), 200);
 }
 
@@ -459,12 +632,33 @@ async fn expired_proof_claims_are_purged_and_no_token_or_proof_is_logged() {
     let mut secrets = vec![token.clone()];
     for _ in 0..3 {
         let proof = prover.sign(&app, "device", "GET", &app.url(&path), Some(&token));
-        send(&app, reqwest::Method::GET, &path, &format!("DPoP {token}"), Some(&proof)).await;
+        send(
+            &app,
+            reqwest::Method::GET,
+            &path,
+            &format!("DPoP {token}"),
+            Some(&proof),
+        )
+        .await;
         secrets.push(proof);
     }
     let bad = prover.sign(&app, "thief", "GET", &app.url(&path), Some(&token));
-    send(&app, reqwest::Method::GET, &path, &format!("DPoP {token}"), Some(&bad)).await;
-    send(&app, reqwest::Method::GET, &path, &format!("Bearer {token}"), None).await;
+    send(
+        &app,
+        reqwest::Method::GET,
+        &path,
+        &format!("DPoP {token}"),
+        Some(&bad),
+    )
+    .await;
+    send(
+        &app,
+        reqwest::Method::GET,
+        &path,
+        &format!("Bearer {token}"),
+        None,
+    )
+    .await;
     secrets.push(bad);
     let claims = |app: &TestApp| -> i64 {
         sqlite_file(&app.database_url)
@@ -478,7 +672,11 @@ async fn expired_proof_claims_are_purged_and_no_token_or_proof_is_logged() {
     let needles: Vec<&str> = secrets.iter().map(String::as_str).collect();
     assert_absent(logs().as_bytes(), &needles, "the log");
     let audit = serde_json::to_string(
-        &app.audit_events().await.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>(),
+        &app.audit_events()
+            .await
+            .iter()
+            .map(|e| format!("{e:?}"))
+            .collect::<Vec<_>>(),
     )
     .unwrap();
     assert_absent(audit.as_bytes(), &needles, "the audit log");

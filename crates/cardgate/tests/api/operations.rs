@@ -216,7 +216,8 @@ async fn an_unsupported_authorization_scheme_is_answered_like_a_missing_credenti
             let code = json["error"].as_str().or(json["code"].as_str());
             // The card API's client routes take DPoP-bound access tokens (RFC 9449 §7.1):
             // there a DPoP credential is a token, and this one is not valid.
-            let dpop_route = scheme.starts_with("DPoP") && (*route == mint.as_str() || *route == mfa.as_str());
+            let dpop_route =
+                scheme.starts_with("DPoP") && (*route == mint.as_str() || *route == mfa.as_str());
             let (status, error) = if dpop_route {
                 (&401, &"invalid_token")
             } else {

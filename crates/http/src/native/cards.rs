@@ -547,7 +547,13 @@ pub async fn set_pin(
         }
     };
     app.card_tokens()
-        .redeem_presented(&token, &card_token.scheme, &card, Operation::SetPin, Some(pin))
+        .redeem_presented(
+            &token,
+            &card_token.scheme,
+            &card,
+            Operation::SetPin,
+            Some(pin),
+        )
         .await?;
     Ok((
         StatusCode::NO_CONTENT,

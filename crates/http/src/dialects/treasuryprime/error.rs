@@ -71,7 +71,9 @@ impl Surface for TreasuryPrimeError {
 
     fn unusable(failure: AuthFailure, _token: bool) -> Self {
         let message = match failure {
-            AuthFailure::Missing => "authentication is required: Basic id:secret or Bearer <api key>",
+            AuthFailure::Missing => {
+                "authentication is required: Basic id:secret or Bearer <api key>"
+            }
             _ => "use Authorization: Basic base64(id:secret) or Bearer <api key>",
         };
         Self::new(StatusCode::UNAUTHORIZED, message)
@@ -89,7 +91,9 @@ impl From<AppError> for TreasuryPrimeError {
             AppError::Auth(_) => Self::new(S::UNAUTHORIZED, "invalid credentials"),
             AppError::Dpop(DpopError::UseNonce(nonce)) => Self {
                 dpop_nonce: Some(nonce),
-                ..Self::bad("use_dpop_nonce: the DPoP proof must carry the server nonce in DPoP-Nonce")
+                ..Self::bad(
+                    "use_dpop_nonce: the DPoP proof must carry the server nonce in DPoP-Nonce",
+                )
             },
             AppError::Dpop(d) => Self::bad(format!("invalid_dpop_proof: {d}")),
             AppError::Denied(d) => Self::new(S::FORBIDDEN, d.to_string()),

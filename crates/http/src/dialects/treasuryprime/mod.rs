@@ -98,7 +98,9 @@ pub async fn uxt_access_token(
             StatusCode::PAYLOAD_TOO_LARGE,
             "the request body is larger than 64 KiB",
         ),
-        wire::BodyError::Unreadable => TreasuryPrimeError::bad("the request body could not be read"),
+        wire::BodyError::Unreadable => {
+            TreasuryPrimeError::bad("the request body could not be read")
+        }
     })?;
     let in_body = if body.iter().all(u8::is_ascii_whitespace) {
         None
