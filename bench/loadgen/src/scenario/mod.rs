@@ -1,6 +1,7 @@
 //! Scenarios: the steps of one iteration (requests and response checks), built and tried once before any load.
 
 mod card;
+pub mod dpop;
 mod oauth;
 
 use std::time::Duration;
@@ -24,6 +25,8 @@ pub enum Scenario {
     Token,
     Introspect,
     CardPair,
+    TokenDpop,
+    CardPairDpop,
 }
 
 impl Scenario {
@@ -34,6 +37,8 @@ impl Scenario {
             "token-jwt" | "token-opaque" => Some(Scenario::Token),
             "introspect-jwt" | "introspect-opaque" => Some(Scenario::Introspect),
             "card-pair" => Some(Scenario::CardPair),
+            "token-dpop" => Some(Scenario::TokenDpop),
+            "card-pair-dpop" => Some(Scenario::CardPairDpop),
             _ => None,
         }
     }
@@ -162,6 +167,8 @@ pub async fn build_ctx(cfg: &Config) -> Result<Ctx, String> {
         Scenario::Token => oauth::token(&setup).await?,
         Scenario::Introspect => oauth::introspect(&setup).await?,
         Scenario::CardPair => card::pair(&setup).await?,
+        Scenario::TokenDpop => dpop::token(&setup).await?,
+        Scenario::CardPairDpop => dpop::pair(&setup).await?,
     };
     Ok(Ctx {
         authority: cfg.authority.clone(),
