@@ -52,6 +52,28 @@ impl CardTokens<'_> {
         request: CardTokenRequest,
         cnf_jkt: Option<String>,
     ) -> Result<MintedCardToken, AppError> {
+        self.mint_with(principal, request, cnf_jkt, None).await
+    }
+
+    /// [`CardTokens::mint`], the token bound to the key of a checked DPoP proof whose `jti` is
+    /// claimed in the mint's own commit (a replay mints nothing).
+    pub async fn mint_proven(
+        &self,
+        principal: &Principal,
+        request: CardTokenRequest,
+        proof: crate::dpop::CheckedProof,
+    ) -> Result<MintedCardToken, AppError> {
+        self.mint_with(principal, request, Some(proof.jkt), Some(proof.claim))
+            .await
+    }
+
+    async fn mint_with(
+        &self,
+        principal: &Principal,
+        request: CardTokenRequest,
+        cnf_jkt: Option<String>,
+        claim: Option<cardgate_store::Guard>,
+    ) -> Result<MintedCardToken, AppError> {
         let tenant_id = principal.client.tenant_id.clone();
         let actor = principal.actor();
         let card_id = request.card;
@@ -191,7 +213,11 @@ impl CardTokens<'_> {
                 None => mint,
                 Some(s) => self.mfa().stepped_up(s, mint, now),
             }
-            .with_preconditions(vec![Self::card_is(&card)]);
+            .with_preconditions(
+                std::iter::once(Self::card_is(&card))
+                    .chain(claim.clone())
+                    .collect(),
+            );
             // With a wrong code the set only counts it: applied, it is still a refusal.
             let right_code = step_up
                 .as_ref()
@@ -208,6 +234,10 @@ impl CardTokens<'_> {
                 }
                 // The card changed since it was read: decide again on a fresh read.
                 WriteOutcome::Stale(_) => self.hot.forget_card(&card_id),
+                // The proof's `jti` was claimed before, here or on another replica.
+                WriteOutcome::Taken(_) => {
+                    return Err(crate::DpopError::InvalidProof(crate::dpop::REPLAYED).into())
+                }
                 refused => {
                     let check = match &step_up {
                         Some(s) => self.mfa().step_up_refused(s, refused).await?,

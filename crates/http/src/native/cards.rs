@@ -214,25 +214,25 @@ pub async fn mint(
         person: None,
     };
     // RFC 9449: the token is bound to the key the caller proved — its DPoP-bound access
-    // token's, or a `DPoP` proof sent with client credentials.
-    let cnf_jkt = match &client.principal.dpop_jkt {
-        Some(jkt) => Some(jkt.clone()),
-        None if headers.contains_key("dpop") => Some(
-            app.dpop()
-                .check(
-                    &crate::auth::proof_input_of(&Method::POST, uri.path(), &headers),
-                    &client.principal.client.tenant_id,
-                    None,
-                    None,
-                )
-                .await?,
-        ),
-        None => None,
+    // token's (that proof was claimed when it authenticated), or a `DPoP` proof sent with
+    // client credentials, whose `jti` is claimed in the mint's own commit.
+    let cards = app.card_tokens();
+    let minted = match &client.principal.dpop_jkt {
+        Some(jkt) => {
+            cards
+                .mint_bound(&client.principal, request, Some(jkt.clone()))
+                .await?
+        }
+        None if headers.contains_key("dpop") => {
+            let input = crate::auth::proof_input_of(&Method::POST, uri.path(), &headers);
+            let proof = app
+                .dpop()
+                .verify(&input, &client.principal.client.tenant_id, None, None)
+                .map_err(cardgate_app::AppError::from)?;
+            cards.mint_proven(&client.principal, request, proof).await?
+        }
+        None => cards.mint(&client.principal, request).await?,
     };
-    let minted = app
-        .card_tokens()
-        .mint_bound(&client.principal, request, cnf_jkt)
-        .await?;
     let mut res = (
         StatusCode::CREATED,
         Json(MintedBody {
