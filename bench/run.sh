@@ -23,6 +23,10 @@
 #   BENCH_SKIP_BUILD=1       do not run cargo build (binaries must exist)
 #   BENCH_SERVER_BIN=path    server binary (default target/release/cardgate)
 #   BENCH_MINT_AUTH=basic    card-pair mint auth: basic (client id:secret) or bearer (client_credentials token)
+#
+# token-dpop and card-pair-dpop are token-jwt and card-pair with a fresh ES256 DPoP proof on
+# every request (RFC 9449); the summary states what DPoP adds in server CPU per request, in
+# ES256 verifications measured by `loadgen es256-verify` at the end of the same run.
 set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,7 +47,7 @@ WARMUP="${BENCH_WARMUP:-2}"
 CONNECTIONS="${BENCH_CONNECTIONS:-64}"
 THREADS="${BENCH_LOADGEN_THREADS:-1}"
 PORT="${BENCH_PORT:-18080}"
-SCENARIOS="${BENCH_SCENARIOS:-healthz token-jwt token-opaque introspect-jwt introspect-opaque card-pair}"
+SCENARIOS="${BENCH_SCENARIOS:-healthz token-jwt token-opaque introspect-jwt introspect-opaque card-pair token-dpop card-pair-dpop}"
 OUT_DIR="${BENCH_OUT:-$BENCH/target/results}"
 SERVER_BIN="${BENCH_SERVER_BIN:-$ROOT/target/release/cardgate}"
 LOADGEN="$BENCH/target/release/loadgen"
@@ -170,7 +174,8 @@ creds_for() {
     case "$1" in
         healthz) ;;
         *-opaque) echo "--client-id $OPQ_ID --client-secret $OPQ_SECRET" ;;
-        token-jwt|introspect-jwt) echo "--client-id $JWT_ID --client-secret $JWT_SECRET" ;;
+        token-jwt|introspect-jwt|token-dpop) echo "--client-id $JWT_ID --client-secret $JWT_SECRET" ;;
+        card-pair-dpop) echo "--client-id $JWT_ID --client-secret $JWT_SECRET --card-id $CARD_ID" ;;
         card-pair) echo "--client-id $JWT_ID --client-secret $JWT_SECRET --card-id $CARD_ID --mint-auth ${BENCH_MINT_AUTH:-basic}" ;;
         card-mint|widget-token|widget-token-fresh-key|widget-token-retry-key) echo "--api-key $JWT_API_KEY --card-id $CARD_ID" ;;
         *) echo "unknown scenario $1" >&2; return 1 ;;
@@ -213,6 +218,10 @@ for s in $ordered; do
         failed+=("$s")
     fi
 done
+
+# One ES256 verification, measured by the loadgen on this machine in the same run (the unit
+# of DPoP's cost in the summary).
+"$LOADGEN" es256-verify | sed 's/^{/{"scenario":"es256-verify",/' >>"$RESULTS" || failed+=("es256-verify")
 
 # ---------------------------------------------------------------- summary
 echo >&2

@@ -18,6 +18,9 @@ SCENARIOS:
   introspect-jwt     one token first, then POST /oauth2/introspect token=... -> {active:true}
   introspect-opaque  same as introspect-jwt (opaque client)
   card-pair          POST /v1/cards/ID/tokens -> {token}; then GET /v1/cards/ID/details
+  token-dpop         token-jwt with a fresh ES256 DPoP proof per request -> token_type DPoP
+  card-pair-dpop     card-pair with a DPoP proof at the mint and Authorization: DPoP + proof (ath) at the redemption
+  (loadgen es256-verify prints the microseconds of one ES256 verification on this machine)
                      with Bearer token -> {pan}; one iteration = one pair
   card-mint          POST /v1/cards/ID/tokens with ApiKey KEY -> {token}
   widget-token       POST /synctera/v1/cards/ID/widget_token?widget_type=REVEAL (Bearer KEY)
@@ -182,7 +185,7 @@ pub fn parse_args(args: Vec<String>) -> Result<Config, String> {
             "scenario {scenario_name} needs --client-id and --client-secret"
         ));
     }
-    if scenario == Scenario::CardPair && card_id.is_none() {
+    if matches!(scenario, Scenario::CardPair | Scenario::CardPairDpop) && card_id.is_none() {
         return Err("scenario card-pair needs --card-id".into());
     }
     if connections == 0 || connections > 10_000 {

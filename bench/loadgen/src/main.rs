@@ -36,6 +36,18 @@ use config::{parse_args, USAGE};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("es256-verify") {
+        return match scenario::dpop::es256_verify_micros() {
+            Ok(us) => {
+                outln!("{{\"es256_verify_us\":{us:.2}}}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("es256-verify: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     if args.first().map(String::as_str) == Some("summarize") {
         return match args.get(1) {
             Some(p) => ExitCode::from(summary::summarize(p)),

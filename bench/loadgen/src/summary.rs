@@ -61,8 +61,21 @@ fn table(text: &str) -> (String, u8) {
     let mut healthz: Option<&Value> = None;
     let mut seen_healthz = false;
     let mut per: Vec<(String, Vec<[Option<f64>; 4]>)> = Vec::new();
+    // Absolute server CPU µs per request (or pair), by scenario; and ES256 verification µs.
+    let mut cpu_abs: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut es256: Vec<f64> = Vec::new();
     for r in &rows {
         let name = s(r, "scenario");
+        if name == "es256-verify" {
+            es256.extend(f(r, "es256_verify_us"));
+            continue;
+        }
+        if let Some(c) = f(r, "server_cpu_us_per_req") {
+            match cpu_abs.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, v)) => v.push(c),
+                None => cpu_abs.push((name.clone(), vec![c])),
+            }
+        }
         if r.get("ok") == Some(&Value::Bool(false)) {
             any_err = true;
         }
@@ -181,6 +194,33 @@ fn table(text: &str) -> (String, u8) {
                 opt(median(v, 2), 3),
                 opt(median(v, 3), 2)
             );
+        }
+    }
+    // DPoP's cost: the server CPU a DPoP scenario adds over its plain twin, in ES256
+    // verifications measured in the same run (target: at most 1.5 per request).
+    let med = |v: &[f64]| {
+        let mut xs = v.to_vec();
+        xs.sort_by(|a, b| a.total_cmp(b));
+        xs.get(xs.len() / 2).copied()
+    };
+    let cpu_of = |n: &str| {
+        cpu_abs
+            .iter()
+            .find(|(m, _)| m == n)
+            .and_then(|(_, v)| med(v))
+    };
+    if let Some(verify) = med(&es256) {
+        put!(out, "");
+        put!(out, "one ES256 verification (loadgen, ring, 1 thread) = {verify:.1} µs");
+        for (plain, dpop, requests) in [("token-jwt", "token-dpop", 1.0), ("card-pair", "card-pair-dpop", 2.0)] {
+            if let (Some(a), Some(b)) = (cpu_of(plain), cpu_of(dpop)) {
+                let extra = (b - a) / requests;
+                put!(
+                    out,
+                    "{dpop:<18} adds {extra:.1} µs server CPU per request over {plain} = {:.2} ES256 verifications",
+                    extra / verify
+                );
+            }
         }
     }
     if !seen_healthz {

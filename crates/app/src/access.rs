@@ -63,6 +63,31 @@ pub struct VerifiedAccess {
     pub jwt: Option<Arc<AccessClaims>>,
     /// The stored id of an opaque token.
     pub opaque: Option<TokenId>,
+    /// The RFC 7638 thumbprint of the key the token is bound to (`cnf.jkt`), if any.
+    pub cnf_jkt: Option<String>,
+}
+
+/// A presented card token split into its id and digest: a `cgct_…` token, or a Treasury Prime
+/// UX Toolkit JWT (its `jti` is the stored token's id in hex; the whole JWT's digest is what
+/// is stored, so a forged or altered JWT matches nothing). `None`: neither.
+pub fn present_card_token(token: &str) -> Option<PresentedToken> {
+    if token.starts_with(CARD_TOKEN_PREFIX) {
+        return PresentedToken::parse(token, CARD_TOKEN_PREFIX);
+    }
+    let payload = token.split('.').nth(1)?;
+    if token.len() > 4096 || !token.starts_with("eyJ") {
+        return None;
+    }
+    let claims: Value = serde_json::from_slice(&cardgate_jose::b64::decode(payload).ok()?).ok()?;
+    if claims.get("knd").and_then(Value::as_str) != Some(TokenKind::TreasuryPrimeUxt.as_str()) {
+        return None;
+    }
+    let jti = claims.get("jti").and_then(Value::as_str)?;
+    let raw = data_encoding::HEXLOWER.decode(jti.as_bytes()).ok()?;
+    Some(PresentedToken {
+        id: TokenId::from_slice(&raw)?,
+        hash: SecretHash::of(token.as_bytes()),
+    })
 }
 
 /// How audit events refer to an opaque or card token: its public id, which cannot be used.
@@ -78,6 +103,21 @@ impl AccessTokens<'_> {
         principal: &Principal,
         request: IssueRequest<'_>,
     ) -> Result<IssuedAccessToken, AppError> {
+        self.issue_bound(principal, request, None).await
+    }
+
+    /// [`AccessTokens::issue`], the token bound to the key of a checked DPoP proof when one is
+    /// given (RFC 9449 §5, §6): the proof's `jti` is claimed in the same commit as the issuance.
+    pub async fn issue_bound(
+        &self,
+        principal: &Principal,
+        request: IssueRequest<'_>,
+        proof: Option<crate::dpop::CheckedProof>,
+    ) -> Result<IssuedAccessToken, AppError> {
+        let (cnf_jkt, claim) = match proof {
+            Some(p) => (Some(p.jkt), Some(p.claim)),
+            None => (None, None),
+        };
         let client = &principal.client;
         let kind = request.kind;
         let actor = format!("client:{}", client.id);
@@ -145,7 +185,9 @@ impl AccessTokens<'_> {
                     tid: client.tenant_id.to_string(),
                     env: self.env(),
                     knd: kind.as_str().to_string(),
-                    cnf: None,
+                    cnf: cnf_jkt
+                        .clone()
+                        .map(|jkt| cardgate_core::tokens::Confirmation { jkt }),
                 };
                 let payload =
                     serde_json::to_vec(&claims).map_err(|e| AppError::Internal(e.to_string()))?;
@@ -153,7 +195,7 @@ impl AccessTokens<'_> {
                 let token = sign_compact(&key, &header, &payload).map_err(AppError::from)?;
                 (
                     Secret::new(token),
-                    json!({"format": "jwt", "jti": jti, "kid": key.kid, "scope": claims.scope, "kind": kind.as_str()}),
+                    json!({"format": "jwt", "jti": jti, "kid": key.kid, "scope": claims.scope, "kind": kind.as_str(), "dpop": cnf_jkt.is_some()}),
                     vec![],
                 )
             }
@@ -170,9 +212,9 @@ impl AccessTokens<'_> {
                     issued_at_ms: iat * 1000,
                     expires_at_ms: exp * 1000,
                     revoked: false,
-                    cnf_jkt: None,
+                    cnf_jkt: cnf_jkt.clone(),
                 };
-                let details = json!({"format": "opaque", "token_ref": token_ref(&record.id), "scope": scopes.to_string_list(), "kind": kind.as_str()});
+                let details = json!({"format": "opaque", "token_ref": token_ref(&record.id), "scope": scopes.to_string_list(), "kind": kind.as_str(), "dpop": cnf_jkt.is_some()});
                 (
                     minted.token,
                     details,
@@ -189,7 +231,14 @@ impl AccessTokens<'_> {
             format!("client:{}", client.id),
             audit_details,
         ));
-        self.commit(WriteSet::of(writes)).await?;
+        let set = WriteSet::of(writes).with_preconditions(claim.into_iter().collect());
+        match self.commit(set).await? {
+            cardgate_store::WriteOutcome::Applied => {}
+            cardgate_store::WriteOutcome::Taken(_) => {
+                return Err(crate::DpopError::InvalidProof(crate::dpop::REPLAYED).into())
+            }
+            other => return Err(crate::cards::unexpected(&other)),
+        }
         self.metrics.token_issued(kind.as_str());
         Ok(IssuedAccessToken {
             token,
@@ -264,6 +313,7 @@ impl AccessTokens<'_> {
                 token_id: presented.id.to_hex(),
                 jwt: None,
                 opaque: Some(presented.id),
+                cnf_jkt: record.cnf_jkt,
             }));
         }
         let Ok(claims) = self.verify_jwt_signature(token) else {
@@ -279,6 +329,7 @@ impl AccessTokens<'_> {
             iat: claims.iat,
             exp: claims.exp,
             token_id: claims.jti.clone(),
+            cnf_jkt: claims.cnf.as_ref().map(|c| c.jkt.clone()),
             jwt: Some(Arc::new(claims)),
             opaque: None,
         }))
@@ -307,7 +358,7 @@ impl AccessTokens<'_> {
     /// is known here and its digest matches, compared in constant time). Another
     /// environment's token is not found, exactly like an unknown one.
     pub async fn find_card_token(&self, token: &str) -> Result<Option<CardTokenRecord>, AppError> {
-        let Some(presented) = PresentedToken::parse(token, CARD_TOKEN_PREFIX) else {
+        let Some(presented) = present_card_token(token) else {
             return Ok(None);
         };
         Ok(self
@@ -322,7 +373,7 @@ impl AccessTokens<'_> {
     pub async fn introspect(&self, caller: &Principal, token: &str) -> Result<Value, AppError> {
         let inactive = Ok(json!({"active": false}));
         let tenant = caller.client.tenant_id.as_str();
-        if token.starts_with(CARD_TOKEN_PREFIX) {
+        if present_card_token(token).is_some() {
             let Some(t) = self.find_card_token(token).await? else {
                 return inactive;
             };
@@ -341,7 +392,7 @@ impl AccessTokens<'_> {
             let ops: Vec<&str> = t.operations.iter().map(|o| o.as_str()).collect();
             let mut v = json!({
                 "active": true,
-                "token_type": "card_token",
+                "token_type": if t.cnf_jkt.is_some() { "DPoP" } else { "card_token" },
                 "client_id": t.client_id.as_str(),
                 "scope": ops.join(" "),
                 "iat": t.issued_at_ms / 1000,
@@ -354,6 +405,12 @@ impl AccessTokens<'_> {
             if let Some(c) = t.card_id {
                 v["sub"] = json!(c.to_string());
                 v["card_id"] = json!(c.to_string());
+            } else if let Some(p) = t.person_id {
+                v["sub"] = json!(p.to_string());
+                v["person_id"] = json!(p.to_string());
+            }
+            if let Some(jkt) = &t.cnf_jkt {
+                v["cnf"] = json!({ "jkt": jkt });
             }
             return Ok(v);
         }
@@ -369,7 +426,7 @@ impl AccessTokens<'_> {
         }
         let mut v = json!({
             "active": true,
-            "token_type": "Bearer",
+            "token_type": if a.cnf_jkt.is_some() { "DPoP" } else { "Bearer" },
             "client_id": a.client_id,
             "sub": a.client_id,
             "scope": a.scopes.to_string_list(),
@@ -381,6 +438,9 @@ impl AccessTokens<'_> {
         if let Some(c) = &a.jwt {
             v["jti"] = json!(c.jti);
         }
+        if let Some(jkt) = &a.cnf_jkt {
+            v["cnf"] = json!({ "jkt": jkt });
+        }
         Ok(v)
     }
 
@@ -391,10 +451,14 @@ impl AccessTokens<'_> {
         let tenant = &caller.client.tenant_id;
         let actor = caller.actor();
         let now = self.now_ms();
-        if token.starts_with(CARD_TOKEN_PREFIX) {
+        if present_card_token(token).is_some() {
             if let Some(t) = self.find_card_token(token).await? {
                 if &t.tenant_id == tenant && !t.revoked {
-                    let subject = t.card_id.map(|c| format!("card:{c}")).unwrap_or_default();
+                    let subject = match (t.card_id, t.person_id) {
+                        (Some(c), _) => format!("card:{c}"),
+                        (None, Some(p)) => format!("person:{p}"),
+                        _ => String::new(),
+                    };
                     let audit = self.audit(
                         Some(tenant),
                         actor,

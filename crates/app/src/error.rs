@@ -31,6 +31,9 @@ pub enum AppError {
     Mint(#[from] MintRefusal),
     #[error("{0:?}")]
     Mfa(MfaCheck),
+    /// A request's DPoP proof or key binding does not hold (RFC 9449).
+    #[error("{0}")]
+    Dpop(crate::dpop::DpopError),
     #[error("the token cannot be used: {0:?}")]
     Redemption(Redemption),
     #[error("{0}")]
@@ -107,6 +110,9 @@ pub enum Denial {
     /// Fiserv's `x-fapi-financial-id` is not the client's tenant's.
     #[error("the credentials are not valid for this x-fapi-financial-id")]
     FinancialInstitution,
+    /// The client lacks the scope this endpoint needs.
+    #[error("the client lacks the scope {0}")]
+    ScopeMissing(&'static str),
 }
 
 /// Malformed or missing input a use case finds (the surfaces refuse what their wire format

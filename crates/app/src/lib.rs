@@ -11,6 +11,7 @@ pub mod access;
 pub mod admin;
 pub mod cards;
 pub mod directory;
+pub mod dpop;
 pub mod error;
 mod hot;
 pub mod import;
@@ -23,6 +24,7 @@ pub use access::AccessTokens;
 pub use admin::Admin;
 pub use cards::CardTokens;
 pub use directory::{AuthFailure, Directory, Principal};
+pub use dpop::{Dpop, DpopError};
 pub use error::{AppError, Conflict, Denial, Entity, Invalid};
 pub use import::Importer;
 pub use mfa::{Courier, Mfa};
@@ -142,6 +144,11 @@ pub struct App {
     courier: Arc<dyn Courier>,
     /// How long a request waits for the store ([`STORE_WAIT`] unless changed), in ms.
     store_wait_ms: AtomicU64,
+    /// DPoP: how old a proof's `iat` may be, and the clock skew allowed (seconds).
+    dpop_window_s: AtomicI64,
+    dpop_skew_s: AtomicI64,
+    /// DPoP: the key server nonces are derived under.
+    dpop_nonce_key: cardgate_jose::digest::HmacKey,
 }
 
 /// The use cases of one concept, over the shared [`App`].
@@ -264,6 +271,11 @@ impl App {
             clock,
             metrics: Arc::new(Metrics::default()),
             code_key: master.derive("cardgate mfa code key v1"),
+            dpop_nonce_key: cardgate_jose::digest::HmacKey::new(
+                &master.derive("cardgate dpop nonce key v1")[..],
+            ),
+            dpop_window_s: AtomicI64::new(dpop::DEFAULT_IAT_WINDOW_SECONDS),
+            dpop_skew_s: AtomicI64::new(dpop::DEFAULT_CLOCK_SKEW_SECONDS),
             master,
             snapshot: RwLock::new(Arc::new(snap)),
             revoked: RwLock::new(HashMap::new()),
@@ -363,6 +375,9 @@ impl App {
                 }
                 if let Err(e) = app.poll_revocations().await {
                     tracing::warn!(error = %e, "revocation refresh failed");
+                }
+                if let Err(e) = app.dpop().purge().await {
+                    tracing::warn!(error = %e, "purging expired claims failed");
                 }
             }
         });

@@ -141,6 +141,16 @@ pub struct ServeArgs {
     #[arg(long, env = "CARDGATE_STORE_WAIT_MS", default_value_t = DEFAULT_STORE_WAIT_MS,
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub store_wait_ms: u64,
+    /// DPoP: how old a proof's `iat` may be, in seconds (RFC 9449 §11.1).
+    #[arg(long, env = "CARDGATE_DPOP_IAT_WINDOW_SECONDS",
+          default_value_t = cardgate_app::dpop::DEFAULT_IAT_WINDOW_SECONDS,
+          value_parser = clap::value_parser!(i64).range(1..=3600))]
+    pub dpop_iat_window_seconds: i64,
+    /// DPoP: the clock skew allowed either way for a proof's `iat`, in seconds.
+    #[arg(long, env = "CARDGATE_DPOP_CLOCK_SKEW_SECONDS",
+          default_value_t = cardgate_app::dpop::DEFAULT_CLOCK_SKEW_SECONDS,
+          value_parser = clap::value_parser!(i64).range(0..=600))]
+    pub dpop_clock_skew_seconds: i64,
 }
 
 #[derive(Subcommand)]
@@ -505,6 +515,7 @@ async fn serve(common: &Common, args: ServeArgs) -> Result<(), String> {
     }
     // Requests wait for the store at most this long, then answer 503.
     svc.set_store_wait(Duration::from_millis(args.store_wait_ms));
+    svc.set_dpop_window(args.dpop_iat_window_seconds, args.dpop_clock_skew_seconds);
     svc.spawn_pollers(Duration::from_secs(1));
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, environment = %svc.env(), backend = svc.store.backend(), "cardgate is listening");
@@ -591,6 +602,13 @@ CT=$(curl -s -u {id}:{secret} -H 'Content-Type: application/json' -d '{{"operati
 curl -s -X PUT -H "Authorization: Bearer $CT" -H 'Content-Type: application/json' -d '{{"pin":"1357"}}' {base}/v1/cards/{card}/pin
 CT=$(curl -s -u {id}:{secret} -H 'Content-Type: application/json' -d '{{"operations":["ADD_CARD_TO_WALLET"]}}' {base}/v1/cards/{card}/tokens | {json} token)
 curl -s -H "Authorization: Bearer $CT" {base}/v1/cards/{card}/wallet-eligibility
+
+# Treasury Prime dialect: a DPoP-bound person token, then the person's card details, each call
+# with a fresh DPoP proof (built by jwcrypto, `pip install jwcrypto`; run from the repository root)
+DPOP=crates/cardgate/tests/api/clients/dpop_proof.py
+P=$(python3 $DPOP POST {base}/treasuryprime/person/{person}/uxt_access_token)
+TP=$(curl -s -u {id}:{secret} -H 'Content-Type: application/json' -d "{{\"dpop\":\"$P\"}}" {base}/treasuryprime/person/{person}/uxt_access_token | {json} access_token)
+curl -s -H "Authorization: DPoP $TP" -H "DPoP: $(python3 $DPOP GET {base}/v1/cards/{card}/details "$TP")" {base}/v1/cards/{card}/details
 
 # MFA step-up: a TOTP session for the cardholder (authenticator secret {totp})
 curl -s -u {id}:{secret} -H 'Content-Type: application/json' -d '{{"channel":"totp"}}' {base}/v1/persons/{person}/mfa/sessions

@@ -271,10 +271,13 @@ pub fn decide_redemption(
     env: Environment,
     now_ms: i64,
 ) -> Redemption {
-    if token.environment != env
-        || token.card_id.as_ref() != Some(card_id)
-        || !token.operations.contains(&op)
-    {
+    // A card token covers its card; a person's token (Treasury Prime) covers that person's
+    // cards, which the caller checks against the card it loads.
+    let covers = match &token.card_id {
+        Some(c) => c == card_id,
+        None => token.person_id.is_some(),
+    };
+    if token.environment != env || !covers || !token.operations.contains(&op) {
         Redemption::NotCovered
     } else if token.revoked {
         Redemption::Revoked

@@ -56,6 +56,7 @@ struct TenantDoc {
     card_token_max_uses: Option<u32>,
     #[serde(default)]
     widget_token_ttl_seconds: Option<u32>,
+    dpop_nonce_required: bool,
     #[serde(default)]
     mfa_max_failures: Option<u32>,
     #[serde(default)]
@@ -435,6 +436,7 @@ fn tenant(
         card_token_max_uses: max_uses,
         mfa_lockout,
         widget_token_ttl_seconds: t.widget_token_ttl_seconds,
+        dpop_nonce_required: t.dpop_nonce_required,
     };
 
     let mut persons = Vec::new();

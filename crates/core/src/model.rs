@@ -110,6 +110,9 @@ pub struct TenantSettings {
     /// Lifetime of Synctera widget tokens (`None`: [`DEFAULT_WIDGET_TOKEN_TTL`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub widget_token_ttl_seconds: Option<u32>,
+    /// Whether every DPoP proof for this tenant must carry a fresh server nonce (RFC 9449 §8).
+    #[serde(default)]
+    pub dpop_nonce_required: bool,
 }
 
 pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u32 = 600;

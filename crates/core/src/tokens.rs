@@ -7,6 +7,8 @@ use crate::scope::ScopeSet;
 use crate::secret::{Secret, SecretHash};
 use cardgate_jose::digest::{ct_eq, hex, random};
 
+/// Lifetime of Treasury Prime UX Toolkit tokens (SPEC §4.4: `expires_in: 3600`).
+pub const UXT_TOKEN_TTL_SECONDS: u32 = 3600;
 /// Lifetime of OAuth2 access tokens from `/oauth2/token` and Fiserv (15 minutes).
 pub const ACCESS_TOKEN_TTL_SECONDS: u32 = 900;
 /// The longest any signed token lives; rotated signing keys stay published this long.
@@ -139,6 +141,8 @@ pub enum TokenKind {
     EqualsCard,
     /// Synctera widget token
     SyncteraWidget,
+    /// Treasury Prime `uxt_access_token`: a DPoP-bound JWT whose subject is a person.
+    TreasuryPrimeUxt,
 }
 
 impl TokenKind {
@@ -149,6 +153,7 @@ impl TokenKind {
             Self::Card => "card_token",
             Self::EqualsCard => "equals_card_token",
             Self::SyncteraWidget => "synctera_widget_token",
+            Self::TreasuryPrimeUxt => "treasuryprime_uxt_token",
         }
     }
 
@@ -178,6 +183,7 @@ impl TokenKind {
             Self::Card,
             Self::EqualsCard,
             Self::SyncteraWidget,
+            Self::TreasuryPrimeUxt,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)

@@ -8,6 +8,7 @@ use crate::wire::{self, Authorization};
 use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
 use cardgate_app::directory::Credential;
+use cardgate_app::dpop::{ProofInput, Scheme};
 use cardgate_app::{App, AppError, AuthFailure, Principal};
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -31,21 +32,30 @@ pub enum Found {
     Credential(Owned),
     /// A card token (RFC 6750 `Bearer`), passed on to a redemption.
     Token(String),
+    /// A token presented as `Authorization: DPoP` (RFC 9449 §7.1), passed on with the
+    /// request's proof.
+    DPoPToken(String),
 }
 
 /// An owned [`Credential`].
 pub enum Owned {
-    Secret { id: String, secret: String },
+    Secret {
+        id: String,
+        secret: String,
+    },
     ApiKey(String),
     AccessToken(String),
+    /// An access token presented as `Authorization: DPoP`.
+    DPoPAccessToken(String),
 }
 
 impl Owned {
-    fn borrow(&self) -> Credential<'_> {
+    fn borrow<'a>(&'a self, proof: &'a ProofInput) -> Credential<'a> {
         match self {
             Self::Secret { id, secret } => Credential::Secret { id, secret },
             Self::ApiKey(k) => Credential::ApiKey(k),
             Self::AccessToken(t) => Credential::AccessToken(t),
+            Self::DPoPAccessToken(t) => Credential::DPoPAccessToken { token: t, proof },
         }
     }
 }
@@ -77,8 +87,36 @@ impl Schemes for Basic {
     }
 }
 
+/// What a request carries for DPoP (RFC 9449 §4.3): every `DPoP` header (more than one is
+/// refused), its method and its path as received.
+pub fn proof_input(parts: &Parts) -> ProofInput {
+    let path = parts
+        .extensions
+        .get::<axum::extract::OriginalUri>()
+        .map_or_else(|| parts.uri.path(), |u| u.0.path());
+    proof_input_of(&parts.method, path, &parts.headers)
+}
+
+/// [`proof_input`] from a request's method, path and headers.
+pub fn proof_input_of(
+    method: &axum::http::Method,
+    path: &str,
+    headers: &axum::http::HeaderMap,
+) -> ProofInput {
+    ProofInput {
+        proofs: headers
+            .get_all("dpop")
+            .iter()
+            .map(|v| v.to_str().unwrap_or("").trim().to_string())
+            .collect(),
+        method: method.as_str().to_string(),
+        path: path.to_string(),
+    }
+}
+
 /// The native card API's callers: Basic (`id:secret`), `ApiKey <key>`, or `Bearer <access
-/// token>` from `/oauth2/token` or Fiserv.
+/// token>` from `/oauth2/token` or Fiserv (`DPoP <access token>` with a proof when it is
+/// DPoP-bound).
 pub struct ClientOrToken;
 
 impl Schemes for ClientOrToken {
@@ -89,6 +127,7 @@ impl Schemes for ClientOrToken {
             }
             Authorization::ApiKey(k) => Ok(Found::Credential(Owned::ApiKey(k))),
             Authorization::Bearer(t) => Ok(Found::Credential(Owned::AccessToken(t))),
+            Authorization::DPoP(t) => Ok(Found::Credential(Owned::DPoPAccessToken(t))),
             other => Err(unusable_scheme(other)),
         }
     }
@@ -120,6 +159,21 @@ impl Schemes for BearerApiKey {
     }
 }
 
+/// HTTP Basic (`id:secret`) or `Authorization: Bearer <api key>` (Treasury Prime).
+pub struct BasicOrBearerApiKey;
+
+impl Schemes for BasicOrBearerApiKey {
+    fn read(parts: &Parts) -> Result<Found, AuthFailure> {
+        match wire::authorization(&parts.headers) {
+            Authorization::Basic { id, secret } => {
+                Ok(Found::Credential(Owned::Secret { id, secret }))
+            }
+            Authorization::Bearer(k) => Ok(Found::Credential(Owned::ApiKey(k))),
+            other => Err(unusable_scheme(other)),
+        }
+    }
+}
+
 /// `X-API-KEY: <api key>` (BankEzy).
 pub struct XApiKey;
 
@@ -139,13 +193,15 @@ impl Schemes for XApiKey {
     }
 }
 
-/// A card token presented as `Authorization: Bearer <token>` (RFC 6750 §2.1).
+/// A card token presented as `Authorization: Bearer <token>` (RFC 6750 §2.1), or as
+/// `Authorization: DPoP <token>` with a `DPoP` proof when it is bound (RFC 9449 §7.1).
 pub struct CardBearer;
 
 impl Schemes for CardBearer {
     fn read(parts: &Parts) -> Result<Found, AuthFailure> {
         match wire::authorization(&parts.headers) {
             Authorization::Bearer(t) => Ok(Found::Token(t)),
+            Authorization::DPoP(t) => Ok(Found::DPoPToken(t)),
             other => Err(unusable_scheme(other)),
         }
     }
@@ -171,13 +227,19 @@ impl<E: Surface, S: Schemes> FromRequestParts<Arc<App>> for Caller<E, S> {
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, E> {
         let credential = match S::read(parts) {
             Ok(Found::Credential(c)) => c,
-            Ok(Found::Token(_)) => return Err(E::unusable(AuthFailure::InvalidClient, false)),
+            Ok(Found::Token(_) | Found::DPoPToken(_)) => {
+                return Err(E::unusable(AuthFailure::InvalidClient, false))
+            }
             Err(failure) => return Err(E::unusable(failure, false)),
         };
         let (action, subject) = E::refusal(route_of(parts));
+        let proof = match credential {
+            Owned::DPoPAccessToken(_) => proof_input(parts),
+            _ => ProofInput::default(),
+        };
         let principal = app
             .directory()
-            .authenticate(credential.borrow(), action, Some(&subject))
+            .authenticate(credential.borrow(&proof), action, Some(&subject))
             .await?;
         Ok(Self {
             principal,
@@ -186,9 +248,11 @@ impl<E: Surface, S: Schemes> FromRequestParts<Arc<App>> for Caller<E, S> {
     }
 }
 
-/// A token presented to a route that redeems it (never logged).
+/// A token presented to a route that redeems it (never logged), with how it was presented.
 pub struct Presented<E, S> {
     pub token: String,
+    /// `Bearer`, or `DPoP` with the request's proof.
+    pub scheme: Scheme,
     _shape: PhantomData<fn() -> (E, S)>,
 }
 
@@ -205,6 +269,12 @@ impl<E: Surface, S: Schemes, St: Send + Sync> FromRequestParts<St> for Presented
         match S::read(parts) {
             Ok(Found::Token(token)) => Ok(Self {
                 token,
+                scheme: Scheme::Bearer,
+                _shape: PhantomData,
+            }),
+            Ok(Found::DPoPToken(token)) => Ok(Self {
+                token,
+                scheme: Scheme::DPoP(proof_input(parts)),
                 _shape: PhantomData,
             }),
             Ok(Found::Credential(_)) => Err(E::unusable(AuthFailure::InvalidToken, true)),

@@ -88,6 +88,7 @@ fn surfaces() -> OpenApiRouter<Arc<App>> {
         .merge(dialects::equals::router())
         .merge(dialects::synctera::router())
         .merge(widgets::router())
+        .merge(dialects::treasuryprime::router())
 }
 
 /// The OpenAPI 3.1 document of every route, generated from the handlers' declarations.

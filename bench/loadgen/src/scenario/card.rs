@@ -63,7 +63,7 @@ pub(super) async fn pair(setup: &Setup<'_>) -> Result<Vec<Step>, String> {
     Ok(vec![mint, redeem])
 }
 
-fn check_mint_response(status: StatusCode, body: &[u8]) -> Result<String, Fail> {
+pub(super) fn check_mint_response(status: StatusCode, body: &[u8]) -> Result<String, Fail> {
     if status != StatusCode::OK && status != StatusCode::CREATED {
         return Err(Fail::Status(status.as_u16(), snippet(body)));
     }
@@ -71,7 +71,7 @@ fn check_mint_response(status: StatusCode, body: &[u8]) -> Result<String, Fail> 
     json_str_field(&v, "token", body)
 }
 
-fn check_details_response(status: StatusCode, body: &[u8]) -> Result<(), Fail> {
+pub(super) fn check_details_response(status: StatusCode, body: &[u8]) -> Result<(), Fail> {
     if status != StatusCode::OK {
         return Err(Fail::Status(status.as_u16(), snippet(body)));
     }

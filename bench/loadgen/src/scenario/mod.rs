@@ -1,6 +1,7 @@
 //! Scenarios: the steps of one iteration (requests and response checks), built and tried once before any load.
 
 mod card;
+pub mod dpop;
 mod oauth;
 mod widget;
 
@@ -30,6 +31,8 @@ pub enum Scenario {
     Widget,
     WidgetFreshKey,
     WidgetRetryKey,
+    TokenDpop,
+    CardPairDpop,
 }
 
 impl Scenario {
@@ -44,6 +47,8 @@ impl Scenario {
             "widget-token" => Some(Scenario::Widget),
             "widget-token-fresh-key" => Some(Scenario::WidgetFreshKey),
             "widget-token-retry-key" => Some(Scenario::WidgetRetryKey),
+            "token-dpop" => Some(Scenario::TokenDpop),
+            "card-pair-dpop" => Some(Scenario::CardPairDpop),
             _ => None,
         }
     }
@@ -176,6 +181,8 @@ pub async fn build_ctx(cfg: &Config) -> Result<Ctx, String> {
         s @ (Scenario::Widget | Scenario::WidgetFreshKey | Scenario::WidgetRetryKey) => {
             widget::widget(&setup, s).await?
         }
+        Scenario::TokenDpop => dpop::token(&setup).await?,
+        Scenario::CardPairDpop => dpop::pair(&setup).await?,
     };
     Ok(Ctx {
         authority: cfg.authority.clone(),

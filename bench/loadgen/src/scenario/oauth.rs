@@ -70,7 +70,7 @@ pub(super) async fn fetch_access_token(
     check_token_response(status, &body).map_err(|f| format!("POST /oauth2/token: {}", f.describe()))
 }
 
-fn token_request(setup: &Setup<'_>, basic: &HeaderValue) -> Result<ReqSpec, String> {
+pub(super) fn token_request(setup: &Setup<'_>, basic: &HeaderValue) -> Result<ReqSpec, String> {
     ReqSpec::new(
         Method::POST,
         &setup.path("/oauth2/token"),
@@ -90,7 +90,7 @@ fn looks_like_jwt(tok: &str) -> bool {
     tok.split('.').count() == 3 && tok.starts_with("eyJ")
 }
 
-fn check_token_response(status: StatusCode, body: &[u8]) -> Result<String, Fail> {
+pub(super) fn check_token_response(status: StatusCode, body: &[u8]) -> Result<String, Fail> {
     expect_2xx(status, body)?;
     let v = parse_json(body)?;
     json_str_field(&v, "access_token", body)

@@ -56,7 +56,7 @@ impl CardTokens<'_> {
         principal: &Principal,
         request: CardTokenRequest,
     ) -> Result<MintedCardToken, AppError> {
-        match self.mint_once(principal, request, None).await? {
+        match self.mint_with(principal, request, None, None, None).await? {
             MintOutcome::Minted(m) => Ok(m),
             MintOutcome::Taken(_) => Err(AppError::Internal(
                 "a mint without a claim was taken".into(),
@@ -70,6 +70,54 @@ impl CardTokens<'_> {
         &self,
         principal: &Principal,
         request: CardTokenRequest,
+        once: Option<&Once>,
+    ) -> Result<MintOutcome, AppError> {
+        self.mint_with(principal, request, None, None, once).await
+    }
+
+    /// [`CardTokens::mint`], the token bound to the key of thumbprint `cnf_jkt` (RFC 9449) when
+    /// one is given: its proof was checked and claimed by the caller.
+    pub async fn mint_bound(
+        &self,
+        principal: &Principal,
+        request: CardTokenRequest,
+        cnf_jkt: Option<String>,
+    ) -> Result<MintedCardToken, AppError> {
+        Self::minted(self.mint_with(principal, request, cnf_jkt, None, None).await?)
+    }
+
+    /// [`CardTokens::mint`], the token bound to the key of a checked DPoP proof whose `jti` is
+    /// claimed in the mint's own commit (a replay mints nothing).
+    pub async fn mint_proven(
+        &self,
+        principal: &Principal,
+        request: CardTokenRequest,
+        proof: crate::dpop::CheckedProof,
+    ) -> Result<MintedCardToken, AppError> {
+        let out = self
+            .mint_with(principal, request, Some(proof.jkt), Some(proof.claim), None)
+            .await?;
+        Self::minted(out)
+    }
+
+    fn minted(out: MintOutcome) -> Result<MintedCardToken, AppError> {
+        match out {
+            MintOutcome::Minted(m) => Ok(m),
+            MintOutcome::Taken(_) => Err(AppError::Internal(
+                "a mint without an idempotency key was taken".into(),
+            )),
+        }
+    }
+
+    /// The mint itself: `cnf_jkt` binds the token, `claim` (a DPoP proof's `jti`) is a
+    /// precondition of its commit, and `once` (an idempotency key) a claim storing the sealed
+    /// answer. A taken `claim` is a replayed proof; a taken `once` is the stored answer.
+    async fn mint_with(
+        &self,
+        principal: &Principal,
+        request: CardTokenRequest,
+        cnf_jkt: Option<String>,
+        claim: Option<cardgate_store::Guard>,
         once: Option<&Once>,
     ) -> Result<MintOutcome, AppError> {
         let tenant_id = principal.client.tenant_id.clone();
@@ -188,12 +236,13 @@ impl CardTokens<'_> {
                 use_limit,
                 uses_made: 0,
                 revoked: false,
-                cnf_jkt: None,
+                cnf_jkt: cnf_jkt.clone(),
             };
             let ops: Vec<&str> = record.operations.iter().map(|o| o.as_str()).collect();
             let details = json!({
                 "kind": request.kind.as_str(), "operations": ops, "token_ref": token_ref(&record.id),
                 "ttl_seconds": ttl, "max_uses": use_limit.max_uses(), "mfa": step_up.is_some(),
+                "dpop": cnf_jkt.is_some(),
             });
             let mint = WriteSet::of(vec![
                 Write::InsertCardToken(record.clone()),
@@ -210,7 +259,11 @@ impl CardTokens<'_> {
                 None => mint,
                 Some(s) => self.mfa().stepped_up(s, mint, now),
             }
-            .with_preconditions(vec![Self::card_is(&card)]);
+            .with_preconditions(
+                std::iter::once(Self::card_is(&card))
+                    .chain(claim.clone())
+                    .collect(),
+            );
             if let Some(once) = once {
                 let value =
                     self.seal_replay(&tenant_id, &once.key, &minted.token, record.expires_at_ms)?;
@@ -237,6 +290,10 @@ impl CardTokens<'_> {
                         expires_at_ms: record.expires_at_ms,
                         record,
                     }));
+                }
+                // The proof's `jti` was claimed before, here or on another replica.
+                WriteOutcome::Taken(_) if claim.is_some() => {
+                    return Err(crate::DpopError::InvalidProof(crate::dpop::REPLAYED).into())
                 }
                 WriteOutcome::Taken(stored) => return Ok(MintOutcome::Taken(stored)),
                 // The card changed since it was read: decide again on a fresh read.

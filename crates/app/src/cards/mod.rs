@@ -2,6 +2,7 @@
 //! vault that keeps PAN, CVV, expiry and PIN sealed under the tenant's data key.
 
 mod mint;
+mod person;
 mod redeem;
 mod widget;
 

@@ -3,10 +3,12 @@
 //! exactly once across replicas.
 
 use super::{refusal_code, CardTokens};
+use crate::access::present_card_token;
 use crate::access::token_ref;
+use crate::dpop::{DpopError, Scheme};
 use crate::{AppError, AuthFailure, Conflict, Entity, Invalid};
 use cardgate_core::cards::{check_card_state, decide_redemption, CardSecrets, Pin, Redemption};
-use cardgate_core::tokens::{CardTokenRecord, PresentedToken, CARD_TOKEN_PREFIX};
+use cardgate_core::tokens::{CardTokenRecord, PresentedToken};
 use cardgate_core::{Card, CardId, CardStatus, Operation};
 use cardgate_store::{Guard, GuardKind, WriteOutcome, WriteSet};
 use serde_json::json;
@@ -146,7 +148,8 @@ impl CardTokens<'_> {
         .await;
     }
 
-    /// Redeems a card token for `op` on `card_id`, doing the operation in the same commit.
+    /// Redeems a card token presented as `Bearer` for `op` on `card_id`, doing the operation
+    /// in the same commit. A DPoP-bound token is refused here (RFC 9449 §7.2).
     pub async fn redeem(
         &self,
         token: &str,
@@ -154,9 +157,97 @@ impl CardTokens<'_> {
         op: Operation,
         new_pin: Option<Pin>,
     ) -> Result<(CardTokenRecord, Redeemed), AppError> {
-        let Some(presented) = PresentedToken::parse(token, CARD_TOKEN_PREFIX) else {
+        self.redeem_presented(token, &Scheme::Bearer, card_id, op, new_pin)
+            .await
+    }
+
+    /// A presented token's key binding (RFC 9449 §7.1): a bound token needs the `DPoP` scheme
+    /// and a proof of its key with its `ath`; an unbound one needs `Bearer`. The proof's `jti`
+    /// claim comes back, to be committed with the redemption itself (one commit). A refusal is
+    /// audited without the token or the proof.
+    async fn check_binding(
+        &self,
+        record: &CardTokenRecord,
+        token: &str,
+        scheme: &Scheme,
+        subject: &str,
+        op: Operation,
+    ) -> Result<Option<Guard>, AppError> {
+        let result: Result<Option<Guard>, DpopError> = match (scheme, &record.cnf_jkt) {
+            (Scheme::Bearer, None) => return Ok(None),
+            (Scheme::Bearer, Some(_)) => Err(DpopError::BoundAsBearer),
+            (Scheme::DPoP(_), None) => Err(DpopError::NotBound),
+            (Scheme::DPoP(input), Some(jkt)) => self
+                .dpop()
+                .verify(input, &record.tenant_id, Some(token), Some(jkt))
+                .map(|checked| Some(checked.claim)),
+        };
+        if let Err(e) = &result {
+            let outcome = match e {
+                DpopError::UseNonce(_) => "dpop_nonce_required",
+                _ => "dpop_refused",
+            };
+            self.audit_refusal(
+                Some(&record.tenant_id),
+                format!("token:{}", token_ref(&record.id)),
+                &format!("card_token.redeem.{}", op.as_str()),
+                outcome,
+                subject.to_string(),
+            )
+            .await;
+        }
+        Ok(result?)
+    }
+
+    /// A person token's card: the one asked for, if it is that person's (else not covered).
+    async fn persons_card(
+        &self,
+        record: &CardTokenRecord,
+        card_id: &CardId,
+        fresh: bool,
+    ) -> Result<Option<(Arc<Card>, Option<Arc<str>>, bool)>, AppError> {
+        let (card, remembered) = match self.card_of(&record.tenant_id, card_id, !fresh).await {
+            Ok(c) => c,
+            Err(AppError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if Some(card.person_id) != record.person_id {
+            return Ok(None);
+        }
+        let name = match self.hot.name(&card.tenant_id, &card.person_id) {
+            Some(n) => n,
+            None => {
+                let name = self
+                    .read(
+                        self.store
+                            .get_person(&card.tenant_id, self.env(), &card.person_id),
+                    )
+                    .await?
+                    .map(|p| format!("{} {}", p.profile.first_name, p.profile.last_name));
+                self.hot
+                    .put_name(&card.tenant_id, &card.person_id, name.as_deref());
+                name.map(Arc::from)
+            }
+        };
+        Ok(Some((card, name, remembered)))
+    }
+
+    /// Redeems a token presented with `scheme` (`Bearer`, or `DPoP` with the request's proof)
+    /// for `op` on `card_id`, doing the operation in the same commit: a card token, or a
+    /// person token (Treasury Prime) on one of that person's cards.
+    pub async fn redeem_presented(
+        &self,
+        token: &str,
+        scheme: &Scheme,
+        card_id: &CardId,
+        op: Operation,
+        new_pin: Option<Pin>,
+    ) -> Result<(CardTokenRecord, Redeemed), AppError> {
+        let Some(presented) = present_card_token(token) else {
             return Err(self.unknown_card_token(card_id, op).await);
         };
+        let mut proved = false;
+        let mut claim: Option<Guard> = None;
         // First on what is remembered; if the card changed meanwhile, once more on a fresh read.
         for fresh in [false, true] {
             let Some(RedemptionView {
@@ -172,6 +263,12 @@ impl CardTokens<'_> {
             let actor = format!("token:{}", token_ref(&id));
             let subject = format!("card:{card_id}");
             let tenant_id = record.tenant_id.clone();
+            if !proved {
+                claim = self
+                    .check_binding(&record, token, scheme, &subject, op)
+                    .await?;
+                proved = true;
+            }
             let now = self.now_ms();
             let outcome = decide_redemption(&record, card_id, op, self.env(), now);
             if outcome != Redemption::Granted {
@@ -185,8 +282,27 @@ impl CardTokens<'_> {
                 .await;
                 return Err(AppError::Redemption(outcome));
             }
-            // The token covers `card_id` (checked above), so the joined card is the one asked for.
-            let card = card.ok_or(AppError::NotFound(Entity::Card))?;
+            // A card token covers `card_id` (checked above), so the joined card is the one asked
+            // for; a person token's card is loaded and must be that person's.
+            let (card, cardholder_name, remembered) = if record.card_id.is_some() {
+                let card = card.ok_or(AppError::NotFound(Entity::Card))?;
+                (card, cardholder_name, remembered)
+            } else {
+                match self.persons_card(&record, card_id, fresh).await? {
+                    Some(found) => found,
+                    None => {
+                        self.audit_refusal(
+                            Some(&tenant_id),
+                            actor,
+                            &format!("card_token.redeem.{}", op.as_str()),
+                            "not_covered",
+                            subject,
+                        )
+                        .await;
+                        return Err(AppError::Redemption(Redemption::NotCovered));
+                    }
+                }
+            };
             self.ensure_data_key(&tenant_id, card.key_version).await?;
             if let Err(refusal) = check_card_state(&card, &[op]) {
                 if remembered {
@@ -268,7 +384,11 @@ impl CardTokens<'_> {
                     json!({"token_ref": token_ref(&id)}),
                 )],
             )
-            .with_preconditions(vec![Self::card_is(&card)]);
+            .with_preconditions(
+                std::iter::once(Self::card_is(&card))
+                    .chain(claim.clone())
+                    .collect(),
+            );
             match self.commit(set).await? {
                 WriteOutcome::Applied => {
                     let mut used = (*record).clone();
@@ -302,7 +422,10 @@ impl CardTokens<'_> {
                         outcome
                     }));
                 }
-                taken @ WriteOutcome::Taken(_) => return Err(super::unexpected(&taken)),
+                // The proof's `jti` was claimed before, here or on another replica.
+                WriteOutcome::Taken(_) => {
+                    return Err(DpopError::InvalidProof(crate::dpop::REPLAYED).into())
+                }
                 WriteOutcome::Refused { .. } => {
                     self.hot.forget_card(card_id);
                     return Err(AppError::Conflict(match op {

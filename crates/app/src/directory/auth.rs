@@ -36,8 +36,13 @@ pub enum Credential<'a> {
     Secret { id: &'a str, secret: &'a str },
     /// An API key, however the surface carries it (`ApiKey`, a Bearer key, `X-API-KEY`).
     ApiKey(&'a str),
-    /// An access token from `/oauth2/token` or Fiserv.
+    /// An access token from `/oauth2/token` or Fiserv, as `Bearer`.
     AccessToken(&'a str),
+    /// An access token presented as `Authorization: DPoP`, with the request's proofs.
+    DPoPAccessToken {
+        token: &'a str,
+        proof: &'a crate::dpop::ProofInput,
+    },
 }
 
 impl std::fmt::Debug for Credential<'_> {
@@ -46,6 +51,7 @@ impl std::fmt::Debug for Credential<'_> {
             Self::Secret { .. } => "Credential::Secret(***)",
             Self::ApiKey(_) => "Credential::ApiKey(***)",
             Self::AccessToken(_) => "Credential::AccessToken(***)",
+            Self::DPoPAccessToken { .. } => "Credential::DPoPAccessToken(***)",
         })
     }
 }
@@ -55,6 +61,8 @@ impl std::fmt::Debug for Credential<'_> {
 pub struct Principal {
     pub client: Arc<Client>,
     pub scopes: ScopeSet,
+    /// The thumbprint of the key a DPoP-bound access token was proven with on this request.
+    pub dpop_jkt: Option<String>,
 }
 
 impl Principal {
@@ -65,7 +73,11 @@ impl Principal {
     /// A principal holding all of `client`'s scopes.
     pub fn of(client: Arc<Client>) -> Self {
         let scopes = client.settings.scopes.clone();
-        Self { client, scopes }
+        Self {
+            client,
+            scopes,
+            dpop_jkt: None,
+        }
     }
 }
 
@@ -113,10 +125,16 @@ impl Directory<'_> {
                 (Some(id), self.secret(id, secret).map(Principal::of))
             }
             Credential::ApiKey(key) => (None, self.api_key(key).map(Principal::of)),
-            Credential::AccessToken(token) => match self.access_token(token).await {
+            Credential::AccessToken(token) => match self.access_token(token, None).await {
                 Err(AppError::Auth(failure)) => (None, Err(failure)),
                 other => return other,
             },
+            Credential::DPoPAccessToken { token, proof } => {
+                match self.access_token(token, Some(proof)).await {
+                    Err(AppError::Auth(failure)) => (None, Err(failure)),
+                    other => return other,
+                }
+            }
         };
         match result {
             Ok(p) => Ok(p),
@@ -159,8 +177,14 @@ impl Directory<'_> {
         }
     }
 
-    /// A Bearer access token, with its granted scopes.
-    async fn access_token(&self, token: &str) -> Result<Principal, AppError> {
+    /// An access token, with its granted scopes: as `Bearer` (`proof` `None`) only when it is
+    /// bound to no key; as `DPoP` only when it is bound, with a proof of that key carrying its
+    /// `ath` (RFC 9449 §7.1), whose `jti` is claimed here.
+    async fn access_token(
+        &self,
+        token: &str,
+        proof: Option<&crate::dpop::ProofInput>,
+    ) -> Result<Principal, AppError> {
         let invalid = || AppError::Auth(AuthFailure::InvalidToken);
         let access = self
             .access_tokens()
@@ -176,9 +200,20 @@ impl Directory<'_> {
             .get(&access.client_id)
             .ok_or_else(invalid)?
             .clone();
+        let dpop_jkt = match (proof, &access.cnf_jkt) {
+            (None, None) => None,
+            (None, Some(_)) => return Err(crate::DpopError::BoundAsBearer.into()),
+            (Some(_), None) => return Err(crate::DpopError::NotBound.into()),
+            (Some(proof), Some(jkt)) => Some(
+                self.dpop()
+                    .check(proof, &client.tenant_id, Some(token), Some(jkt))
+                    .await?,
+            ),
+        };
         Ok(Principal {
             client,
             scopes: access.scopes.clone(),
+            dpop_jkt,
         })
     }
 }

@@ -166,6 +166,7 @@ fn old_database(now_ms: i64) -> OldDatabase {
             card_token_max_uses: 100,
             mfa_lockout: Default::default(),
             widget_token_ttl_seconds: None,
+            dpop_nonce_required: false,
         };
         rows.push((
             "INSERT INTO tenants (id, settings, updated_at) VALUES ($1, $2, 0)",

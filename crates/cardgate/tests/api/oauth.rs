@@ -325,9 +325,10 @@ async fn metadata_names_every_endpoint_and_dpop_algorithms() {
     );
     assert_eq!(meta["revocation_endpoint"], app.url("/oauth2/revoke"));
     assert_eq!(meta["jwks_uri"], app.url("/.well-known/jwks.json"));
-    assert!(
-        meta.get("dpop_signing_alg_values_supported").is_none(),
-        "DPoP is not advertised while tokens are not bound"
+    assert_eq!(
+        meta["dpop_signing_alg_values_supported"],
+        serde_json::json!(["ES256", "ES384", "EdDSA", "RS256", "PS256"]),
+        "RFC 9449 §5.1"
     );
 }
 

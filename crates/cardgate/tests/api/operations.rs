@@ -77,6 +77,7 @@ async fn the_openapi_document_covers_exactly_the_routes_served() {
         ("get", "/widgets/v1/embed.js"),
         ("get", "/widgets/v1/widget.js"),
         ("get", "/widgets/v1/widget.css"),
+        ("post", "/treasuryprime/person/{id}/uxt_access_token"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
@@ -89,7 +90,8 @@ async fn the_openapi_document_covers_exactly_the_routes_served() {
             .replace("{card_id}", CARD)
             .replace("{cardId}", CARD)
             .replace("{person_id}", ADA)
-            .replace("{widget}", "reveal");
+            .replace("{widget}", "reveal")
+            .replace("{id}", ADA);
         let req = app
             .http
             .request(method.to_uppercase().parse().unwrap(), app.url(&concrete));
@@ -219,6 +221,15 @@ async fn an_unsupported_authorization_scheme_is_answered_like_a_missing_credenti
             let challenge = res.headers().contains_key("www-authenticate");
             let (got, json) = status_and_json(res).await;
             let code = json["error"].as_str().or(json["code"].as_str());
+            // The card API's client routes take DPoP-bound access tokens (RFC 9449 §7.1):
+            // there a DPoP credential is a token, and this one is not valid.
+            let dpop_route =
+                scheme.starts_with("DPoP") && (*route == mint.as_str() || *route == mfa.as_str());
+            let (status, error) = if dpop_route {
+                (&401, &"invalid_token")
+            } else {
+                (status, error)
+            };
             assert_eq!(
                 (got, code),
                 (*status, Some(*error)),

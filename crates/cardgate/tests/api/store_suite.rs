@@ -49,6 +49,7 @@ fn tenant() -> Tenant {
             card_token_max_uses: DEFAULT_CARD_TOKEN_MAX_USES,
             mfa_lockout: Default::default(),
             widget_token_ttl_seconds: None,
+            dpop_nonce_required: false,
         },
         webhook_secret_enc: Some(vec![1, 2, 3]),
     }

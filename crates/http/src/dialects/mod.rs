@@ -5,3 +5,4 @@
 pub mod equals;
 pub mod fiserv;
 pub mod synctera;
+pub mod treasuryprime;

@@ -7,7 +7,7 @@ use crate::auth::{Caller, CardBearer, ClientOrToken, Presented};
 use crate::wire;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -138,7 +138,8 @@ pub struct MintBody {
 pub struct MintedBody {
     /// `cgct_…`: shown once, stored only as a SHA-256 digest.
     token: String,
-    /// `card_token`.
+    /// `card_token`, or `DPoP` when the token is bound to the key of the request's proof (then
+    /// it is redeemed with `Authorization: DPoP` and a proof of that key).
     token_type: &'static str,
     #[schema(format = "uuid")]
     card_id: String,
@@ -178,6 +179,7 @@ pub async fn mint(
     State(app): State<Arc<App>>,
     client: Client,
     path: Result<Path<String>, PathRejection>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ResourceError> {
@@ -211,12 +213,35 @@ pub async fn mint(
         account: None,
         person: None,
     };
-    let minted = app.card_tokens().mint(&client.principal, request).await?;
+    // RFC 9449: the token is bound to the key the caller proved — its DPoP-bound access
+    // token's (that proof was claimed when it authenticated), or a `DPoP` proof sent with
+    // client credentials, whose `jti` is claimed in the mint's own commit.
+    let cards = app.card_tokens();
+    let minted = match &client.principal.dpop_jkt {
+        Some(jkt) => {
+            cards
+                .mint_bound(&client.principal, request, Some(jkt.clone()))
+                .await?
+        }
+        None if headers.contains_key("dpop") => {
+            let input = crate::auth::proof_input_of(&Method::POST, uri.path(), &headers);
+            let proof = app
+                .dpop()
+                .verify(&input, &client.principal.client.tenant_id, None, None)
+                .map_err(cardgate_app::AppError::from)?;
+            cards.mint_proven(&client.principal, request, proof).await?
+        }
+        None => cards.mint(&client.principal, request).await?,
+    };
     let mut res = (
         StatusCode::CREATED,
         Json(MintedBody {
             token: minted.token.expose().to_string(),
-            token_type: "card_token",
+            token_type: if minted.record.cnf_jkt.is_some() {
+                "DPoP"
+            } else {
+                "card_token"
+            },
             card_id: card.to_string(),
             operations: minted
                 .record
@@ -415,7 +440,7 @@ pub async fn details(
     let key = answer_key(&app, &headers, &token).await?;
     let (_, redeemed) = app
         .card_tokens()
-        .redeem(&token, &card, Operation::ViewCard, None)
+        .redeem_presented(&token, &card_token.scheme, &card, Operation::ViewCard, None)
         .await?;
     let Redeemed::Details {
         secrets,
@@ -477,7 +502,7 @@ pub async fn get_pin(
     let key = answer_key(&app, &headers, &token).await?;
     let (_, redeemed) = app
         .card_tokens()
-        .redeem(&token, &card, Operation::GetPin, None)
+        .redeem_presented(&token, &card_token.scheme, &card, Operation::GetPin, None)
         .await?;
     let Redeemed::Pin(pin) = redeemed else {
         return Err(unexpected());
@@ -522,7 +547,13 @@ pub async fn set_pin(
         }
     };
     app.card_tokens()
-        .redeem(&token, &card, Operation::SetPin, Some(pin))
+        .redeem_presented(
+            &token,
+            &card_token.scheme,
+            &card,
+            Operation::SetPin,
+            Some(pin),
+        )
         .await?;
     Ok((
         StatusCode::NO_CONTENT,
@@ -561,7 +592,13 @@ pub async fn activate(
 ) -> Result<Response, ResourceError> {
     let card = card_id(path)?;
     app.card_tokens()
-        .redeem(&card_token.token, &card, Operation::Activate, None)
+        .redeem_presented(
+            &card_token.token,
+            &card_token.scheme,
+            &card,
+            Operation::Activate,
+            None,
+        )
         .await?;
     sensitive(
         None,
@@ -605,7 +642,13 @@ pub async fn wallet(
     let card = card_id(path)?;
     let (_, redeemed) = app
         .card_tokens()
-        .redeem(&card_token.token, &card, Operation::AddCardToWallet, None)
+        .redeem_presented(
+            &card_token.token,
+            &card_token.scheme,
+            &card,
+            Operation::AddCardToWallet,
+            None,
+        )
         .await?;
     let Redeemed::Wallet {
         eligible,

@@ -7,13 +7,23 @@ use crate::wire;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cardgate_app::error::Misconfigured;
-use cardgate_app::{AppError, AuthFailure, Denial, RETRY_AFTER_SECONDS};
+use cardgate_app::{AppError, AuthFailure, Denial, DpopError, RETRY_AFTER_SECONDS};
 use cardgate_core::cards::{MintRefusal, Redemption};
 use cardgate_core::mfa::MfaCheck;
 use serde::Serialize;
 
 /// The challenge of the client-authenticated endpoints (RFC 7617).
 pub const BASIC: &str = "Basic realm=\"cardgate\"";
+
+/// The DPoP challenge's `algs` (RFC 9449 §7.1).
+pub const DPOP_ALGS: &str = "ES256 ES384 EdDSA RS256 PS256";
+
+/// A DPoP challenge (RFC 9449 §7.1) naming `error`.
+pub fn dpop_challenge(error: &str, description: &str) -> String {
+    format!(
+        "DPoP realm=\"cardgate\", error=\"{error}\", error_description=\"{description}\", algs=\"{DPOP_ALGS}\""
+    )
+}
 
 /// An error of the native API.
 #[derive(Debug)]
@@ -23,6 +33,8 @@ pub struct OAuthError {
     pub description: String,
     pub www_authenticate: Option<String>,
     pub retry_after: Option<u64>,
+    /// A fresh server nonce for the `DPoP-Nonce` header (RFC 9449 §8).
+    pub dpop_nonce: Option<String>,
 }
 
 /// The body of every native error.
@@ -42,6 +54,7 @@ impl OAuthError {
             description: description.into(),
             www_authenticate: None,
             retry_after: None,
+            dpop_nonce: None,
         }
     }
 
@@ -56,7 +69,13 @@ impl OAuthError {
 
     /// As answered at a protected resource (RFC 6750 §3): a refusal without a challenge of
     /// its own gets the Bearer one, naming its error.
-    pub fn at_resource(self) -> Self {
+    pub fn at_resource(mut self) -> Self {
+        // RFC 9449 §7.1: a proof refused at a resource is a 401 with a DPoP challenge.
+        if matches!(self.error, "invalid_dpop_proof" | "use_dpop_nonce") {
+            self.status = StatusCode::UNAUTHORIZED;
+            let challenge = dpop_challenge(self.error, &self.description);
+            return self.challenge(challenge);
+        }
         if self.www_authenticate.is_some() || !self.status.is_client_error() {
             return self;
         }
@@ -110,6 +129,24 @@ impl From<AppError> for OAuthError {
                 AuthFailure::InvalidToken => Self::invalid_token("the token is not valid"),
             },
             AppError::Invalid(i) => Self::bad_request(i.to_string()),
+            // RFC 9449 §5 at the token endpoint (400); `at_resource` makes proof errors 401s.
+            AppError::Dpop(d) => match d {
+                DpopError::InvalidProof(m) => Self::new(S::BAD_REQUEST, "invalid_dpop_proof", m),
+                DpopError::UseNonce(nonce) => {
+                    let mut e = Self::new(
+                        S::BAD_REQUEST,
+                        "use_dpop_nonce",
+                        "the DPoP proof must carry the server nonce in DPoP-Nonce",
+                    );
+                    e.dpop_nonce = Some(nonce);
+                    e
+                }
+                DpopError::KeyMismatch | DpopError::BoundAsBearer | DpopError::NotBound => {
+                    let text = d.to_string();
+                    Self::new(S::UNAUTHORIZED, "invalid_token", text.clone())
+                        .challenge(dpop_challenge("invalid_token", &text))
+                }
+            },
             AppError::NotFound(what) => {
                 Self::new(S::NOT_FOUND, "not_found", format!("{what} not found"))
             }
@@ -220,6 +257,9 @@ impl IntoResponse for OAuthError {
         }
         if let Some(r) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(r));
+        }
+        if let Some(n) = self.dpop_nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+            h.insert("dpop-nonce", n);
         }
         res
     }

@@ -6,8 +6,8 @@ use super::OAuthError;
 use crate::wire::{self, Authorization};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{OriginalUri, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cardgate_app::access::IssueRequest;
@@ -60,7 +60,8 @@ pub struct TokenParamForm {
 pub struct TokenResponse {
     /// An RFC 9068 `at+jwt` (ES256) or an opaque `cgat_…` token, per the client's format.
     access_token: String,
-    /// Always `Bearer`.
+    /// `Bearer`, or `DPoP` when the request carried a `DPoP` proof: the token is then bound to
+    /// its key (`cnf.jkt`, RFC 9449 §5) and used with `Authorization: DPoP` and a proof.
     token_type: &'static str,
     /// Seconds: 900.
     expires_in: u32,
@@ -73,9 +74,15 @@ pub struct TokenResponse {
 #[allow(dead_code)]
 pub struct IntrospectionResponse {
     active: bool,
-    /// `Bearer` (access tokens) or `card_token`.
+    /// `Bearer` (access tokens), `card_token`, or `DPoP` for a token bound to a key.
     #[schema(nullable = false)]
     token_type: Option<String>,
+    /// The key a DPoP-bound token is bound to (RFC 7800 §3.1, RFC 9449 §6.2).
+    #[schema(nullable = false)]
+    cnf: Option<Confirmation>,
+    /// A person token's cardholder (Treasury Prime).
+    #[schema(nullable = false, format = "uuid")]
+    person_id: Option<String>,
     #[schema(nullable = false)]
     client_id: Option<String>,
     #[schema(nullable = false)]
@@ -103,6 +110,13 @@ pub struct IntrospectionResponse {
     max_uses: Option<i64>,
 }
 
+/// A token's key binding: the RFC 7638 thumbprint of its key.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct Confirmation {
+    jkt: String,
+}
+
 /// RFC 8414 §2 authorization server metadata.
 #[derive(Serialize, ToSchema)]
 pub struct ServerMetadata {
@@ -118,6 +132,8 @@ pub struct ServerMetadata {
     introspection_endpoint_auth_methods_supported: [&'static str; 2],
     revocation_endpoint_auth_methods_supported: [&'static str; 2],
     scopes_supported: [&'static str; 5],
+    /// The proof algorithms accepted (RFC 9449 §5.1).
+    dpop_signing_alg_values_supported: [&'static str; 5],
     /// This server's OpenAPI document.
     service_documentation: String,
 }
@@ -242,6 +258,7 @@ fn no_store(mut res: Response) -> Response {
     ))]
 pub async fn token(
     State(app): State<Arc<App>>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
@@ -263,11 +280,27 @@ pub async fn token(
         kind: TokenKind::Access,
         financial_institution_id: None,
     };
-    let issued = app.access_tokens().issue(&principal, request).await?;
+    // RFC 9449 §5: a `DPoP` proof binds the token to its key.
+    // Checked here; its `jti` is claimed in the issuance's own commit.
+    let proof = if headers.contains_key("dpop") {
+        let input = crate::auth::proof_input_of(&Method::POST, uri.path(), &headers);
+        Some(
+            app.dpop()
+                .verify(&input, &principal.client.tenant_id, None, None)
+                .map_err(AppError::from)?,
+        )
+    } else {
+        None
+    };
+    let bound = proof.is_some();
+    let issued = app
+        .access_tokens()
+        .issue_bound(&principal, request, proof)
+        .await?;
     Ok(no_store(
         Json(TokenResponse {
             access_token: issued.token.expose().to_string(),
-            token_type: "Bearer",
+            token_type: if bound { "DPoP" } else { "Bearer" },
             expires_in: issued.expires_in,
             scope: issued.scopes.to_string_list(),
         })
@@ -340,8 +373,6 @@ pub async fn revoke(
 pub async fn metadata(State(app): State<Arc<App>>) -> Response {
     let base = &app.settings.public_url;
     let client_auth = ["client_secret_basic", "client_secret_post"];
-    // No `dpop_signing_alg_values_supported` until DPoP-bound tokens exist: a DPoP client
-    // must not believe its tokens are bound (RFC 9449 §5.1).
     Json(ServerMetadata {
         issuer: base.clone(),
         token_endpoint: format!("{base}/oauth2/token"),
@@ -354,6 +385,7 @@ pub async fn metadata(State(app): State<Arc<App>>) -> Response {
         introspection_endpoint_auth_methods_supported: client_auth,
         revocation_endpoint_auth_methods_supported: client_auth,
         scopes_supported: cardgate_core::scope::KNOWN,
+        dpop_signing_alg_values_supported: cardgate_jose::dpop::ALGS,
         service_documentation: format!("{base}/openapi.json"),
     })
     .into_response()
