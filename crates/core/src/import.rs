@@ -56,6 +56,7 @@ struct TenantDoc {
     card_token_max_uses: Option<u32>,
     #[serde(default)]
     widget_token_ttl_seconds: Option<u32>,
+    #[serde(default)]
     dpop_nonce_required: bool,
     #[serde(default)]
     mfa_max_failures: Option<u32>,
