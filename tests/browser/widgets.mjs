@@ -226,6 +226,7 @@ try {
   await w.context.close();
   w = await open(HOST, { type: 'activate', token: spare.widget_token, card: INACTIVE });
   await w.frame.click('#cg-activate-button');
+  await w.frame.waitForFunction(() => ['done', 'error'].includes(document.getElementById('cg').dataset.state));
   check((await statusText(w.frame)).includes('cannot do this now'), 'activate on an active card: a clear message');
   await w.context.close();
 
