@@ -19,6 +19,7 @@ SCENARIOS:
   introspect-opaque  same as introspect-jwt (opaque client)
   card-pair          POST /v1/cards/ID/tokens -> {token}; then GET /v1/cards/ID/details
                      with Bearer token -> {pan}; one iteration = one pair
+  mfa-session        POST /v1/persons/ID/mfa/sessions {channel:totp} -> 201 (--person-id)
 
 OPTIONS:
   --url URL             base URL, http only (default http://127.0.0.1:18080)
@@ -29,6 +30,7 @@ OPTIONS:
   --client-id ID        OAuth client id (token/introspect/card-pair)
   --client-secret S     OAuth client secret
   --card-id ID          card id for card-pair
+  --person-id ID        cardholder id for mfa-session
   --mint-auth MODE      card-pair mint auth: basic (default) or bearer (client_credentials token)
   --mint-body JSON      card-pair mint body (default {\"operations\":[\"VIEW_CARD\"]})
   --threads N           loadgen runtime threads (default 1: leaves the cores to the server)
@@ -61,6 +63,7 @@ pub struct Config {
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
     pub card_id: Option<String>,
+    pub person_id: Option<String>,
     pub mint_auth: MintAuth,
     pub mint_body: String,
     pub threads: usize,
@@ -90,6 +93,7 @@ pub fn parse_args(args: Vec<String>) -> Result<Config, String> {
     let mut client_id = None;
     let mut client_secret = None;
     let mut card_id = None;
+    let mut person_id = None;
     let mut mint_auth = MintAuth::Basic;
     let mut mint_body = r#"{"operations":["VIEW_CARD"]}"#.to_string();
     let mut threads = 1usize;
@@ -140,6 +144,7 @@ pub fn parse_args(args: Vec<String>) -> Result<Config, String> {
             "--client-id" => client_id = Some(val()?),
             "--client-secret" => client_secret = Some(val()?),
             "--card-id" => card_id = Some(val()?),
+            "--person-id" => person_id = Some(val()?),
             "--mint-auth" => {
                 mint_auth = match val()?.as_str() {
                     "basic" => MintAuth::Basic,
@@ -169,6 +174,9 @@ pub fn parse_args(args: Vec<String>) -> Result<Config, String> {
     }
     if scenario == Scenario::CardPair && card_id.is_none() {
         return Err("scenario card-pair needs --card-id".into());
+    }
+    if scenario == Scenario::MfaSession && person_id.is_none() {
+        return Err("scenario mfa-session needs --person-id".into());
     }
     if connections == 0 || connections > 10_000 {
         return Err("--connections must be 1..=10000".into());
@@ -207,6 +215,7 @@ pub fn parse_args(args: Vec<String>) -> Result<Config, String> {
         client_id,
         client_secret,
         card_id,
+        person_id,
         mint_auth,
         mint_body,
         threads,

@@ -17,6 +17,7 @@ pub mod import;
 mod limits;
 pub mod metrics;
 pub mod mfa;
+pub mod retention;
 mod vault;
 
 pub use access::AccessTokens;
@@ -26,6 +27,7 @@ pub use directory::{AuthFailure, Directory, Principal};
 pub use error::{AppError, Conflict, Denial, Entity, Invalid};
 pub use import::Importer;
 pub use mfa::{Courier, Mfa};
+pub use retention::{Retention, RetentionSettings};
 
 use cardgate_core::audit::{AuditEvent, AuditKey, Relink, Relinking};
 use cardgate_core::{Environment, TenantId};
@@ -142,6 +144,8 @@ pub struct App {
     courier: Arc<dyn Courier>,
     /// How long a request waits for the store ([`STORE_WAIT`] unless changed), in ms.
     store_wait_ms: AtomicU64,
+    /// How the purger runs ([`App::retention`]).
+    retention_settings: RwLock<RetentionSettings>,
 }
 
 /// The use cases of one concept, over the shared [`App`].
@@ -275,6 +279,7 @@ impl App {
             courier,
             // Start-up is not a request: it waits like an operator's command.
             store_wait_ms: AtomicU64::new(COMMAND_STORE_WAIT.as_millis() as u64),
+            retention_settings: RwLock::default(),
         });
         if app.snapshot().keys.active.is_none() {
             app.admin().rotate_signing_key("system").await?;

@@ -24,6 +24,7 @@ pub enum Scenario {
     Token,
     Introspect,
     CardPair,
+    MfaSession,
 }
 
 impl Scenario {
@@ -34,6 +35,7 @@ impl Scenario {
             "token-jwt" | "token-opaque" => Some(Scenario::Token),
             "introspect-jwt" | "introspect-opaque" => Some(Scenario::Introspect),
             "card-pair" => Some(Scenario::CardPair),
+            "mfa-session" => Some(Scenario::MfaSession),
             _ => None,
         }
     }
@@ -162,6 +164,7 @@ pub async fn build_ctx(cfg: &Config) -> Result<Ctx, String> {
         Scenario::Token => oauth::token(&setup).await?,
         Scenario::Introspect => oauth::introspect(&setup).await?,
         Scenario::CardPair => card::pair(&setup).await?,
+        Scenario::MfaSession => card::mfa_session(&setup).await?,
     };
     Ok(Ctx {
         authority: cfg.authority.clone(),

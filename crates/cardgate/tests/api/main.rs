@@ -23,6 +23,7 @@ mod operations;
 mod outage;
 mod pg_cluster;
 mod postgres;
+mod retention;
 mod store_suite;
 mod vault;
 mod webhook;
