@@ -157,7 +157,10 @@ pub async fn export(svc: &Arc<App>, args: ExportArgs) -> Result<(), String> {
     Ok(())
 }
 
-pub fn verify_files(master: &cardgate_jose::vault::MasterKey, files: &[PathBuf]) -> Result<(), String> {
+pub fn verify_files(
+    master: &cardgate_jose::vault::MasterKey,
+    files: &[PathBuf],
+) -> Result<(), String> {
     let mut readers = Vec::with_capacity(files.len());
     for f in files {
         let file =
@@ -175,11 +178,7 @@ pub fn verify_files(master: &cardgate_jose::vault::MasterKey, files: &[PathBuf])
 
 pub async fn status(svc: &Arc<App>, args: &PurgeArgs) -> Result<(), String> {
     svc.retention().set_settings(args.settings());
-    let s = svc
-        .retention()
-        .status()
-        .await
-        .map_err(|e| e.to_string())?;
+    let s = svc.retention().status().await.map_err(|e| e.to_string())?;
     print!("{}", render_status(&s));
     Ok(())
 }
@@ -192,11 +191,7 @@ fn render_status(s: &Status) -> String {
         "database: {} bytes ({} free, space reclaimed by {})",
         s.space.bytes, s.space.free_bytes, s.space.reclaim
     );
-    let _ = writeln!(
-        out,
-        "rows (purged {} s after expiry):",
-        s.grace.as_secs()
-    );
+    let _ = writeln!(out, "rows (purged {} s after expiry):", s.grace.as_secs());
     let _ = writeln!(
         out,
         "  {:<14} {:>10} {:>10} {:>10}  oldest expired",

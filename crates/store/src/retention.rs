@@ -213,114 +213,125 @@ fn mark_statement(mark: &AuditMark, expect: Option<i64>) -> (&'static str, Vec<A
     }
 }
 
-impl<E: Engine> SqlStore<E> {
-    fn pg(&self) -> bool {
-        E::BACKEND == "postgres"
-    }
+fn pg<E: Engine>(_: &SqlStore<E>) -> bool {
+    E::BACKEND == "postgres"
+}
 
-    pub(crate) async fn purge(&self, kind: Expiring, before_ms: i64, limit: i64) -> Result<u64> {
-        self.engine
-            .write_one(
-                purge_sql(kind, self.pg()),
-                vec![Arg::int(before_ms), Arg::int(limit)],
-            )
-            .await
-    }
+pub(crate) async fn purge<E: Engine>(
+    s: &SqlStore<E>,
+    kind: Expiring,
+    before_ms: i64,
+    limit: i64,
+) -> Result<u64> {
+    s.engine
+        .write_one(
+            purge_sql(kind, pg(s)),
+            vec![Arg::int(before_ms), Arg::int(limit)],
+        )
+        .await
+}
 
-    pub(crate) async fn stats(
-        &self,
-        kind: Expiring,
-        now_ms: i64,
-        before_ms: i64,
-    ) -> Result<ExpiringStats> {
-        let found = self
-            .engine
-            .fetch_opt(
-                stats_sql(kind),
-                vec![Arg::int(now_ms), Arg::int(before_ms)],
-                |r: &dyn Cols| {
-                    Ok((
-                        r.int("n")?,
-                        r.int("expired")?,
-                        r.int("backlog")?,
-                        r.opt_int("oldest")?,
-                    ))
-                },
-            )
-            .await?;
-        let (rows, expired, backlog, oldest) =
-            found.ok_or_else(|| crate::rows::corrupt("row counts"))?;
-        Ok(ExpiringStats {
-            kind,
-            rows,
-            expired,
-            backlog,
-            oldest_expiry_ms: oldest,
-        })
-    }
+pub(crate) async fn stats<E: Engine>(
+    s: &SqlStore<E>,
+    kind: Expiring,
+    now_ms: i64,
+    before_ms: i64,
+) -> Result<ExpiringStats> {
+    let found = s
+        .engine
+        .fetch_opt(
+            stats_sql(kind),
+            vec![Arg::int(now_ms), Arg::int(before_ms)],
+            |r: &dyn Cols| {
+                Ok((
+                    r.int("n")?,
+                    r.int("expired")?,
+                    r.int("backlog")?,
+                    r.opt_int("oldest")?,
+                ))
+            },
+        )
+        .await?;
+    let (rows, expired, backlog, oldest) =
+        found.ok_or_else(|| crate::rows::corrupt("row counts"))?;
+    Ok(ExpiringStats {
+        kind,
+        rows,
+        expired,
+        backlog,
+        oldest_expiry_ms: oldest,
+    })
+}
 
-    pub(crate) async fn audit_size(&self) -> Result<AuditStats> {
-        let found = self
-            .engine
-            .fetch_opt(
-                "SELECT (SELECT COUNT(*) FROM audit_events) AS n, (SELECT MIN(ts_ms) FROM audit_events) AS oldest",
-                vec![],
-                |r: &dyn Cols| Ok((r.int("n")?, r.opt_int("oldest")?)),
-            )
-            .await?;
-        let (events, oldest_ts_ms) = found.ok_or_else(|| crate::rows::corrupt("audit size"))?;
-        Ok(AuditStats {
-            events,
-            oldest_ts_ms,
-        })
-    }
+pub(crate) async fn audit_size<E: Engine>(s: &SqlStore<E>) -> Result<AuditStats> {
+    let found = s
+        .engine
+        .fetch_opt(
+            "SELECT (SELECT COUNT(*) FROM audit_events) AS n, (SELECT MIN(ts_ms) FROM audit_events) AS oldest",
+            vec![],
+            |r: &dyn Cols| Ok((r.int("n")?, r.opt_int("oldest")?)),
+        )
+        .await?;
+    let (events, oldest_ts_ms) = found.ok_or_else(|| crate::rows::corrupt("audit size"))?;
+    Ok(AuditStats {
+        events,
+        oldest_ts_ms,
+    })
+}
 
-    pub(crate) async fn space_used(&self) -> Result<Space> {
-        let sql = if self.pg() {
-            "SELECT pg_database_size(current_database())::int8 AS bytes, 0::int8 AS free, 'autovacuum' AS mode"
-        } else {
-            "SELECT (SELECT page_count FROM pragma_page_count()) * (SELECT page_size FROM pragma_page_size()) AS bytes, \
-             (SELECT freelist_count FROM pragma_freelist_count()) * (SELECT page_size FROM pragma_page_size()) AS free, \
-             CASE (SELECT auto_vacuum FROM pragma_auto_vacuum()) WHEN 0 THEN 'none' WHEN 1 THEN 'full' ELSE 'incremental' END AS mode"
-        };
-        let found = self
-            .engine
-            .fetch_opt(sql, vec![], |r: &dyn Cols| {
-                Ok(Space {
-                    bytes: r.int("bytes")?,
-                    free_bytes: r.int("free")?,
-                    reclaim: r.text("mode")?,
-                })
+pub(crate) async fn space_used<E: Engine>(s: &SqlStore<E>) -> Result<Space> {
+    let sql = if pg(s) {
+        "SELECT pg_database_size(current_database())::int8 AS bytes, 0::int8 AS free, 'autovacuum' AS mode"
+    } else {
+        "SELECT (SELECT page_count FROM pragma_page_count()) * (SELECT page_size FROM pragma_page_size()) AS bytes, \
+         (SELECT freelist_count FROM pragma_freelist_count()) * (SELECT page_size FROM pragma_page_size()) AS free, \
+         CASE (SELECT auto_vacuum FROM pragma_auto_vacuum()) WHEN 0 THEN 'none' WHEN 1 THEN 'full' ELSE 'incremental' END AS mode"
+    };
+    let found = s
+        .engine
+        .fetch_opt(sql, vec![], |r: &dyn Cols| {
+            Ok(Space {
+                bytes: r.int("bytes")?,
+                free_bytes: r.int("free")?,
+                reclaim: r.text("mode")?,
             })
-            .await?;
-        found.ok_or_else(|| crate::rows::corrupt("database size"))
-    }
+        })
+        .await?;
+    found.ok_or_else(|| crate::rows::corrupt("database size"))
+}
 
-    pub(crate) async fn marks(&self) -> Result<Vec<AuditMark>> {
-        self.engine
-            .fetch_all(
-                "SELECT kind, chain, seq, hash, ts_ms, mac FROM audit_marks ORDER BY kind, chain",
-                vec![],
-                mark_row,
-            )
-            .await
-    }
+pub(crate) async fn marks<E: Engine>(s: &SqlStore<E>) -> Result<Vec<AuditMark>> {
+    s.engine
+        .fetch_all(
+            "SELECT kind, chain, seq, hash, ts_ms, mac FROM audit_marks ORDER BY kind, chain",
+            vec![],
+            mark_row,
+        )
+        .await
+}
 
-    pub(crate) async fn set_mark(&self, mark: &AuditMark, expect: Option<i64>) -> Result<bool> {
-        let (sql, args) = mark_statement(mark, expect);
-        Ok(self.engine.write_one(sql, args).await? == 1)
-    }
+pub(crate) async fn set_mark<E: Engine>(
+    s: &SqlStore<E>,
+    mark: &AuditMark,
+    expect: Option<i64>,
+) -> Result<bool> {
+    let (sql, args) = mark_statement(mark, expect);
+    Ok(s.engine.write_one(sql, args).await? == 1)
+}
 
-    /// Moves the chain's `pruned` mark to `mark` and deletes its events up to there, in one
-    /// transaction: `None` (nothing done) if another process moved the mark first.
-    pub(crate) async fn prune(&self, mark: &AuditMark, expect: Option<i64>) -> Result<Option<u64>> {
-        let (sql, args) = mark_statement(mark, expect);
-        let after = expect.unwrap_or(0);
-        let delete = (
-            "DELETE FROM audit_events WHERE chain = $1 AND seq > $2 AND seq <= $3",
-            vec![Arg::int(mark.chain), Arg::int(after), Arg::int(mark.seq)],
-        );
-        let changed = self.engine.write_if(vec![(sql, args), delete]).await?;
-        Ok(changed.map(|c| c.get(1).copied().unwrap_or(0)))
-    }
+/// Moves the chain's `pruned` mark to `mark` and deletes its events up to there, in one
+/// transaction: `None` (nothing done) if another process moved the mark first.
+pub(crate) async fn prune<E: Engine>(
+    s: &SqlStore<E>,
+    mark: &AuditMark,
+    expect: Option<i64>,
+) -> Result<Option<u64>> {
+    let (sql, args) = mark_statement(mark, expect);
+    let after = expect.unwrap_or(0);
+    let delete = (
+        "DELETE FROM audit_events WHERE chain = $1 AND seq > $2 AND seq <= $3",
+        vec![Arg::int(mark.chain), Arg::int(after), Arg::int(mark.seq)],
+    );
+    let changed = s.engine.write_if(vec![(sql, args), delete]).await?;
+    Ok(changed.map(|c| c.get(1).copied().unwrap_or(0)))
 }

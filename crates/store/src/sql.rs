@@ -51,8 +51,10 @@ pub(crate) trait Engine: Send + Sync + 'static {
     async fn write_one(&self, sql: &'static str, args: Vec<Arg<'_>>) -> Result<u64>;
     /// Runs `statements` in one transaction, committed only if the first changed a row:
     /// how many rows each changed, or `None` (rolled back) if the first changed none.
-    async fn write_if(&self, statements: Vec<(&'static str, Vec<Arg<'_>>)>)
-        -> Result<Option<Vec<u64>>>;
+    async fn write_if(
+        &self,
+        statements: Vec<(&'static str, Vec<Arg<'_>>)>,
+    ) -> Result<Option<Vec<u64>>>;
     /// Gives up to `pages` free pages back to the file system (SQLite's incremental vacuum);
     /// nothing where the engine reclaims space by itself.
     async fn reclaim(&self, pages: i64) -> Result<()>;
@@ -456,7 +458,7 @@ impl<E: Engine> Store for SqlStore<E> {
         before_ms: i64,
         limit: i64,
     ) -> Result<u64> {
-        self.purge(kind, before_ms, limit).await
+        crate::retention::purge(self, kind, before_ms, limit).await
     }
 
     async fn expiring_stats(
@@ -465,15 +467,15 @@ impl<E: Engine> Store for SqlStore<E> {
         now_ms: i64,
         before_ms: i64,
     ) -> Result<crate::ExpiringStats> {
-        self.stats(kind, now_ms, before_ms).await
+        crate::retention::stats(self, kind, now_ms, before_ms).await
     }
 
     async fn audit_stats(&self) -> Result<crate::AuditStats> {
-        self.audit_size().await
+        crate::retention::audit_size(self).await
     }
 
     async fn space(&self) -> Result<crate::Space> {
-        self.space_used().await
+        crate::retention::space_used(self).await
     }
 
     async fn reclaim_space(&self, pages: i64) -> Result<()> {
@@ -481,11 +483,11 @@ impl<E: Engine> Store for SqlStore<E> {
     }
 
     async fn audit_marks(&self) -> Result<Vec<crate::AuditMark>> {
-        self.marks().await
+        crate::retention::marks(self).await
     }
 
     async fn set_audit_mark(&self, mark: &crate::AuditMark, expect: Option<i64>) -> Result<bool> {
-        self.set_mark(mark, expect).await
+        crate::retention::set_mark(self, mark, expect).await
     }
 
     async fn prune_audit(
@@ -493,7 +495,7 @@ impl<E: Engine> Store for SqlStore<E> {
         mark: &crate::AuditMark,
         expect: Option<i64>,
     ) -> Result<Option<u64>> {
-        self.prune(mark, expect).await
+        crate::retention::prune(self, mark, expect).await
     }
 
     async fn relink_audit(&self, note: &Relinking) -> Result<Relink> {

@@ -9,9 +9,7 @@
 
 use super::{checkpoints, mark_ok, Retention};
 use crate::{AppError, Conflict};
-use cardgate_core::audit::{
-    AuditKey, ChainBreak, ChainVerifier, LinkRule, StoredAuditEvent,
-};
+use cardgate_core::audit::{AuditKey, ChainBreak, ChainVerifier, LinkRule, StoredAuditEvent};
 use cardgate_store::{AuditMark, MarkKind};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -125,7 +123,10 @@ impl Retention<'_> {
                 if page.is_empty() {
                     break;
                 }
-                for e in page.iter().take_while(|e| e.chain == chain && e.seq <= head.seq) {
+                for e in page
+                    .iter()
+                    .take_while(|e| e.chain == chain && e.seq <= head.seq)
+                {
                     v.push(e).map_err(broken)?;
                     after = e.seq;
                     if range.until_ms.is_some_and(|u| e.ts_ms >= u) {
@@ -309,11 +310,14 @@ pub fn verify_export<R: BufRead>(key: &AuditKey, files: Vec<R>) -> Result<Verifi
                         )));
                     }
                     let r = chains.get_mut(&chain).ok_or_else(|| {
-                        at(format!("line {line_no}: a seal of chain {chain} without its events"))
+                        at(format!(
+                            "line {line_no}: a seal of chain {chain} without its events"
+                        ))
                     })?;
                     let (tip_seq, tip_hash) = r.v.tip();
                     let open = r.open.take();
-                    if open != Some((from_seq, prev_hash)) || tip_seq != to_seq || tip_hash != hash {
+                    if open != Some((from_seq, prev_hash)) || tip_seq != to_seq || tip_hash != hash
+                    {
                         return Err(at(format!(
                             "line {line_no}: chain {chain}'s events are not the range its seal closes ({from_seq}..{to_seq})"
                         )));

@@ -7,7 +7,7 @@
 
 pub mod export;
 
-use crate::{facade, App, AppError};
+use crate::{facade, AppError};
 use cardgate_core::audit::{AuditKey, ChainBreak};
 use cardgate_store::{AuditMark, AuditStats, Expiring, ExpiringStats, MarkKind, Space};
 use serde_json::json;

@@ -74,10 +74,18 @@ async fn expired_rows_are_purged_after_the_grace_and_nothing_that_could_still_be
         let jwt = app.access_token(BACKEND).await;
         assert_eq!(app.revoke(BACKEND, &jwt).await.status(), 200);
         let short = app
-            .card_token(BACKEND, CARD, json!({"operations": ["GET_PIN"], "ttl_seconds": 60}))
+            .card_token(
+                BACKEND,
+                CARD,
+                json!({"operations": ["GET_PIN"], "ttl_seconds": 60}),
+            )
             .await;
         let long = app
-            .card_token(BACKEND, CARD, json!({"operations": ["GET_PIN"], "ttl_seconds": 3600}))
+            .card_token(
+                BACKEND,
+                CARD,
+                json!({"operations": ["GET_PIN"], "ttl_seconds": 3600}),
+            )
             .await;
         app.mfa_session(STEPUP, CAROL, "totp").await;
         claim(svc, "a", t0 + 60_000).await;
@@ -97,7 +105,11 @@ async fn expired_rows_are_purged_after_the_grace_and_nothing_that_could_still_be
         assert_eq!(app.get_pin(&short, CARD).await.status(), 200, "{engine}");
         // Expired but within the grace period: kept.
         svc.clock.advance(Duration::from_secs(3));
-        assert_eq!(svc.retention().purge_once().await.unwrap().rows(), 0, "{engine}");
+        assert_eq!(
+            svc.retention().purge_once().await.unwrap().rows(),
+            0,
+            "{engine}"
+        );
         // Past the grace: the short card token and the claim go, in batches of two.
         svc.clock.advance(Duration::from_secs(5));
         let r = svc.retention().purge_once().await.unwrap();
@@ -108,13 +120,22 @@ async fn expired_rows_are_purged_after_the_grace_and_nothing_that_could_still_be
 
         // The revoked JWT stays revoked until it would have expired, its entry kept; the MFA
         // session (five minutes) is gone by then.
-        svc.clock.advance(until(expiry(Expiring::Revocations).await - 5000));
+        svc.clock
+            .advance(until(expiry(Expiring::Revocations).await - 5000));
         let r = svc.retention().purge_once().await.unwrap();
         assert_eq!(purged(&r, Expiring::Revocations), 0, "{engine}: {r:?}");
         assert_eq!(purged(&r, Expiring::MfaSessions), 1, "{engine}: {r:?}");
         assert_eq!(rows(svc, Expiring::Revocations).await, 1, "{engine}");
-        assert_eq!(app.introspect(BACKEND, &jwt).await["active"], false, "{engine}");
-        assert_eq!(app.introspect(OPAQUE, &opaque).await["active"], true, "{engine}");
+        assert_eq!(
+            app.introspect(BACKEND, &jwt).await["active"],
+            false,
+            "{engine}"
+        );
+        assert_eq!(
+            app.introspect(OPAQUE, &opaque).await["active"],
+            true,
+            "{engine}"
+        );
 
         // Past every expiry and the grace: everything goes; nothing comes back to life.
         svc.clock.advance(Duration::from_secs(3600));
@@ -150,7 +171,10 @@ async fn expired_rows_are_purged_after_the_grace_and_nothing_that_could_still_be
             "cardgate_purge_backlog_rows{kind=\"access_token\"} 0",
             "cardgate_audit_retention_seconds 31536000",
         ] {
-            assert!(metrics.contains(line), "{engine}: no {line:?} in\n{metrics}");
+            assert!(
+                metrics.contains(line),
+                "{engine}: no {line:?} in\n{metrics}"
+            );
         }
         let mut secrets = fixture_secrets();
         secrets.extend([opaque.as_str(), jwt.as_str(), short.as_str(), long.as_str()]);
@@ -176,7 +200,9 @@ async fn insert_expired_card_tokens(app: &TestApp, n: i64) {
         .unwrap();
     } else {
         use sqlx::Connection;
-        let mut db = sqlx::PgConnection::connect(&app.database_url).await.unwrap();
+        let mut db = sqlx::PgConnection::connect(&app.database_url)
+            .await
+            .unwrap();
         sqlx::query(&format!(
             "INSERT INTO card_tokens ({COLS}) SELECT decode(lpad(to_hex(g), 32, '0'), 'hex'), '\\x00'::bytea, \
              'card_token', 'acme', 'acme-backend', 'sandbox', NULL, NULL, '', 0, g, 1, 0, false \
@@ -199,9 +225,10 @@ async fn two_replicas_purging_at_once_neither_fail_nor_count_a_row_twice() {
             a.retention().set_settings(fast(0, 100));
         }
         // Issuance goes on while both purge.
+        let (ra, rb) = (app.svc.retention(), other.svc.retention());
         let (a, b, minted) = tokio::join!(
-            app.svc.retention().purge_once(),
-            other.svc.retention().purge_once(),
+            ra.purge_once(),
+            rb.purge_once(),
             async {
                 for _ in 0..10 {
                     app.card_token(BACKEND, CARD, json!({"operations": ["GET_PIN"]}))
@@ -223,7 +250,9 @@ async fn two_replicas_purging_at_once_neither_fail_nor_count_a_row_twice() {
             .map(|s| {
                 metrics(s)
                     .lines()
-                    .find_map(|l| l.strip_prefix("cardgate_purged_rows_total{kind=\"card_token\"} "))
+                    .find_map(|l| {
+                        l.strip_prefix("cardgate_purged_rows_total{kind=\"card_token\"} ")
+                    })
                     .map_or(0, |v| v.parse().unwrap())
             })
             .sum();
@@ -261,7 +290,10 @@ fn verify(
 ) -> Result<cardgate_app::retention::export::VerifiedExport, String> {
     let master = cardgate_jose::vault::MasterKey::parse(&app.master_key).unwrap();
     let key = cardgate_app::audit_key(&master);
-    verify_export(&key, files.iter().map(|f| std::io::Cursor::new(*f)).collect())
+    verify_export(
+        &key,
+        files.iter().map(|f| std::io::Cursor::new(*f)).collect(),
+    )
 }
 
 async fn verify_db(app: &TestApp) -> Result<i64, ChainBreak> {
@@ -288,7 +320,10 @@ async fn the_audit_log_is_exported_pruned_once_exported_and_old_and_verifies_fro
         let v = verify(&app, &[&first]).unwrap();
         assert_eq!(v.events as i64, before, "{engine}");
         let exported = String::from_utf8(first.clone()).unwrap();
-        assert!(exported.contains("\"action\":\"token.issued\""), "{exported}");
+        assert!(
+            exported.contains("\"action\":\"token.issued\""),
+            "{exported}"
+        );
         assert_absent(&first, &fixture_secrets(), "the export");
 
         // Not old enough yet: nothing is pruned.
@@ -298,10 +333,15 @@ async fn the_audit_log_is_exported_pruned_once_exported_and_old_and_verifies_fro
         svc.clock.advance(Duration::from_secs(2 * 3600));
         let r = svc.retention().purge_once().await.unwrap();
         assert_eq!(r.audit_pruned as i64, before, "{engine}: {r:?}");
-        let left = verify_db(&app).await.unwrap_or_else(|b| panic!("{engine}: {b}"));
+        let left = verify_db(&app)
+            .await
+            .unwrap_or_else(|b| panic!("{engine}: {b}"));
         let stats = svc.store.audit_stats().await.unwrap();
         assert_eq!(left, stats.events, "{engine}");
-        assert!(stats.events >= 2, "{engine}: the unexported events and the prune's record");
+        assert!(
+            stats.events >= 2,
+            "{engine}: the unexported events and the prune's record"
+        );
         let marks = svc.store.audit_marks().await.unwrap();
         assert!(marks.iter().any(|m| m.kind == MarkKind::Pruned), "{engine}");
 
@@ -314,16 +354,25 @@ async fn the_audit_log_is_exported_pruned_once_exported_and_old_and_verifies_fro
         assert!(verify(&app, &[&second, &first]).is_err(), "{engine}");
         let cut = &first[..first.len() - first.rsplit(|b| *b == b'{').next().unwrap().len() - 1];
         let e = verify(&app, &[cut]).unwrap_err();
-        assert!(e.contains("not sealed") || e.contains("seal"), "{engine}: {e}");
+        assert!(
+            e.contains("not sealed") || e.contains("seal"),
+            "{engine}: {e}"
+        );
         // An edited event fails on its own link.
-        let edited = String::from_utf8(second.clone()).unwrap().replacen("\"ok\"", "\"denied\"", 1);
+        let edited = String::from_utf8(second.clone())
+            .unwrap()
+            .replacen("\"ok\"", "\"denied\"", 1);
         assert!(verify(&app, &[edited.as_bytes()]).is_err(), "{engine}");
 
         // A checkpoint moved by a database writer (without the key) breaks the log.
         let pruned = marks.iter().find(|m| m.kind == MarkKind::Pruned).unwrap();
         let mut forged = pruned.clone();
         forged.seq += 1;
-        assert!(svc.store.set_audit_mark(&forged, Some(pruned.seq)).await.unwrap());
+        assert!(svc
+            .store
+            .set_audit_mark(&forged, Some(pruned.seq))
+            .await
+            .unwrap());
         assert!(
             matches!(verify_db(&app).await, Err(ChainBreak::Checkpoint { .. })),
             "{engine}"
@@ -372,7 +421,10 @@ async fn an_interrupted_export_is_resumed_without_gaps() {
             .await;
         assert!(failed.is_err(), "{engine}");
         assert!(verify(&app, &[&cut.out]).is_err(), "{engine}");
-        assert!(svc.store.audit_marks().await.unwrap().is_empty(), "{engine}");
+        assert!(
+            svc.store.audit_marks().await.unwrap().is_empty(),
+            "{engine}"
+        );
 
         // Resumed a few events at a time, each run where the last one ended, until a run finds
         // only the record of the run before it.
@@ -411,11 +463,20 @@ async fn an_interrupted_export_is_resumed_without_gaps() {
 #[tokio::test]
 async fn status_and_export_from_the_command_line() {
     let app = TestApp::spawn().await;
-    app.card_token(BACKEND, CARD, json!({"operations": ["GET_PIN"], "ttl_seconds": 60}))
-        .await;
+    app.card_token(
+        BACKEND,
+        CARD,
+        json!({"operations": ["GET_PIN"], "ttl_seconds": 60}),
+    )
+    .await;
     let out = cardgate_on(&app, &["status", "--audit-retention-days", "90"]).await;
     assert!(out.success, "{out:?}");
-    for text in ["card_token", "retention 90 days", "last export: never", "incremental"] {
+    for text in [
+        "card_token",
+        "retention 90 days",
+        "last export: never",
+        "incremental",
+    ] {
         assert!(out.stdout.contains(text), "no {text:?} in {out:?}");
     }
     let file = app.dir.path().join("audit-1.jsonl");
@@ -424,7 +485,10 @@ async fn status_and_export_from_the_command_line() {
     assert!(out.success, "{out:?}");
     assert!(out.stderr.contains("recorded as exported"), "{out:?}");
     let out = cardgate_on(&app, &["audit", "verify", "--file", path]).await;
-    assert!(out.success && out.stdout.contains("export intact"), "{out:?}");
+    assert!(
+        out.success && out.stdout.contains("export intact"),
+        "{out:?}"
+    );
     // Never overwrites an export.
     let out = cardgate_on(&app, &["audit", "export", "--out", path]).await;
     assert!(!out.success, "{out:?}");
