@@ -226,16 +226,12 @@ async fn two_replicas_purging_at_once_neither_fail_nor_count_a_row_twice() {
         }
         // Issuance goes on while both purge.
         let (ra, rb) = (app.svc.retention(), other.svc.retention());
-        let (a, b, minted) = tokio::join!(
-            ra.purge_once(),
-            rb.purge_once(),
-            async {
-                for _ in 0..10 {
-                    app.card_token(BACKEND, CARD, json!({"operations": ["GET_PIN"]}))
-                        .await;
-                }
+        let (a, b, minted) = tokio::join!(ra.purge_once(), rb.purge_once(), async {
+            for _ in 0..10 {
+                app.card_token(BACKEND, CARD, json!({"operations": ["GET_PIN"]}))
+                    .await;
             }
-        );
+        });
         let (a, b) = (a.unwrap(), b.unwrap());
         let _ = minted;
         assert_eq!(
@@ -321,7 +317,7 @@ async fn the_audit_log_is_exported_pruned_once_exported_and_old_and_verifies_fro
         assert_eq!(v.events as i64, before, "{engine}");
         let exported = String::from_utf8(first.clone()).unwrap();
         assert!(
-            exported.contains("\"action\":\"token.issued\""),
+            exported.contains("\"action\":\"access_token.issued\""),
             "{exported}"
         );
         assert_absent(&first, &fixture_secrets(), "the export");
