@@ -132,10 +132,16 @@ impl Retention<'_> {
         }
         report.audit_pruned = self.prune_audit(&s).await?;
         if report.rows() + report.audit_pruned > 0 {
-            self.store
-                .reclaim_space(s.vacuum_pages)
-                .await
-                .map_err(|e| self.store_failed(e))?;
+            // Free pages are reused by new rows: only a surplus (more than a quarter of the
+            // file, as after a backlog was purged) goes back to the file system, so a steady
+            // load does not shrink the file only to grow it again.
+            let space = self.store.space().await?;
+            if space.free_bytes > 0 && space.free_bytes * 4 > space.bytes {
+                self.store
+                    .reclaim_space(s.vacuum_pages)
+                    .await
+                    .map_err(|e| self.store_failed(e))?;
+            }
         }
         Ok(report)
     }
