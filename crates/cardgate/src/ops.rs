@@ -134,7 +134,7 @@ pub async fn export(svc: &Arc<App>, args: ExportArgs) -> Result<(), String> {
         None => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             svc.retention()
-                .export(&mut out, range, |w| std::io::Write::flush(w))
+                .export(&mut out, range, std::io::Write::flush)
                 .await
         }
     }
@@ -212,7 +212,7 @@ fn render_status(s: &Status) -> String {
         );
     }
     let secs = s.audit_retention.as_secs();
-    let retention = if secs % 86_400 == 0 {
+    let retention = if secs.is_multiple_of(86_400) {
         format!("{} days", secs / 86_400)
     } else {
         format!("{secs} s")
