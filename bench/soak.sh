@@ -101,7 +101,7 @@ for _ in $(seq 1 120); do
 done
 
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$SERVER_PID/status"; }
-gauge() { curl -s --max-time 5 "$BASE_URL/metrics" | awk -v k="$1" 'index($0, k" ") == 1 { s += $NF } END { print s + 0 }'; }
+gauge() { curl -s --max-time 5 "$BASE_URL/metrics" | awk -v k="$1" 'index($0, k"{") == 1 || index($0, k" ") == 1 { s += $NF } END { print s + 0 }'; }
 
 {
     echo "cardgate soak $STAMP  git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
@@ -139,6 +139,6 @@ for m in $(seq 1 "$MINUTES"); do
     log "minute $m: $row"
 done
 
-"$SERVER_BIN" status >> "$SUMMARY" 2>/dev/null || true
+"$SERVER_BIN" status --purge-grace-secs "$GRACE" --audit-retention-secs "$AUDIT_RETENTION" >> "$SUMMARY" 2>/dev/null || true
 python3 "$BENCH/soak_plot.py" "$CSV" "$SVG" | tee -a "$SUMMARY"
 echo "csv: $CSV"; echo "svg: $SVG"; echo "summary: $SUMMARY"
