@@ -7,6 +7,9 @@
 #   bench/purge-backlog.sh [--postgres URL]
 #
 # Environment: BACKLOG_ROWS=1000000, BACKLOG_DURATION=10 (s per scenario), BACKLOG_CONNECTIONS=64,
+# BACKLOG_PURGE_FLAGS (extra serve flags, e.g. "--purge-batch 250 --purge-pause-ms 100"),
+# BACKLOG_WAIT=600 (s to wait for the purger to finish before A2; what is left then is deleted
+# with one statement, so A2 runs without a backlog),
 # BENCH_PORT, BENCH_SKIP_BUILD, BENCH_SERVER_BIN as bench/run.sh; results in bench/target/backlog.
 set -Eeuo pipefail
 
@@ -70,7 +73,7 @@ export CARDGATE_DATABASE_URL="$DATABASE_URL" CARDGATE_MASTER_KEY="$(head -c32 /d
 
 "$SERVER_BIN" import "$BENCH/bench-tenant.json" >/dev/null
 "$SERVER_BIN" serve --listen "127.0.0.1:$PORT" --log-format json \
-    --purge-interval-secs 1 --purge-grace-secs 0 --stats-interval-secs 3600 >"$TMP/server.log" 2>&1 &
+    --purge-interval-secs 1 --purge-grace-secs 0 --stats-interval-secs 3600 ${BACKLOG_PURGE_FLAGS:-} >"$TMP/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 1 120); do curl -s -o /dev/null --max-time 1 "$BASE_URL/healthz" && break; sleep 0.25; done
 
@@ -87,6 +90,7 @@ measure() {
 
 {
     echo "purge backlog $STAMP  git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')  database: ${PG_URL:+postgres}${PG_URL:-sqlite}"
+    echo "purger flags: --purge-interval-secs 1 --purge-grace-secs 0 ${BACKLOG_PURGE_FLAGS:-(defaults: batch 1000, pause 20 ms)}"
     echo "backlog: $ROWS expired card tokens; ${DURATION}s per scenario; $CONNECTIONS connections; cores: $(nproc); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$SUMMARY"
 measure A1
@@ -94,8 +98,14 @@ t0=$(date +%s.%N); insert_backlog; t1=$(date +%s.%N)
 echo "inserted $ROWS expired rows in $(echo "$t1 - $t0" | bc) s; backlog at the start of B: $(expired)" | tee -a "$SUMMARY"
 measure B
 echo "backlog at the end of B: $(expired) rows left" | tee -a "$SUMMARY"
-for _ in $(seq 1 600); do [[ "$(expired)" == 0 ]] && break; sleep 1; done
-echo "backlog gone $(echo "$(date +%s.%N) - $t1" | bc) s after the insert" | tee -a "$SUMMARY"
+for _ in $(seq 1 "${BACKLOG_WAIT:-600}"); do [[ "$(expired)" == 0 ]] && break; sleep 1; done
+left="$(expired)"
+if [[ "$left" != 0 ]]; then
+    sql "DELETE FROM card_tokens WHERE expires_at < 1000000000" >/dev/null
+    echo "the purger had $left rows left after ${BACKLOG_WAIT}s: deleted with one statement before A2" | tee -a "$SUMMARY"
+else
+    echo "backlog gone $(echo "$(date +%s.%N) - $t1" | bc) s after the insert" | tee -a "$SUMMARY"
+fi
 measure A2
 
 python3 - "$RESULTS" <<'EOF' | tee -a "$SUMMARY"
