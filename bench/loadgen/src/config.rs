@@ -26,6 +26,7 @@ SCENARIOS:
   widget-token       POST /synctera/v1/cards/ID/widget_token?widget_type=REVEAL (Bearer KEY)
   widget-token-fresh-key   same, a new Idempotency-Key on every request
   widget-token-retry-key   same, one Idempotency-Key retried (the stored answer)
+  mfa-session        POST /v1/persons/ID/mfa/sessions {channel:totp} -> 201 (--person-id)
 
 OPTIONS:
   --url URL             base URL, http only (default http://127.0.0.1:18080)
@@ -37,6 +38,7 @@ OPTIONS:
   --client-secret S     OAuth client secret
   --card-id ID          card id for card-pair, card-mint and widget-token*
   --api-key KEY         API key for card-mint and widget-token*
+  --person-id ID        cardholder id for mfa-session
   --mint-auth MODE      card-pair mint auth: basic (default) or bearer (client_credentials token)
   --mint-body JSON      card-pair mint body (default {\"operations\":[\"VIEW_CARD\"]})
   --threads N           loadgen runtime threads (default 1: leaves the cores to the server)
@@ -70,6 +72,7 @@ pub struct Config {
     pub client_secret: Option<String>,
     pub card_id: Option<String>,
     pub api_key: Option<String>,
+    pub person_id: Option<String>,
     pub mint_auth: MintAuth,
     pub mint_body: String,
     pub threads: usize,
@@ -100,6 +103,7 @@ pub fn parse_args(args: Vec<String>) -> Result<Config, String> {
     let mut client_secret = None;
     let mut card_id = None;
     let mut api_key = None;
+    let mut person_id = None;
     let mut mint_auth = MintAuth::Basic;
     let mut mint_body = r#"{"operations":["VIEW_CARD"]}"#.to_string();
     let mut threads = 1usize;
@@ -151,6 +155,7 @@ pub fn parse_args(args: Vec<String>) -> Result<Config, String> {
             "--client-secret" => client_secret = Some(val()?),
             "--card-id" => card_id = Some(val()?),
             "--api-key" => api_key = Some(val()?),
+            "--person-id" => person_id = Some(val()?),
             "--mint-auth" => {
                 mint_auth = match val()?.as_str() {
                     "basic" => MintAuth::Basic,
@@ -187,6 +192,9 @@ pub fn parse_args(args: Vec<String>) -> Result<Config, String> {
     }
     if matches!(scenario, Scenario::CardPair | Scenario::CardPairDpop) && card_id.is_none() {
         return Err("scenario card-pair needs --card-id".into());
+    }
+    if scenario == Scenario::MfaSession && person_id.is_none() {
+        return Err("scenario mfa-session needs --person-id".into());
     }
     if connections == 0 || connections > 10_000 {
         return Err("--connections must be 1..=10000".into());
@@ -226,6 +234,7 @@ pub fn parse_args(args: Vec<String>) -> Result<Config, String> {
         client_secret,
         card_id,
         api_key,
+        person_id,
         mint_auth,
         mint_body,
         threads,

@@ -271,19 +271,39 @@ pub async fn verify_audit_log(
     ) {
         return Ok(Err(ChainBreak::NotKeyed));
     }
-    let rule = LinkRule::Keyed(crate::audit_key(master));
-    let mut verifier = LogVerifier::new(store.audit_heads().await?, rule);
-    let mut after = (0, 0);
+    let key = crate::audit_key(master);
+    // A chain pruned while it was walked starts later than the walk expected: walked again
+    // from the new checkpoint.
+    let mut attempts = 0;
     loop {
-        let page = store.audit_page(after, 1000).await?;
-        let Some(last) = page.last() else { break };
-        after = (last.chain, last.seq);
-        for ev in &page {
-            if let Err(b) = verifier.push(ev) {
-                return Ok(Err(b));
+        attempts += 1;
+        let marks = store.audit_marks().await?;
+        let starts = match crate::retention::checkpoints(&key, &marks) {
+            Ok(starts) => starts,
+            Err(b) => return Ok(Err(b)),
+        };
+        let rule = LinkRule::Keyed(key.clone());
+        let mut verifier = LogVerifier::starting_at(store.audit_heads().await?, rule, &starts);
+        let mut after = (0, 0);
+        let mut broken = None;
+        'walk: loop {
+            let page = store.audit_page(after, 1000).await?;
+            let Some(last) = page.last() else { break };
+            after = (last.chain, last.seq);
+            for ev in &page {
+                if let Err(b) = verifier.push(ev) {
+                    broken = Some(b);
+                    break 'walk;
+                }
             }
         }
+        // What was appended during the walk must be covered by the heads now.
+        let outcome = match broken {
+            Some(b) => Err(b),
+            None => verifier.finish(&store.audit_heads().await?),
+        };
+        if outcome.is_ok() || attempts == 3 || store.audit_marks().await? == marks {
+            return Ok(outcome);
+        }
     }
-    // What was appended during the walk must be covered by the heads now.
-    Ok(verifier.finish(&store.audit_heads().await?))
 }

@@ -18,6 +18,7 @@ pub mod import;
 mod limits;
 pub mod metrics;
 pub mod mfa;
+pub mod retention;
 mod vault;
 
 pub use access::AccessTokens;
@@ -28,6 +29,7 @@ pub use dpop::{Dpop, DpopError};
 pub use error::{AppError, Conflict, Denial, Entity, Invalid};
 pub use import::Importer;
 pub use mfa::{Courier, Mfa};
+pub use retention::{Retention, RetentionSettings};
 
 use cardgate_core::audit::{AuditEvent, AuditKey, Relink, Relinking};
 use cardgate_core::{Environment, TenantId};
@@ -149,6 +151,8 @@ pub struct App {
     dpop_skew_s: AtomicI64,
     /// DPoP: the key server nonces are derived under.
     dpop_nonce_key: cardgate_jose::digest::HmacKey,
+    /// How the purger runs ([`App::retention`]).
+    retention_settings: RwLock<RetentionSettings>,
 }
 
 /// The use cases of one concept, over the shared [`App`].
@@ -287,6 +291,7 @@ impl App {
             courier,
             // Start-up is not a request: it waits like an operator's command.
             store_wait_ms: AtomicU64::new(COMMAND_STORE_WAIT.as_millis() as u64),
+            retention_settings: RwLock::default(),
         });
         if app.snapshot().keys.active.is_none() {
             app.admin().rotate_signing_key("system").await?;
@@ -375,9 +380,6 @@ impl App {
                 }
                 if let Err(e) = app.poll_revocations().await {
                     tracing::warn!(error = %e, "revocation refresh failed");
-                }
-                if let Err(e) = app.dpop().purge().await {
-                    tracing::warn!(error = %e, "purging expired claims failed");
                 }
             }
         });

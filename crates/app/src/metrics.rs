@@ -25,10 +25,19 @@ pub struct Metrics {
     requests: RwLock<HashMap<SeriesKey, Arc<Series>>>,
     issued: RwLock<HashMap<&'static str, Arc<AtomicU64>>>,
     store_errors: RwLock<HashMap<&'static str, Arc<AtomicU64>>>,
+    /// Rows the purger deleted, by kind.
+    purged: RwLock<HashMap<&'static str, Arc<AtomicU64>>>,
+    /// The retention gauges, rendered by the purger when it last counted (see `retention`).
+    gauges: RwLock<String>,
 }
 
 /// Adds one to `key`'s counter in `map`.
 fn bump(map: &RwLock<HashMap<&'static str, Arc<AtomicU64>>>, key: &'static str) {
+    bump_by(map, key, 1);
+}
+
+/// Adds `n` to `key`'s counter in `map`.
+fn bump_by(map: &RwLock<HashMap<&'static str, Arc<AtomicU64>>>, key: &'static str, n: u64) {
     let c = {
         let read = map.read().unwrap_or_else(|p| p.into_inner());
         read.get(key).cloned()
@@ -42,7 +51,7 @@ fn bump(map: &RwLock<HashMap<&'static str, Arc<AtomicU64>>>, key: &'static str) 
             .or_default()
             .clone(),
     };
-    c.fetch_add(1, Ordering::Relaxed);
+    c.fetch_add(n, Ordering::Relaxed);
 }
 
 /// Renders one counter family labelled by `label`.
@@ -101,6 +110,16 @@ impl Metrics {
     /// A store error of `kind` ([`cardgate_store::StoreError::kind`]: never its message).
     pub fn store_error(&self, kind: &'static str) {
         bump(&self.store_errors, kind);
+    }
+
+    /// `n` rows of `kind` deleted by the purger.
+    pub fn rows_purged(&self, kind: &'static str, n: u64) {
+        bump_by(&self.purged, kind, n);
+    }
+
+    /// Replaces the retention gauges (Prometheus text, rendered by their owner).
+    pub fn set_gauges(&self, text: String) {
+        *self.gauges.write().unwrap_or_else(|p| p.into_inner()) = text;
     }
 
     /// The Prometheus text exposition format (version 0.0.4).
@@ -164,6 +183,14 @@ impl Metrics {
             "kind",
             &self.store_errors,
         );
+        render_counters(
+            &mut out,
+            "cardgate_purged_rows_total",
+            "Expired rows the purger deleted, by kind.",
+            "kind",
+            &self.purged,
+        );
+        out.push_str(&self.gauges.read().unwrap_or_else(|p| p.into_inner()));
         out
     }
 }

@@ -108,6 +108,9 @@ pub enum Command {
     /// Inspect the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Print row counts by kind, the oldest expired row, the database's size, the audit
+    /// retention and the last export point (the same figures as the /metrics gauges).
+    Status(crate::ops::PurgeArgs),
 }
 
 #[derive(Subcommand)]
@@ -151,6 +154,8 @@ pub struct ServeArgs {
           default_value_t = cardgate_app::dpop::DEFAULT_CLOCK_SKEW_SECONDS,
           value_parser = clap::value_parser!(i64).range(0..=600))]
     pub dpop_clock_skew_seconds: i64,
+    #[command(flatten)]
+    pub purge: crate::ops::PurgeArgs,
 }
 
 #[derive(Subcommand)]
@@ -199,9 +204,16 @@ pub enum KeysCommand {
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// Check every audit chain's keyed links; fails on any edited, removed, reordered or
-    /// truncated event.
-    Verify,
+    /// Check every audit chain's keyed links (from its prune checkpoint, if pruned); fails on
+    /// any edited, removed, reordered or truncated event. With --file, check exported files
+    /// instead (in the order given, each continuing the one before), without the database.
+    Verify {
+        #[arg(long)]
+        file: Vec<PathBuf>,
+    },
+    /// Write audit events as JSON lines with their chain links and a seal per chain; by
+    /// default from where the last export ended (recorded once the output is durable).
+    Export(crate::ops::ExportArgs),
     /// Re-link a log that predates keyed links: verify it once under the old unkeyed rule
     /// and, only if intact, re-link it under the key derived from the master key (every
     /// command, `serve` included, does this at start); refuses a broken log, naming where it
@@ -371,7 +383,18 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
-        Command::Audit(AuditCommand::Verify) => {
+        Command::Audit(AuditCommand::Verify { file }) if !file.is_empty() => {
+            crate::ops::verify_files(&master_key(&common)?, &file)
+        }
+        Command::Audit(AuditCommand::Export(args)) => {
+            let svc = open(&common, "http://127.0.0.1:8080".into()).await?;
+            crate::ops::export(&svc, args).await
+        }
+        Command::Status(args) => {
+            let svc = open(&common, "http://127.0.0.1:8080".into()).await?;
+            crate::ops::status(&svc, &args).await
+        }
+        Command::Audit(AuditCommand::Verify { .. }) => {
             // Reads only: never re-links, so a log cannot be blessed by the check itself.
             let master = master_key(&common)?;
             let store =
@@ -517,6 +540,7 @@ async fn serve(common: &Common, args: ServeArgs) -> Result<(), String> {
     svc.set_store_wait(Duration::from_millis(args.store_wait_ms));
     svc.set_dpop_window(args.dpop_iat_window_seconds, args.dpop_clock_skew_seconds);
     svc.spawn_pollers(Duration::from_secs(1));
+    args.purge.start(&svc);
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(%addr, environment = %svc.env(), backend = svc.store.backend(), "cardgate is listening");
     let app = cardgate_http::router(svc.clone());

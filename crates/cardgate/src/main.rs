@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod ops;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -114,6 +114,24 @@ impl AuditKey {
         hex(&self.0.sign(&buf))
     }
 
+    /// A mark on `chain` at event `seq` (whose link is `hash`): `what` says which (`pruned`,
+    /// `exported`, an export's seal). Only the key's holder can make one, so a database
+    /// writer can neither move a chain's verified start nor fake an export.
+    pub fn mark(&self, what: &str, chain: i64, seq: i64, hash: &str) -> String {
+        let mut buf = Vec::with_capacity(128);
+        push_field(&mut buf, "cardgate audit mark v1");
+        push_field(&mut buf, what);
+        buf.extend_from_slice(&chain.to_be_bytes());
+        buf.extend_from_slice(&seq.to_be_bytes());
+        push_field(&mut buf, hash);
+        hex(&self.0.sign(&buf))
+    }
+
+    /// Whether `mac` is [`AuditKey::mark`]'s for these values (constant time).
+    pub fn mark_is(&self, mac: &str, what: &str, chain: i64, seq: i64, hash: &str) -> bool {
+        ct_eq(self.mark(what, chain, seq, hash).as_bytes(), mac.as_bytes())
+    }
+
     /// The link `ev` gets when it follows `prev_hash` (re-linking a stored event).
     pub fn link_after(&self, ev: &StoredAuditEvent, prev_hash: &str) -> String {
         self.link(ev.chain, prev_hash, &ev.fields())
@@ -284,6 +302,8 @@ pub enum ChainBreak {
     Head { chain: i64, head_seq: i64 },
     #[error("chain {chain}, event {seq}: no such chain (the event was moved or forged)")]
     UnknownChain { chain: i64, seq: i64 },
+    #[error("chain {chain}: the recorded prune checkpoint at event {seq} was not made with the audit key (moved or forged)")]
+    Checkpoint { chain: i64, seq: i64 },
     #[error("the database does not record keyed links (cardgate re-links a log that predates them when it starts, or with `cardgate audit relink`)")]
     NotKeyed,
 }
@@ -306,6 +326,22 @@ impl ChainVerifier {
             chain,
             expected_seq: 1,
         }
+    }
+
+    /// A verifier of `chain` whose events up to `seq` (the last one's link `hash`) are gone:
+    /// pruned, or in an earlier export. The caller vouches for that start.
+    pub fn after(chain: i64, rule: LinkRule, seq: i64, hash: &str) -> Self {
+        Self {
+            prev_hash: hash.to_string(),
+            rule,
+            chain,
+            expected_seq: seq + 1,
+        }
+    }
+
+    /// The last event verified so far (or the start): `(seq, hash)`.
+    pub fn tip(&self) -> (i64, &str) {
+        (self.expected_seq - 1, &self.prev_hash)
     }
 
     pub fn push(&mut self, ev: &StoredAuditEvent) -> Result<(), ChainBreak> {
@@ -356,25 +392,38 @@ pub struct LogVerifier {
     chains: Vec<ChainVerifier>,
     /// Per chain, the hash of the event at the starting head's `seq`, once seen.
     at_head: Vec<Option<String>>,
+    /// Per chain, where verifying started (0, or a prune checkpoint).
+    first: Vec<i64>,
 }
 
 impl LogVerifier {
     /// A verifier of the chains `heads` names, accepting the links of `rule`.
-    pub fn new(mut heads: Vec<ChainHead>, rule: LinkRule) -> Self {
+    pub fn new(heads: Vec<ChainHead>, rule: LinkRule) -> Self {
+        Self::starting_at(heads, rule, &[])
+    }
+
+    /// Like [`LogVerifier::new`], with the chains that `starts` names verified from there (a
+    /// prune checkpoint the caller checked): their earlier events are gone.
+    pub fn starting_at(mut heads: Vec<ChainHead>, rule: LinkRule, starts: &[ChainHead]) -> Self {
         heads.sort_by_key(|h| h.chain);
         let chains: Vec<ChainVerifier> = heads
             .iter()
-            .map(|h| ChainVerifier::new(h.chain, rule.clone()))
+            .map(|h| match starts.iter().find(|s| s.chain == h.chain) {
+                Some(s) => ChainVerifier::after(h.chain, rule.clone(), s.seq, &s.hash),
+                None => ChainVerifier::new(h.chain, rule.clone()),
+            })
             .collect();
         let at_head = heads
             .iter()
             .zip(&chains)
-            .map(|(h, v)| (h.seq == 0).then(|| v.prev_hash.clone()))
+            .map(|(h, v)| (h.seq == v.expected_seq - 1).then(|| v.prev_hash.clone()))
             .collect();
+        let first = chains.iter().map(|v| v.expected_seq - 1).collect();
         Self {
             heads,
             chains,
             at_head,
+            first,
         }
     }
 
@@ -397,7 +446,8 @@ impl LogVerifier {
     /// after the walk). Returns the number of events in all.
     pub fn finish(&self, later: &[ChainHead]) -> Result<i64, ChainBreak> {
         let mut total = 0;
-        for ((v, start), at_head) in self.chains.iter().zip(&self.heads).zip(&self.at_head) {
+        let chains = self.chains.iter().zip(&self.heads).zip(&self.at_head);
+        for (((v, start), at_head), first) in chains.zip(&self.first) {
             let seen = v.expected_seq - 1;
             let broken = ChainBreak::Head {
                 chain: start.chain,
@@ -417,7 +467,7 @@ impl LogVerifier {
                     });
                 }
             }
-            total += seen;
+            total += seen - first;
         }
         Ok(total)
     }

@@ -7,6 +7,7 @@
 pub mod committer;
 mod exec;
 mod postgres;
+mod retention;
 mod rows;
 mod sql;
 mod sqlite;
@@ -24,6 +25,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 pub use postgres::PostgresStore;
+pub use retention::{AuditMark, AuditStats, Expiring, ExpiringStats, MarkKind, Space};
 pub use sqlite::SqliteStore;
 pub use write::{ClaimKey, Guard, GuardKind, StoredClaim, Write, WriteOutcome, WriteSet};
 
@@ -270,6 +272,34 @@ pub trait Store: Send + Sync + 'static {
     /// first, in a transaction of its own; returns how many. Call it again while it returns
     /// `limit`: small batches keep each transaction short beside the writers.
     async fn purge_expired_claims(&self, now_ms: i64, limit: i64) -> Result<u64>;
+
+    /// Deletes at most `limit` rows of `kind` that expired by `before_ms`, oldest first, in a
+    /// transaction of its own; returns how many. Safe beside other replicas' purges (on
+    /// PostgreSQL each skips the rows another holds, so no row is counted twice).
+    async fn purge_expired(&self, kind: Expiring, before_ms: i64, limit: i64) -> Result<u64>;
+    /// How many rows of `kind` there are, expired by `now_ms`, past `before_ms` (the purge
+    /// backlog), and the earliest expiry present.
+    async fn expiring_stats(
+        &self,
+        kind: Expiring,
+        now_ms: i64,
+        before_ms: i64,
+    ) -> Result<ExpiringStats>;
+    /// How many audit events are stored and the oldest one's time.
+    async fn audit_stats(&self) -> Result<AuditStats>;
+    /// The database's size and how its freed space comes back.
+    async fn space(&self) -> Result<Space>;
+    /// Gives up to `pages` free pages back to the file system (SQLite); a no-op on PostgreSQL.
+    async fn reclaim_space(&self, pages: i64) -> Result<()>;
+    /// Every chain's export and prune marks.
+    async fn audit_marks(&self) -> Result<Vec<AuditMark>>;
+    /// Records `mark` where its chain has none of its kind (`expect` `None`), or moves it from
+    /// `expect`; `false` if another process moved it first (nothing changed).
+    async fn set_audit_mark(&self, mark: &AuditMark, expect: Option<i64>) -> Result<bool>;
+    /// Moves the chain's prune mark (a [`MarkKind::Pruned`] `mark`) from `expect` and deletes
+    /// the chain's events up to `mark.seq`, in one transaction: how many, or `None` if another
+    /// process moved the mark first (nothing changed).
+    async fn prune_audit(&self, mark: &AuditMark, expect: Option<i64>) -> Result<Option<u64>>;
 
     /// [`Store::apply_as`] the first writer.
     async fn apply(&self, sets: &[WriteSet]) -> Result<Vec<WriteOutcome>> {

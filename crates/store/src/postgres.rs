@@ -51,6 +51,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "key binding",
         include_str!("../migrations/postgres/0007_key_binding.sql"),
     ),
+    (
+        11,
+        "retention",
+        include_str!("../migrations/postgres/0011_retention.sql"),
+    ),
 ];
 
 /// sqlx's migrator over [`MIGRATIONS`].
@@ -200,6 +205,34 @@ impl Engine for PgEngine {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn write_if(
+        &self,
+        statements: Vec<(&'static str, Vec<Arg<'_>>)>,
+    ) -> Result<Option<Vec<u64>>> {
+        let mut tx = self.pool.begin().await?;
+        let mut changed = Vec::with_capacity(statements.len());
+        for (sql, args) in &statements {
+            let n = args
+                .iter()
+                .fold(sqlx::query(sql), bind)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if changed.is_empty() && n == 0 {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            changed.push(n);
+        }
+        tx.commit().await.map_err(commit_unknown)?;
+        Ok(Some(changed))
+    }
+
+    async fn reclaim(&self, _pages: i64) -> Result<()> {
+        // Autovacuum makes dead rows' space reusable (see the README, Retention).
+        Ok(())
     }
 
     async fn meta_init(&self, key: &str, value: &str) -> Result<String> {

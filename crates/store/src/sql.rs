@@ -49,6 +49,15 @@ pub(crate) trait Engine: Send + Sync + 'static {
     async fn meta_init(&self, key: &str, value: &str) -> Result<String>;
     /// Runs one statement that changes rows, in a transaction of its own: how many it changed.
     async fn write_one(&self, sql: &'static str, args: Vec<Arg<'_>>) -> Result<u64>;
+    /// Runs `statements` in one transaction, committed only if the first changed a row:
+    /// how many rows each changed, or `None` (rolled back) if the first changed none.
+    async fn write_if(
+        &self,
+        statements: Vec<(&'static str, Vec<Arg<'_>>)>,
+    ) -> Result<Option<Vec<u64>>>;
+    /// Gives up to `pages` free pages back to the file system (SQLite's incremental vacuum);
+    /// nothing where the engine reclaims space by itself.
+    async fn reclaim(&self, pages: i64) -> Result<()>;
 
     async fn fetch_opt<T: Send + 'static>(
         &self,
@@ -441,6 +450,52 @@ impl<E: Engine> Store for SqlStore<E> {
                 vec![Arg::int(now_ms), Arg::int(limit)],
             )
             .await
+    }
+
+    async fn purge_expired(
+        &self,
+        kind: crate::Expiring,
+        before_ms: i64,
+        limit: i64,
+    ) -> Result<u64> {
+        crate::retention::purge(self, kind, before_ms, limit).await
+    }
+
+    async fn expiring_stats(
+        &self,
+        kind: crate::Expiring,
+        now_ms: i64,
+        before_ms: i64,
+    ) -> Result<crate::ExpiringStats> {
+        crate::retention::stats(self, kind, now_ms, before_ms).await
+    }
+
+    async fn audit_stats(&self) -> Result<crate::AuditStats> {
+        crate::retention::audit_size(self).await
+    }
+
+    async fn space(&self) -> Result<crate::Space> {
+        crate::retention::space_used(self).await
+    }
+
+    async fn reclaim_space(&self, pages: i64) -> Result<()> {
+        self.engine.reclaim(pages).await
+    }
+
+    async fn audit_marks(&self) -> Result<Vec<crate::AuditMark>> {
+        crate::retention::marks(self).await
+    }
+
+    async fn set_audit_mark(&self, mark: &crate::AuditMark, expect: Option<i64>) -> Result<bool> {
+        crate::retention::set_mark(self, mark, expect).await
+    }
+
+    async fn prune_audit(
+        &self,
+        mark: &crate::AuditMark,
+        expect: Option<i64>,
+    ) -> Result<Option<u64>> {
+        crate::retention::prune(self, mark, expect).await
     }
 
     async fn relink_audit(&self, note: &Relinking) -> Result<Relink> {

@@ -1,4 +1,5 @@
-//! The card API scenario `card-pair`: mint a card token, then redeem it for the card details.
+//! The card API scenarios: `card-pair` (mint a card token, then redeem it for the card
+//! details) and `mfa-session` (start a TOTP step-up session for a cardholder).
 
 use bytes::Bytes;
 use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
@@ -83,4 +84,30 @@ pub(super) fn check_details_response(status: StatusCode, body: &[u8]) -> Result<
             snippet(body)
         ))),
     }
+}
+
+/// `POST /v1/persons/{id}/mfa/sessions` `{"channel":"totp"}` → 201 `{session_id}`.
+pub(super) async fn mfa_session(setup: &Setup<'_>) -> Result<Vec<Step>, String> {
+    let person = path_segment(setup.cfg.person_id.as_deref().unwrap_or_default());
+    let spec = ReqSpec::new(
+        Method::POST,
+        &setup.path(&format!("/v1/persons/{person}/mfa/sessions")),
+        vec![
+            (AUTHORIZATION, setup.basic()?),
+            (CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (ACCEPT, HeaderValue::from_static("application/json")),
+        ],
+        Bytes::from_static(br#"{"channel":"totp"}"#),
+    )?;
+    let step = Step::new("request", spec, |status, body| {
+        if status != StatusCode::CREATED {
+            return Err(Fail::Status(status.as_u16(), snippet(body)));
+        }
+        let v = parse_json(body)?;
+        json_str_field(&v, "session_id", body).map(|_| None)
+    });
+    setup
+        .try_once(&step, None, &format!("POST /v1/persons/{person}/mfa/sessions"))
+        .await?;
+    Ok(vec![step])
 }

@@ -33,6 +33,7 @@ pub enum Scenario {
     WidgetRetryKey,
     TokenDpop,
     CardPairDpop,
+    MfaSession,
 }
 
 impl Scenario {
@@ -49,6 +50,7 @@ impl Scenario {
             "widget-token-retry-key" => Some(Scenario::WidgetRetryKey),
             "token-dpop" => Some(Scenario::TokenDpop),
             "card-pair-dpop" => Some(Scenario::CardPairDpop),
+            "mfa-session" => Some(Scenario::MfaSession),
             _ => None,
         }
     }
@@ -183,6 +185,7 @@ pub async fn build_ctx(cfg: &Config) -> Result<Ctx, String> {
         }
         Scenario::TokenDpop => dpop::token(&setup).await?,
         Scenario::CardPairDpop => dpop::pair(&setup).await?,
+        Scenario::MfaSession => card::mfa_session(&setup).await?,
     };
     Ok(Ctx {
         authority: cfg.authority.clone(),

@@ -266,6 +266,56 @@ impl Store for FaultyStore {
         self.reach().await?;
         self.inner.purge_expired_claims(now_ms, limit).await
     }
+    async fn purge_expired(
+        &self,
+        kind: cardgate_store::Expiring,
+        before_ms: i64,
+        limit: i64,
+    ) -> Result<u64> {
+        self.reach().await?;
+        self.inner.purge_expired(kind, before_ms, limit).await
+    }
+    async fn expiring_stats(
+        &self,
+        kind: cardgate_store::Expiring,
+        now_ms: i64,
+        before_ms: i64,
+    ) -> Result<cardgate_store::ExpiringStats> {
+        self.reach().await?;
+        self.inner.expiring_stats(kind, now_ms, before_ms).await
+    }
+    async fn audit_stats(&self) -> Result<cardgate_store::AuditStats> {
+        self.reach().await?;
+        self.inner.audit_stats().await
+    }
+    async fn space(&self) -> Result<cardgate_store::Space> {
+        self.reach().await?;
+        self.inner.space().await
+    }
+    async fn reclaim_space(&self, pages: i64) -> Result<()> {
+        self.reach().await?;
+        self.inner.reclaim_space(pages).await
+    }
+    async fn audit_marks(&self) -> Result<Vec<cardgate_store::AuditMark>> {
+        self.reach().await?;
+        self.inner.audit_marks().await
+    }
+    async fn set_audit_mark(
+        &self,
+        mark: &cardgate_store::AuditMark,
+        expect: Option<i64>,
+    ) -> Result<bool> {
+        self.reach().await?;
+        self.inner.set_audit_mark(mark, expect).await
+    }
+    async fn prune_audit(
+        &self,
+        mark: &cardgate_store::AuditMark,
+        expect: Option<i64>,
+    ) -> Result<Option<u64>> {
+        self.reach().await?;
+        self.inner.prune_audit(mark, expect).await
+    }
 
     async fn apply_as(&self, writer: usize, sets: &[WriteSet]) -> Result<Vec<WriteOutcome>> {
         self.reach().await?;

@@ -24,6 +24,7 @@ mod operations;
 mod outage;
 mod pg_cluster;
 mod postgres;
+mod retention;
 mod store_suite;
 mod synctera;
 mod treasuryprime;

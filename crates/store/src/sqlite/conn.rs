@@ -39,6 +39,12 @@ impl Conn {
         )
         .map_err(db_err)?;
         let conn = Self::configure(db)?;
+        // Before the first table exists (a new database), this makes freed pages reclaimable
+        // with `PRAGMA incremental_vacuum` (the purger does that); an existing database keeps
+        // the mode it was created with until a `VACUUM` (see the README, Retention).
+        conn.db
+            .execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+            .map_err(db_err)?;
         // Switching a new database to WAL takes a lock SQLite does not wait for with the busy
         // timeout (two processes creating one database at once): try again for a while.
         let mut tries = 0;

@@ -52,6 +52,11 @@ const MIGRATIONS: &[migrate::Migration] = &[
         "key binding",
         include_str!("../../migrations/sqlite/0007_key_binding.sql"),
     ),
+    (
+        11,
+        "retention",
+        include_str!("../../migrations/sqlite/0011_retention.sql"),
+    ),
 ];
 
 /// Read connections. Reads run on the calling thread and take microseconds, so a few serve
@@ -201,6 +206,35 @@ impl Engine for SqliteEngine {
         let changed = tx.run(sql, &args)?;
         tx.commit()?;
         Ok(changed)
+    }
+
+    async fn write_if(
+        &self,
+        statements: Vec<(&'static str, Vec<Arg<'_>>)>,
+    ) -> Result<Option<Vec<u64>>> {
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin()?;
+        let mut changed = Vec::with_capacity(statements.len());
+        for (sql, args) in &statements {
+            let n = tx.run(sql, args)?;
+            if changed.is_empty() && n == 0 {
+                // Dropping the transaction rolls it back.
+                return Ok(None);
+            }
+            changed.push(n);
+        }
+        tx.commit()?;
+        Ok(Some(changed))
+    }
+
+    async fn reclaim(&self, pages: i64) -> Result<()> {
+        // Between two of the committer's batches, like any write: a bounded number of pages
+        // moved, so the write lock is held for milliseconds.
+        let mut writer = self.writer.lock().await;
+        writer
+            .raw()
+            .execute_batch(&format!("PRAGMA incremental_vacuum({})", pages.max(1)))
+            .map_err(crate::rows::db_err)
     }
 
     async fn meta_init(&self, key: &str, value: &str) -> Result<String> {
