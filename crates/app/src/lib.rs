@@ -17,6 +17,7 @@ pub mod import;
 mod limits;
 pub mod metrics;
 pub mod mfa;
+pub mod sdk;
 mod vault;
 
 pub use access::AccessTokens;
@@ -26,6 +27,7 @@ pub use directory::{AuthFailure, Directory, Principal};
 pub use error::{AppError, Conflict, Denial, Entity, Invalid};
 pub use import::Importer;
 pub use mfa::{Courier, Mfa};
+pub use sdk::SdkTokens;
 
 use cardgate_core::audit::{AuditEvent, AuditKey, Relink, Relinking};
 use cardgate_core::{Environment, TenantId};

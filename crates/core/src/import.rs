@@ -61,6 +61,8 @@ struct TenantDoc {
     #[serde(default)]
     mfa_lockout_seconds: Option<u32>,
     #[serde(default)]
+    sdk_token_ttl_seconds: Option<u32>,
+    #[serde(default)]
     clients: Vec<ClientDoc>,
     #[serde(default)]
     persons: Vec<PersonDoc>,
@@ -424,6 +426,11 @@ fn tenant(
         card_token_max_ttl_seconds: max_ttl,
         card_token_max_uses: max_uses,
         mfa_lockout,
+        sdk_token_ttl_seconds: match t.sdk_token_ttl_seconds {
+            Some(n) if (60..=86_400).contains(&n) => Some(n),
+            Some(_) => return err(format!("{tp}.sdk_token_ttl_seconds"), "must be 60-86400"),
+            None => None,
+        },
     };
 
     let mut persons = Vec::new();

@@ -107,6 +107,9 @@ pub struct TenantSettings {
     /// The per-cardholder step-up lockout (see [`crate::mfa::Lockout`]).
     #[serde(default)]
     pub mfa_lockout: crate::mfa::Lockout,
+    /// Lifetime of BankEzy SDK tokens (`None`: [`crate::sdk::DEFAULT_SDK_TOKEN_TTL_SECONDS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdk_token_ttl_seconds: Option<u32>,
 }
 
 pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u32 = 600;

@@ -75,6 +75,7 @@ fn surfaces() -> OpenApiRouter<Arc<App>> {
         .merge(native::router())
         .merge(dialects::fiserv::router())
         .merge(dialects::equals::router())
+        .merge(dialects::bankezy::router())
 }
 
 /// The OpenAPI 3.1 document of every route, generated from the handlers' declarations.

@@ -51,6 +51,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "key binding",
         include_str!("../migrations/postgres/0007_key_binding.sql"),
     ),
+    (
+        10,
+        "sdk tokens",
+        include_str!("../migrations/postgres/0010_sdk_tokens.sql"),
+    ),
 ];
 
 /// sqlx's migrator over [`MIGRATIONS`].

@@ -165,6 +165,7 @@ fn old_database(now_ms: i64) -> OldDatabase {
             card_token_max_ttl_seconds: 3600,
             card_token_max_uses: 100,
             mfa_lockout: Default::default(),
+            sdk_token_ttl_seconds: None,
         };
         rows.push((
             "INSERT INTO tenants (id, settings, updated_at) VALUES ($1, $2, 0)",

@@ -43,6 +43,7 @@ fn tenant() -> Tenant {
             card_token_max_ttl_seconds: DEFAULT_CARD_TOKEN_MAX_TTL,
             card_token_max_uses: DEFAULT_CARD_TOKEN_MAX_USES,
             mfa_lockout: Default::default(),
+            sdk_token_ttl_seconds: None,
         },
         webhook_secret_enc: Some(vec![1, 2, 3]),
     }

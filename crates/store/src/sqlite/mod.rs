@@ -52,6 +52,11 @@ const MIGRATIONS: &[migrate::Migration] = &[
         "key binding",
         include_str!("../../migrations/sqlite/0007_key_binding.sql"),
     ),
+    (
+        10,
+        "sdk tokens",
+        include_str!("../../migrations/sqlite/0010_sdk_tokens.sql"),
+    ),
 ];
 
 /// Read connections. Reads run on the calling thread and take microseconds, so a few serve
