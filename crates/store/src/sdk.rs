@@ -32,7 +32,7 @@ fn server_key(r: &dyn Cols) -> Result<SdkServerKeyRow> {
     })
 }
 
-fn sdk_token(r: &dyn Cols) -> Result<SdkTokenRecord> {
+fn token_row(r: &dyn Cols) -> Result<SdkTokenRecord> {
     Ok(SdkTokenRecord {
         id: rows::token_id(r)?,
         hash: rows::hash_of(&r.blob("hash")?)?,
@@ -52,90 +52,88 @@ fn sdk_token(r: &dyn Cols) -> Result<SdkTokenRecord> {
     })
 }
 
-impl<E: Engine> SqlStore<E> {
-    pub(crate) async fn sdk_server_keys(&self, env: Environment) -> Result<Vec<SdkServerKeyRow>> {
-        self.engine
-            .fetch_all(
-                "SELECT * FROM sdk_server_keys WHERE environment = $1 ORDER BY tenant_id, version",
-                vec![Arg::text(env.as_str())],
-                server_key,
-            )
-            .await
-    }
+pub(crate) async fn sdk_server_keys<E: Engine>(store: &SqlStore<E>, env: Environment) -> Result<Vec<SdkServerKeyRow>> {
+    store.engine
+        .fetch_all(
+            "SELECT * FROM sdk_server_keys WHERE environment = $1 ORDER BY tenant_id, version",
+            vec![Arg::text(env.as_str())],
+            server_key,
+        )
+        .await
+}
 
-    pub(crate) async fn sdk_token(
-        &self,
-        id: &TokenId,
-        env: Environment,
-    ) -> Result<Option<SdkTokenRecord>> {
-        self.engine
-            .fetch_opt(
-                "SELECT * FROM sdk_tokens WHERE id = $1 AND environment = $2",
-                vec![Arg::blob(&id.0), Arg::text(env.as_str())],
-                sdk_token,
-            )
-            .await
-    }
+pub(crate) async fn sdk_token<E: Engine>(
+    store: &SqlStore<E>,
+    id: &TokenId,
+    env: Environment,
+) -> Result<Option<SdkTokenRecord>> {
+    store.engine
+        .fetch_opt(
+            "SELECT * FROM sdk_tokens WHERE id = $1 AND environment = $2",
+            vec![Arg::blob(&id.0), Arg::text(env.as_str())],
+            token_row,
+        )
+        .await
+}
 
-    pub(crate) async fn sdk_token_by_reference(
-        &self,
-        client: &ClientId,
-        env: Environment,
-        reference_key: &[u8; 32],
-    ) -> Result<Option<SdkTokenRecord>> {
-        self.engine
-            .fetch_opt(
-                "SELECT * FROM sdk_tokens WHERE reference_key = $1 AND client_id = $2 \
-                 AND environment = $3 ORDER BY issued_at DESC",
-                vec![
-                    Arg::blob(reference_key),
-                    Arg::text(client.as_str()),
-                    Arg::text(env.as_str()),
-                ],
-                sdk_token,
-            )
-            .await
-    }
+pub(crate) async fn sdk_token_by_reference<E: Engine>(
+    store: &SqlStore<E>,
+    client: &ClientId,
+    env: Environment,
+    reference_key: &[u8; 32],
+) -> Result<Option<SdkTokenRecord>> {
+    store.engine
+        .fetch_opt(
+            "SELECT * FROM sdk_tokens WHERE reference_key = $1 AND client_id = $2 \
+             AND environment = $3 ORDER BY issued_at DESC",
+            vec![
+                Arg::blob(reference_key),
+                Arg::text(client.as_str()),
+                Arg::text(env.as_str()),
+            ],
+            token_row,
+        )
+        .await
+}
 
-    pub(crate) async fn account_by_number(
-        &self,
-        tenant: &TenantId,
-        env: Environment,
-        number: &str,
-    ) -> Result<Option<Account>> {
-        self.engine
-            .fetch_opt(
-                "SELECT * FROM accounts WHERE tenant_id = $1 AND environment = $2 \
-                 AND account_number = $3 ORDER BY id",
-                vec![
-                    Arg::text(tenant.as_str()),
-                    Arg::text(env.as_str()),
-                    Arg::text(number),
-                ],
-                rows::account,
-            )
-            .await
-    }
+pub(crate) async fn account_by_number<E: Engine>(
+    store: &SqlStore<E>,
+    tenant: &TenantId,
+    env: Environment,
+    number: &str,
+) -> Result<Option<Account>> {
+    store.engine
+        .fetch_opt(
+            "SELECT * FROM accounts WHERE tenant_id = $1 AND environment = $2 \
+             AND account_number = $3 ORDER BY id",
+            vec![
+                Arg::text(tenant.as_str()),
+                Arg::text(env.as_str()),
+                Arg::text(number),
+            ],
+            rows::account,
+        )
+        .await
+}
 
-    pub(crate) async fn account_cards(
-        &self,
-        tenant: &TenantId,
-        env: Environment,
-        account: &AccountId,
-    ) -> Result<Vec<Card>> {
-        self.engine
-            .fetch_all(
-                "SELECT * FROM cards WHERE tenant_id = $1 AND environment = $2 \
-                 AND account_id = $3 ORDER BY id",
-                vec![
-                    Arg::text(tenant.as_str()),
-                    Arg::text(env.as_str()),
-                    Arg::text(account.as_str()),
-                ],
-                rows::card,
-            )
-            .await
-    }
+pub(crate) async fn account_cards<E: Engine>(
+    store: &SqlStore<E>,
+    tenant: &TenantId,
+    env: Environment,
+    account: &AccountId,
+) -> Result<Vec<Card>> {
+    store.engine
+        .fetch_all(
+            "SELECT * FROM cards WHERE tenant_id = $1 AND environment = $2 \
+             AND account_id = $3 ORDER BY id",
+            vec![
+                Arg::text(tenant.as_str()),
+                Arg::text(env.as_str()),
+                Arg::text(account.as_str()),
+            ],
+            rows::card,
+        )
+        .await
 }
 
 pub(crate) async fn insert_server_key<T: WriteTx>(tx: &mut T, k: &SdkServerKeyRow) -> Result<()> {

@@ -416,7 +416,7 @@ impl<E: Engine> Store for SqlStore<E> {
     }
 
     async fn load_sdk_server_keys(&self, env: Environment) -> Result<Vec<crate::SdkServerKeyRow>> {
-        self.sdk_server_keys(env).await
+        crate::sdk::sdk_server_keys(self, env).await
     }
 
     async fn get_sdk_token(
@@ -424,7 +424,7 @@ impl<E: Engine> Store for SqlStore<E> {
         id: &TokenId,
         env: Environment,
     ) -> Result<Option<cardgate_core::sdk::SdkTokenRecord>> {
-        self.sdk_token(id, env).await
+        crate::sdk::sdk_token(self, id, env).await
     }
 
     async fn find_sdk_token(
@@ -433,7 +433,7 @@ impl<E: Engine> Store for SqlStore<E> {
         env: Environment,
         reference_key: &[u8; 32],
     ) -> Result<Option<cardgate_core::sdk::SdkTokenRecord>> {
-        self.sdk_token_by_reference(client, env, reference_key).await
+        crate::sdk::sdk_token_by_reference(self, client, env, reference_key).await
     }
 
     async fn get_account_by_number(
@@ -442,7 +442,7 @@ impl<E: Engine> Store for SqlStore<E> {
         env: Environment,
         number: &str,
     ) -> Result<Option<Account>> {
-        self.account_by_number(tenant, env, number).await
+        crate::sdk::account_by_number(self, tenant, env, number).await
     }
 
     async fn list_account_cards(
@@ -451,7 +451,7 @@ impl<E: Engine> Store for SqlStore<E> {
         env: Environment,
         account: &AccountId,
     ) -> Result<Vec<Card>> {
-        self.account_cards(tenant, env, account).await
+        crate::sdk::account_cards(self, tenant, env, account).await
     }
 
     async fn apply_as(&self, writer: usize, sets: &[WriteSet]) -> Result<Vec<WriteOutcome>> {

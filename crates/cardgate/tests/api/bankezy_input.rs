@@ -27,8 +27,7 @@ fn tampered(jwe: &str) -> String {
 /// A public JWK whose point is not on P-256, as `sdkPublicKey`.
 fn off_curve(public_b64: &str) -> String {
     let mut jwk: Value = serde_json::from_slice(&data_encoding::BASE64.decode(public_b64.as_bytes()).unwrap()).unwrap();
-    let y = data_encoding::BASE64URL_NOPAD.decode(jwk["y"].as_str().unwrap().as_bytes()).unwrap();
-    let mut y = y.clone();
+    let mut y = data_encoding::BASE64URL_NOPAD.decode(jwk["y"].as_str().unwrap().as_bytes()).unwrap();
     y[31] ^= 1;
     jwk["y"] = json!(data_encoding::BASE64URL_NOPAD.encode(&y));
     data_encoding::BASE64.encode(jwk.to_string().as_bytes())
@@ -133,16 +132,22 @@ async fn the_sdk_is_refused_a_token_of_another_client_environment_account_or_sta
     assert_eq!(status, 404, "the production instance sees no sandbox account");
     assert_eq!(unseal(EZ_PAYLOAD, &body).unwrap()["resCode"], "TOK404");
     let card = details_path(EZ_CARD);
+    let (other_account, other_tenant, not_a_card, terminated) = (
+        details_path(EZ_CARD_OTHER_ACCOUNT),
+        details_path(CARD),
+        details_path("nope"),
+        details_path(EZ_CARD_TERMINATED),
+    );
     let cases: Vec<(&str, &str, &str, Option<&str>, u16, &str)> = vec![
         ("no X-API-TOKEN", CARDS_PATH, EZ_SDK_KEY, None, 401, "TOK440"),
         ("a garbage token", CARDS_PATH, EZ_SDK_KEY, Some("cgsdk_nope"), 401, "TOK440"),
         ("another client's SDK key", CARDS_PATH, EZ2_SDK_KEY, Some(&token), 401, "TOK440"),
         ("the partner's server key instead of the SDK key", CARDS_PATH, EZ_KEY, Some(&token), 401, "TOK401"),
         ("a production SDK key on a sandbox instance", CARDS_PATH, EZ_PROD_SDK_KEY, Some(&token), 401, "TOK401"),
-        ("a card of another account", &details_path(EZ_CARD_OTHER_ACCOUNT), EZ_SDK_KEY, Some(&token), 404, "TOK443"),
-        ("a card of another tenant", &details_path(CARD), EZ_SDK_KEY, Some(&token), 404, "TOK443"),
-        ("not a card id", &details_path("nope"), EZ_SDK_KEY, Some(&token), 404, "TOK443"),
-        ("a terminated card", &details_path(EZ_CARD_TERMINATED), EZ_SDK_KEY, Some(&token), 422, "TOK445"),
+        ("a card of another account", &other_account, EZ_SDK_KEY, Some(&token), 404, "TOK443"),
+        ("a card of another tenant", &other_tenant, EZ_SDK_KEY, Some(&token), 404, "TOK443"),
+        ("not a card id", &not_a_card, EZ_SDK_KEY, Some(&token), 404, "TOK443"),
+        ("a terminated card", &terminated, EZ_SDK_KEY, Some(&token), 422, "TOK445"),
     ];
     for (what, path, key, token, status, code) in cases {
         let (got, body) = sdk_get(&app, path, key, token).await;
