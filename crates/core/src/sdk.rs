@@ -170,7 +170,14 @@ mod tests {
         for ok in ["19880515", "20000229", "20241231"] {
             assert_eq!(dob(ok).as_deref(), Ok(ok));
         }
-        for bad in ["20241340", "19000229", "20230229", "1988051", "1988-05-15", "18991231"] {
+        for bad in [
+            "20241340",
+            "19000229",
+            "20230229",
+            "1988051",
+            "1988-05-15",
+            "18991231",
+        ] {
             assert_eq!(dob(bad), Err(SdkFieldError::Dob), "{bad}");
         }
         assert_eq!(isd_code("+91").as_deref(), Ok("91"));

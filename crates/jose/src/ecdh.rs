@@ -59,7 +59,8 @@ impl StaticKey {
 
     /// The shared secret `Z` with `peer` (RFC 7518 §4.6.2): one scalar multiplication.
     fn agree(&self, peer: &ValidPublicKey) -> Zeroizing<[u8; 32]> {
-        let shared = p256::ecdh::diffie_hellman(self.secret.to_nonzero_scalar(), peer.0.as_affine());
+        let shared =
+            p256::ecdh::diffie_hellman(self.secret.to_nonzero_scalar(), peer.0.as_affine());
         let mut z = Zeroizing::new([0u8; 32]);
         z.copy_from_slice(shared.raw_secret_bytes().as_slice());
         z
@@ -90,7 +91,9 @@ impl ValidPublicKey {
 /// Concat KDF (RFC 7518 §4.6.2, NIST SP 800-56A §5.8.1) for direct key agreement: the
 /// algorithm id is the `enc` value, the output 256 bits.
 fn concat_kdf(z: &[u8], enc: &str, apu: &[u8], apv: &[u8]) -> Zeroizing<[u8; 32]> {
-    let mut input = Zeroizing::new(Vec::with_capacity(4 + 32 + 4 + enc.len() + 8 + apu.len() + apv.len() + 4));
+    let mut input = Zeroizing::new(Vec::with_capacity(
+        4 + 32 + 4 + enc.len() + 8 + apu.len() + apv.len() + 4,
+    ));
     input.extend_from_slice(&1u32.to_be_bytes());
     input.extend_from_slice(z);
     for part in [enc.as_bytes(), apu, apv] {

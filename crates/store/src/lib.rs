@@ -287,7 +287,9 @@ pub trait Store: Send + Sync + 'static {
         env: Environment,
     ) -> Result<Option<cardgate_core::sdk::SdkTokenRecord>> {
         let _ = (id, env);
-        Err(StoreError::Database("this store keeps no SDK tokens".into()))
+        Err(StoreError::Database(
+            "this store keeps no SDK tokens".into(),
+        ))
     }
     /// The newest SDK token of `client` whose reference key is `reference_key`.
     async fn find_sdk_token(
@@ -297,7 +299,9 @@ pub trait Store: Send + Sync + 'static {
         reference_key: &[u8; 32],
     ) -> Result<Option<cardgate_core::sdk::SdkTokenRecord>> {
         let _ = (client, env, reference_key);
-        Err(StoreError::Database("this store keeps no SDK tokens".into()))
+        Err(StoreError::Database(
+            "this store keeps no SDK tokens".into(),
+        ))
     }
     /// An account of `tenant` in `env` by its account number.
     async fn get_account_by_number(

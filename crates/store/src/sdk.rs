@@ -52,8 +52,12 @@ fn token_row(r: &dyn Cols) -> Result<SdkTokenRecord> {
     })
 }
 
-pub(crate) async fn sdk_server_keys<E: Engine>(store: &SqlStore<E>, env: Environment) -> Result<Vec<SdkServerKeyRow>> {
-    store.engine
+pub(crate) async fn sdk_server_keys<E: Engine>(
+    store: &SqlStore<E>,
+    env: Environment,
+) -> Result<Vec<SdkServerKeyRow>> {
+    store
+        .engine
         .fetch_all(
             "SELECT * FROM sdk_server_keys WHERE environment = $1 ORDER BY tenant_id, version",
             vec![Arg::text(env.as_str())],
@@ -67,7 +71,8 @@ pub(crate) async fn sdk_token<E: Engine>(
     id: &TokenId,
     env: Environment,
 ) -> Result<Option<SdkTokenRecord>> {
-    store.engine
+    store
+        .engine
         .fetch_opt(
             "SELECT * FROM sdk_tokens WHERE id = $1 AND environment = $2",
             vec![Arg::blob(&id.0), Arg::text(env.as_str())],
@@ -82,7 +87,8 @@ pub(crate) async fn sdk_token_by_reference<E: Engine>(
     env: Environment,
     reference_key: &[u8; 32],
 ) -> Result<Option<SdkTokenRecord>> {
-    store.engine
+    store
+        .engine
         .fetch_opt(
             "SELECT * FROM sdk_tokens WHERE reference_key = $1 AND client_id = $2 \
              AND environment = $3 ORDER BY issued_at DESC",
@@ -102,7 +108,8 @@ pub(crate) async fn account_by_number<E: Engine>(
     env: Environment,
     number: &str,
 ) -> Result<Option<Account>> {
-    store.engine
+    store
+        .engine
         .fetch_opt(
             "SELECT * FROM accounts WHERE tenant_id = $1 AND environment = $2 \
              AND account_number = $3 ORDER BY id",
@@ -122,7 +129,8 @@ pub(crate) async fn account_cards<E: Engine>(
     env: Environment,
     account: &AccountId,
 ) -> Result<Vec<Card>> {
-    store.engine
+    store
+        .engine
         .fetch_all(
             "SELECT * FROM cards WHERE tenant_id = $1 AND environment = $2 \
              AND account_id = $3 ORDER BY id",

@@ -211,7 +211,11 @@ impl SdkTokens<'_> {
             format!("account:{}", account.id),
             details,
         );
-        let set = WriteSet::guarded(vec![claim], vec![Write::InsertSdkToken(record), audit], vec![]);
+        let set = WriteSet::guarded(
+            vec![claim],
+            vec![Write::InsertSdkToken(record), audit],
+            vec![],
+        );
         match self.commit(set).await? {
             WriteOutcome::Applied => {
                 self.metrics.token_issued("bankezy_sdk_token");

@@ -67,8 +67,10 @@ impl SdkKeys {
             let scalar = master.open(&aad, &row.private_enc)?;
             let key = StaticKey::from_bytes(&scalar)?;
             let public = key.public_jwk();
-            let json = serde_json::to_vec(&json!({"kty": public.kty, "crv": public.crv, "x": public.x, "y": public.y}))
-                .map_err(|e| AppError::Internal(e.to_string()))?;
+            let json = serde_json::to_vec(
+                &json!({"kty": public.kty, "crv": public.crv, "x": public.x, "y": public.y}),
+            )
+            .map_err(|e| AppError::Internal(e.to_string()))?;
             let server_key = ServerKey {
                 version: row.version,
                 kid: public.thumbprint(),
@@ -104,7 +106,11 @@ impl SdkTokens<'_> {
     pub async fn rotate_server_key(&self, tenant: &TenantId, actor: &str) -> Result<i64, AppError> {
         self.snapshot().has_tenant(tenant)?;
         let env = self.env();
-        let version = self.snapshot().sdk.current(tenant).map_or(1, |k| k.version + 1);
+        let version = self
+            .snapshot()
+            .sdk
+            .current(tenant)
+            .map_or(1, |k| k.version + 1);
         let key = StaticKey::generate()?;
         let now = self.now_ms();
         let row = SdkServerKeyRow {

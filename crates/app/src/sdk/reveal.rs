@@ -163,7 +163,10 @@ impl SdkTokens<'_> {
         self.ensure_data_key(&t.tenant_id, card.key_version).await?;
         let secrets = self.open_card(&card)?;
         let holder = self
-            .read(self.store.get_person(&t.tenant_id, self.env(), &card.person_id))
+            .read(
+                self.store
+                    .get_person(&t.tenant_id, self.env(), &card.person_id),
+            )
             .await?
             .map(|p| format!("{} {}", p.profile.first_name, p.profile.last_name))
             .unwrap_or_default();

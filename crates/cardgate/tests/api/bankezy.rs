@@ -33,7 +33,12 @@ pub const CARDS_PATH: &str = "/bankezy/token-service/sdk/v1/cards";
 /// A BankEzy program: a backend client, a second one, one without the scope and one of
 /// production; two accounts.
 pub fn ezbank() -> Value {
-    let client = |id: &str, key: &str, sdk: Option<&str>, payload: Option<&str>, env: &str, scopes: Value| {
+    let client = |id: &str,
+                  key: &str,
+                  sdk: Option<&str>,
+                  payload: Option<&str>,
+                  env: &str,
+                  scopes: Value| {
         json!({"id": id, "secret": format!("{id}-secret-0123456789abcdefghijklmnop"), "api_key": key,
                "sdk_api_key": sdk, "payload_key": payload, "environment": env, "scopes": scopes})
     };
@@ -65,13 +70,25 @@ pub async fn spawn_ezbank(db: Db) -> TestApp {
 
 /// Every secret of the BankEzy program, for leak checks.
 pub fn ez_secrets() -> Vec<&'static str> {
-    vec![EZ_KEY, EZ_SDK_KEY, EZ_PAYLOAD, EZ2_KEY, EZ2_SDK_KEY, EZ2_PAYLOAD, EZ_PROD_SDK_KEY, EZ_PAN]
+    vec![
+        EZ_KEY,
+        EZ_SDK_KEY,
+        EZ_PAYLOAD,
+        EZ2_KEY,
+        EZ2_SDK_KEY,
+        EZ2_PAYLOAD,
+        EZ_PROD_SDK_KEY,
+        EZ_PAN,
+    ]
 }
 
 // ---- the partner server and the SDK, in jwcrypto ----------------------------------------
 
 fn py(args: &[&str], stdin: &Value) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/clients/bankezy_client.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/api/clients/bankezy_client.py"
+    );
     let mut child = Command::new("python3")
         .arg(script)
         .args(args)
@@ -93,12 +110,19 @@ fn py(args: &[&str], stdin: &Value) -> Value {
 /// The SDK's key pair: its private JWK, and `sdkPublicKey` as BankEzy sends it.
 pub fn sdk_keypair() -> (Value, String) {
     let v = py(&["keypair"], &Value::Null);
-    (v["private"].clone(), v["public_b64"].as_str().unwrap().to_string())
+    (
+        v["private"].clone(),
+        v["public_b64"].as_str().unwrap().to_string(),
+    )
 }
 
 pub fn seal_all(key: &str, plaintexts: &[String]) -> Vec<String> {
     let v = py(&["seal", key], &json!(plaintexts));
-    v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
 }
 
 pub fn seal(key: &str, plaintext: &Value) -> String {
@@ -115,7 +139,10 @@ pub fn unseal(key: &str, jwe: &str) -> Option<Value> {
 /// Opens a reveal with the SDK's private key: (protected header, card details).
 pub fn sdk_open(private: &Value, jwe: &str) -> (Value, Value) {
     let v = py(&["open"], &json!({"private": private, "jwe": jwe}));
-    (v["header"].clone(), serde_json::from_str(v["payload"].as_str().unwrap()).unwrap())
+    (
+        v["header"].clone(),
+        serde_json::from_str(v["payload"].as_str().unwrap()).unwrap(),
+    )
 }
 
 pub fn token_request(reference: &str, sdk_public: &str) -> Value {
@@ -126,22 +153,46 @@ pub fn token_request(reference: &str, sdk_public: &str) -> Value {
 }
 
 /// POSTs `body` to `path` with `X-API-KEY: api_key`: status, Content-Type and body text.
-pub async fn post(app: &TestApp, path: &str, api_key: Option<&str>, content_type: &str, body: String) -> (u16, String, String) {
-    let mut req = app.http.post(app.url(path)).header("Content-Type", content_type).body(body);
+pub async fn post(
+    app: &TestApp,
+    path: &str,
+    api_key: Option<&str>,
+    content_type: &str,
+    body: String,
+) -> (u16, String, String) {
+    let mut req = app
+        .http
+        .post(app.url(path))
+        .header("Content-Type", content_type)
+        .body(body);
     if let Some(k) = api_key {
         req = req.header("X-API-KEY", k);
     }
     let res = req.send().await.unwrap();
     let status = res.status().as_u16();
-    let ct = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let ct = res
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
     (status, ct, res.text().await.unwrap())
 }
 
 /// The token call as the partner server makes it: status and the decrypted answer.
 pub async fn token_call(app: &TestApp, request: &Value) -> (u16, Value) {
-    let (status, ct, body) = post(app, TOKEN_PATH, Some(EZ_KEY), "text/plain", seal(EZ_PAYLOAD, request)).await;
+    let (status, ct, body) = post(
+        app,
+        TOKEN_PATH,
+        Some(EZ_KEY),
+        "text/plain",
+        seal(EZ_PAYLOAD, request),
+    )
+    .await;
     assert!(ct.starts_with("text/plain"), "{status} {ct} {body}");
-    (status, unseal(EZ_PAYLOAD, &body).unwrap_or_else(|| panic!("answer does not open: {body}")))
+    (
+        status,
+        unseal(EZ_PAYLOAD, &body).unwrap_or_else(|| panic!("answer does not open: {body}")),
+    )
 }
 
 pub async fn invalidate(app: &TestApp, reference: &str) -> (u16, Value) {
@@ -151,7 +202,12 @@ pub async fn invalidate(app: &TestApp, reference: &str) -> (u16, Value) {
 }
 
 /// A GET of the SDK with its key and token: status and body text.
-pub async fn sdk_get(app: &TestApp, path: &str, sdk_key: &str, token: Option<&str>) -> (u16, String) {
+pub async fn sdk_get(
+    app: &TestApp,
+    path: &str,
+    sdk_key: &str,
+    token: Option<&str>,
+) -> (u16, String) {
     let mut req = app.http.get(app.url(path)).header("X-API-KEY", sdk_key);
     if let Some(t) = token {
         req = req.header("X-API-TOKEN", t);
@@ -179,12 +235,20 @@ async fn partner_and_sdk_round_trip(app: &TestApp) {
     assert!(token.starts_with("cgsdk_"));
     let expire_at = answer["expireAt"].as_i64().unwrap();
     let lifetime = expire_at - app.svc.now_ms();
-    assert!((1_790_000..=1_800_000).contains(&lifetime), "30 minutes: {lifetime}");
+    assert!(
+        (1_790_000..=1_800_000).contains(&lifetime),
+        "30 minutes: {lifetime}"
+    );
     let server: Value = serde_json::from_slice(
-        &data_encoding::BASE64.decode(answer["serverPubKey"].as_str().unwrap().as_bytes()).unwrap(),
+        &data_encoding::BASE64
+            .decode(answer["serverPubKey"].as_str().unwrap().as_bytes())
+            .unwrap(),
     )
     .unwrap();
-    assert_eq!((server["kty"].as_str(), server["crv"].as_str()), (Some("EC"), Some("P-256")));
+    assert_eq!(
+        (server["kty"].as_str(), server["crv"].as_str()),
+        (Some("EC"), Some("P-256"))
+    );
     assert!(server.get("d").is_none());
 
     // An exact retry gets the same answer; nothing new is issued.
@@ -196,8 +260,17 @@ async fn partner_and_sdk_round_trip(app: &TestApp) {
     assert_eq!(status, 200, "{body}");
     assert!(!body.contains(EZ_PAN), "the list shows no PAN");
     let list: Value = serde_json::from_str(&body).unwrap();
-    let ids: Vec<&str> = list["cards"].as_array().unwrap().iter().map(|c| c["cardId"].as_str().unwrap()).collect();
-    assert_eq!(ids, vec![EZ_CARD, EZ_CARD_TERMINATED], "only the token's account's cards");
+    let ids: Vec<&str> = list["cards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["cardId"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![EZ_CARD, EZ_CARD_TERMINATED],
+        "only the token's account's cards"
+    );
     assert_eq!(list["cards"][0]["maskedPan"], "************0000");
 
     // The reveal opens only with the SDK's key, and was made with serverPubKey.
@@ -205,21 +278,44 @@ async fn partner_and_sdk_round_trip(app: &TestApp) {
     assert_eq!(status, 200, "{jwe}");
     assert!(!jwe.contains(EZ_PAN));
     let (header, details) = sdk_open(&private, &jwe);
-    assert_eq!((header["alg"].as_str(), header["enc"].as_str()), (Some("ECDH-ES"), Some("A256GCM")));
-    assert_eq!((&header["epk"]["x"], &header["epk"]["y"]), (&server["x"], &server["y"]));
+    assert_eq!(
+        (header["alg"].as_str(), header["enc"].as_str()),
+        (Some("ECDH-ES"), Some("A256GCM"))
+    );
+    assert_eq!(
+        (&header["epk"]["x"], &header["epk"]["y"]),
+        (&server["x"], &server["y"])
+    );
     assert_eq!(details["pan"], EZ_PAN);
     assert_eq!(details["cvv"], "987");
-    assert_eq!((details["expiryMonth"].as_i64(), details["expiryYear"].as_i64()), (Some(7), Some(2031)));
+    assert_eq!(
+        (
+            details["expiryMonth"].as_i64(),
+            details["expiryYear"].as_i64()
+        ),
+        (Some(7), Some(2031))
+    );
     assert_eq!(details["cardholderName"], "Dan Driver");
     let (other_private, _) = sdk_keypair();
     let wrong = std::panic::catch_unwind(|| sdk_open(&other_private, &jwe));
     assert!(wrong.is_err(), "another key does not open the reveal");
 
-    let actions: Vec<String> = app.audit_events().await.into_iter().map(|e| e.action).collect();
+    let actions: Vec<String> = app
+        .audit_events()
+        .await
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
     for a in ["bankezy.sdk_token.issued", "bankezy.sdk.revealed"] {
         assert!(actions.iter().any(|x| x == a), "{a} audited");
     }
-    assert_eq!(actions.iter().filter(|a| *a == "bankezy.sdk_token.issued").count(), 1);
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| *a == "bankezy.sdk_token.issued")
+            .count(),
+        1
+    );
     let mut secrets = ez_secrets();
     secrets.push(&token);
     assert_absent(logs().as_bytes(), &secrets, "the log");
@@ -237,7 +333,9 @@ async fn a_partner_server_gets_a_token_and_the_sdk_reveals_a_card_only_it_can_re
 
 #[tokio::test]
 async fn the_bankezy_flow_works_on_postgresql() {
-    let Some(admin) = postgres_admin_url() else { return };
+    let Some(admin) = postgres_admin_url() else {
+        return;
+    };
     let app = spawn_ezbank(Db::Postgres(fresh_postgres_db(&admin).await)).await;
     partner_and_sdk_round_trip(&app).await;
 }
@@ -249,15 +347,26 @@ async fn an_invalidated_token_is_refused_at_once_on_every_replica() {
     let (_, public_b64) = sdk_keypair();
     let (_, answer) = token_call(&app, &token_request("ref-inv", &public_b64)).await;
     let token = answer["token"].as_str().unwrap();
-    assert_eq!(sdk_get(&other, CARDS_PATH, EZ_SDK_KEY, Some(token)).await.0, 200);
+    assert_eq!(
+        sdk_get(&other, CARDS_PATH, EZ_SDK_KEY, Some(token)).await.0,
+        200
+    );
 
     let (status, done) = invalidate(&app, "ref-inv").await;
-    assert_eq!((status, done["resCode"].as_str()), (200, Some("TOK200")), "{done}");
+    assert_eq!(
+        (status, done["resCode"].as_str()),
+        (200, Some("TOK200")),
+        "{done}"
+    );
     assert_eq!(done["tokenReferenceId"], "ref-inv");
     for replica in [&other, &app] {
-        let (status, body) = sdk_get(replica, &details_path(EZ_CARD), EZ_SDK_KEY, Some(token)).await;
+        let (status, body) =
+            sdk_get(replica, &details_path(EZ_CARD), EZ_SDK_KEY, Some(token)).await;
         assert_eq!(status, 401, "{body}");
-        assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["resCode"], "TOK442");
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap()["resCode"],
+            "TOK442"
+        );
     }
     // Again: nothing changes; an unknown reference is its own code.
     assert_eq!(invalidate(&other, "ref-inv").await.1["resCode"], "TOK200");
@@ -274,7 +383,10 @@ async fn a_token_dies_at_expire_at() {
     app.svc.clock.advance(std::time::Duration::from_secs(1801));
     let (status, body) = sdk_get(&app, CARDS_PATH, EZ_SDK_KEY, Some(token)).await;
     assert_eq!(status, 401, "{body}");
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["resCode"], "TOK441");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["resCode"],
+        "TOK441"
+    );
 }
 
 #[tokio::test]
@@ -283,19 +395,35 @@ async fn a_rotated_server_key_serves_new_tokens_while_old_tokens_keep_theirs() {
     let (private, public_b64) = sdk_keypair();
     let (_, old) = token_call(&app, &token_request("ref-rot-1", &public_b64)).await;
     let tenant = cardgate_core::TenantId::parse("ezbank").unwrap();
-    let version = app.svc.sdk_tokens().rotate_server_key(&tenant, "test").await.unwrap();
+    let version = app
+        .svc
+        .sdk_tokens()
+        .rotate_server_key(&tenant, "test")
+        .await
+        .unwrap();
     assert_eq!(version, 2);
     let (_, new) = token_call(&app, &token_request("ref-rot-2", &public_b64)).await;
     assert_ne!(old["serverPubKey"], new["serverPubKey"]);
     for answer in [&old, &new] {
         let server: Value = serde_json::from_slice(
-            &data_encoding::BASE64.decode(answer["serverPubKey"].as_str().unwrap().as_bytes()).unwrap(),
+            &data_encoding::BASE64
+                .decode(answer["serverPubKey"].as_str().unwrap().as_bytes())
+                .unwrap(),
         )
         .unwrap();
-        let (status, jwe) = sdk_get(&app, &details_path(EZ_CARD), EZ_SDK_KEY, answer["token"].as_str()).await;
+        let (status, jwe) = sdk_get(
+            &app,
+            &details_path(EZ_CARD),
+            EZ_SDK_KEY,
+            answer["token"].as_str(),
+        )
+        .await;
         assert_eq!(status, 200, "{jwe}");
         let (header, details) = sdk_open(&private, &jwe);
-        assert_eq!(header["epk"]["x"], server["x"], "made with the token's own server key");
+        assert_eq!(
+            header["epk"]["x"], server["x"],
+            "made with the token's own server key"
+        );
         assert_eq!(details["pan"], EZ_PAN);
     }
 }
@@ -304,7 +432,8 @@ async fn a_rotated_server_key_serves_new_tokens_while_old_tokens_keep_theirs() {
 async fn serve_demo_prints_a_bankezy_example_that_works() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/demo.db", dir.path().display());
-    let server = crate::cli::ServeChild::start(&db, &crate::cli::new_master_key(), &["--demo"]).await;
+    let server =
+        crate::cli::ServeChild::start(&db, &crate::cli::new_master_key(), &["--demo"]).await;
     let out = server.stdout();
     let line: String = out
         .lines()
@@ -317,8 +446,20 @@ async fn serve_demo_prints_a_bankezy_example_that_works() {
     assert_eq!(args[..2], ["python3", "scripts/bankezy_demo.py"], "{out}");
     assert!(line.contains(&server.base), "{line}");
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-    let run = Command::new("python3").args(&args[1..]).current_dir(root).output().unwrap();
+    let run = Command::new("python3")
+        .args(&args[1..])
+        .current_dir(root)
+        .output()
+        .unwrap();
     let said = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "{said}\n{}", String::from_utf8_lossy(&run.stderr));
-    assert!(said.contains("\"pan\": \"4111111111111111\"") || said.contains("\"pan\":\"4111111111111111\""), "{said}");
+    assert!(
+        run.status.success(),
+        "{said}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        said.contains("\"pan\": \"4111111111111111\"")
+            || said.contains("\"pan\":\"4111111111111111\""),
+        "{said}"
+    );
 }

@@ -26,8 +26,12 @@ fn tampered(jwe: &str) -> String {
 
 /// A public JWK whose point is not on P-256, as `sdkPublicKey`.
 fn off_curve(public_b64: &str) -> String {
-    let mut jwk: Value = serde_json::from_slice(&data_encoding::BASE64.decode(public_b64.as_bytes()).unwrap()).unwrap();
-    let mut y = data_encoding::BASE64URL_NOPAD.decode(jwk["y"].as_str().unwrap().as_bytes()).unwrap();
+    let mut jwk: Value =
+        serde_json::from_slice(&data_encoding::BASE64.decode(public_b64.as_bytes()).unwrap())
+            .unwrap();
+    let mut y = data_encoding::BASE64URL_NOPAD
+        .decode(jwk["y"].as_str().unwrap().as_bytes())
+        .unwrap();
     y[31] ^= 1;
     jwk["y"] = json!(data_encoding::BASE64URL_NOPAD.encode(&y));
     data_encoding::BASE64.encode(jwk.to_string().as_bytes())
@@ -63,33 +67,231 @@ async fn every_bad_token_request_gets_its_own_code_and_writes_nothing() {
     let big = "A".repeat(70 * 1024);
     use Body::*;
     let cases: Vec<(&str, Option<&str>, &str, Body, u16, &str)> = vec![
-        ("not a JWE", Some(EZ_KEY), "text/plain", Raw("hello".into()), 400, "TOK400"),
-        ("tampered", Some(EZ_KEY), "text/plain", Raw(tampered(&sealed_good)), 400, "TOK400"),
-        ("another client's payload key", Some(EZ_KEY), "text/plain", Sealed(EZ2_PAYLOAD, good.clone()), 400, "TOK400"),
-        ("not JSON inside", Some(EZ_KEY), "text/plain", Raw(seal_all(EZ_PAYLOAD, &["not json".into()]).remove(0)), 400, "TOK400"),
-        ("no X-API-KEY", None, "text/plain", Raw(sealed_good.clone()), 401, "TOK401"),
-        ("unknown X-API-KEY", Some("nope-0123456789abcdefghijklmnopqrstuvwxyz"), "text/plain", Raw(sealed_good.clone()), 401, "TOK401"),
-        ("a production client on a sandbox instance", Some(EZ_PROD_KEY), "text/plain", Raw(sealed_good.clone()), 401, "TOK401"),
-        ("JSON content type", Some(EZ_KEY), "application/json", Raw(sealed_good.clone()), 415, "TOK415"),
-        ("body over 64 KiB", Some(EZ_KEY), "text/plain", Raw(big), 413, "TOK413"),
-        ("no sdk:token scope", Some(EZ_NOSCOPE_KEY), "text/plain", Sealed(EZ_PAYLOAD, with(&good, "referenceId", json!("r1"))), 403, "TOK403"),
-        ("wrong sdkApiKey", Some(EZ_KEY), "text/plain", Sealed(EZ_PAYLOAD, with(&good, "sdkApiKey", json!(EZ2_SDK_KEY))), 403, "TOK406"),
-        ("a foreign account", Some(EZ_KEY), "text/plain", Sealed(EZ_PAYLOAD, with(&good, "accountNumber", json!("1234567890"))), 404, "TOK404"),
-        ("20-digit account number", Some(EZ_KEY), "text/plain", Sealed(EZ_PAYLOAD, with(&good, "accountNumber", json!(12345678901234567890u64))), 400, "TOK414"),
-        ("letters in the account number", Some(EZ_KEY), "text/plain", Sealed(EZ_PAYLOAD, with(&good, "accountNumber", json!("4000-1234"))), 400, "TOK414"),
-        ("dob 20241340", Some(EZ_KEY), "text/plain", Sealed(EZ_PAYLOAD, with(&good, "dob", json!(20241340))), 400, "TOK416"),
-        ("dob 20241340 as a string", Some(EZ_KEY), "text/plain", Sealed(EZ_PAYLOAD, with(&good, "dob", json!("20241340"))), 400, "TOK416"),
-        ("JWK off the curve", Some(EZ_KEY), "text/plain", Sealed(EZ_PAYLOAD, with(&good, "sdkPublicKey", json!(off_curve(&public_b64)))), 400, "TOK412"),
-        ("sdkPublicKey not base64", Some(EZ_KEY), "text/plain", Sealed(EZ_PAYLOAD, with(&good, "sdkPublicKey", json!("%%%"))), 400, "TOK412"),
-        ("no referenceId", Some(EZ_KEY), "text/plain", Sealed(EZ_PAYLOAD, without(&good, "referenceId")), 400, "TOK410"),
-        ("no sdkApiKey", Some(EZ_KEY), "text/plain", Sealed(EZ_PAYLOAD, without(&good, "sdkApiKey")), 400, "TOK410"),
-        ("referenceId with a space", Some(EZ_KEY), "text/plain", Sealed(EZ_PAYLOAD, with(&good, "referenceId", json!("a b"))), 400, "TOK411"),
-        ("isdCode of 5 digits", Some(EZ_KEY), "text/plain", Sealed(EZ_PAYLOAD, with(&good, "isdCode", json!("12345"))), 400, "TOK417"),
-        ("mobileNumber with letters", Some(EZ_KEY), "text/plain", Sealed(EZ_PAYLOAD, with(&good, "mobileNumber", json!("96x"))), 400, "TOK418"),
-        ("email without a domain", Some(EZ_KEY), "text/plain", Sealed(EZ_PAYLOAD, with(&good, "email", json!("dan@"))), 400, "TOK419"),
-        ("an empty lastName", Some(EZ_KEY), "text/plain", Sealed(EZ_PAYLOAD, with(&good, "lastName", json!(" "))), 400, "TOK420"),
-        ("data not a string map", Some(EZ_KEY), "text/plain", Sealed(EZ_PAYLOAD, with(&good, "data", json!({"k": 1}))), 400, "TOK421"),
-        ("replayed referenceId, other content", Some(EZ_KEY), "text/plain", Sealed(EZ_PAYLOAD, with(&good, "email", json!("x@example.com"))), 409, "TOK409"),
+        (
+            "not a JWE",
+            Some(EZ_KEY),
+            "text/plain",
+            Raw("hello".into()),
+            400,
+            "TOK400",
+        ),
+        (
+            "tampered",
+            Some(EZ_KEY),
+            "text/plain",
+            Raw(tampered(&sealed_good)),
+            400,
+            "TOK400",
+        ),
+        (
+            "another client's payload key",
+            Some(EZ_KEY),
+            "text/plain",
+            Sealed(EZ2_PAYLOAD, good.clone()),
+            400,
+            "TOK400",
+        ),
+        (
+            "not JSON inside",
+            Some(EZ_KEY),
+            "text/plain",
+            Raw(seal_all(EZ_PAYLOAD, &["not json".into()]).remove(0)),
+            400,
+            "TOK400",
+        ),
+        (
+            "no X-API-KEY",
+            None,
+            "text/plain",
+            Raw(sealed_good.clone()),
+            401,
+            "TOK401",
+        ),
+        (
+            "unknown X-API-KEY",
+            Some("nope-0123456789abcdefghijklmnopqrstuvwxyz"),
+            "text/plain",
+            Raw(sealed_good.clone()),
+            401,
+            "TOK401",
+        ),
+        (
+            "a production client on a sandbox instance",
+            Some(EZ_PROD_KEY),
+            "text/plain",
+            Raw(sealed_good.clone()),
+            401,
+            "TOK401",
+        ),
+        (
+            "JSON content type",
+            Some(EZ_KEY),
+            "application/json",
+            Raw(sealed_good.clone()),
+            415,
+            "TOK415",
+        ),
+        (
+            "body over 64 KiB",
+            Some(EZ_KEY),
+            "text/plain",
+            Raw(big),
+            413,
+            "TOK413",
+        ),
+        (
+            "no sdk:token scope",
+            Some(EZ_NOSCOPE_KEY),
+            "text/plain",
+            Sealed(EZ_PAYLOAD, with(&good, "referenceId", json!("r1"))),
+            403,
+            "TOK403",
+        ),
+        (
+            "wrong sdkApiKey",
+            Some(EZ_KEY),
+            "text/plain",
+            Sealed(EZ_PAYLOAD, with(&good, "sdkApiKey", json!(EZ2_SDK_KEY))),
+            403,
+            "TOK406",
+        ),
+        (
+            "a foreign account",
+            Some(EZ_KEY),
+            "text/plain",
+            Sealed(
+                EZ_PAYLOAD,
+                with(&good, "accountNumber", json!("1234567890")),
+            ),
+            404,
+            "TOK404",
+        ),
+        (
+            "20-digit account number",
+            Some(EZ_KEY),
+            "text/plain",
+            Sealed(
+                EZ_PAYLOAD,
+                with(&good, "accountNumber", json!(12345678901234567890u64)),
+            ),
+            400,
+            "TOK414",
+        ),
+        (
+            "letters in the account number",
+            Some(EZ_KEY),
+            "text/plain",
+            Sealed(EZ_PAYLOAD, with(&good, "accountNumber", json!("4000-1234"))),
+            400,
+            "TOK414",
+        ),
+        (
+            "dob 20241340",
+            Some(EZ_KEY),
+            "text/plain",
+            Sealed(EZ_PAYLOAD, with(&good, "dob", json!(20241340))),
+            400,
+            "TOK416",
+        ),
+        (
+            "dob 20241340 as a string",
+            Some(EZ_KEY),
+            "text/plain",
+            Sealed(EZ_PAYLOAD, with(&good, "dob", json!("20241340"))),
+            400,
+            "TOK416",
+        ),
+        (
+            "JWK off the curve",
+            Some(EZ_KEY),
+            "text/plain",
+            Sealed(
+                EZ_PAYLOAD,
+                with(&good, "sdkPublicKey", json!(off_curve(&public_b64))),
+            ),
+            400,
+            "TOK412",
+        ),
+        (
+            "sdkPublicKey not base64",
+            Some(EZ_KEY),
+            "text/plain",
+            Sealed(EZ_PAYLOAD, with(&good, "sdkPublicKey", json!("%%%"))),
+            400,
+            "TOK412",
+        ),
+        (
+            "no referenceId",
+            Some(EZ_KEY),
+            "text/plain",
+            Sealed(EZ_PAYLOAD, without(&good, "referenceId")),
+            400,
+            "TOK410",
+        ),
+        (
+            "no sdkApiKey",
+            Some(EZ_KEY),
+            "text/plain",
+            Sealed(EZ_PAYLOAD, without(&good, "sdkApiKey")),
+            400,
+            "TOK410",
+        ),
+        (
+            "referenceId with a space",
+            Some(EZ_KEY),
+            "text/plain",
+            Sealed(EZ_PAYLOAD, with(&good, "referenceId", json!("a b"))),
+            400,
+            "TOK411",
+        ),
+        (
+            "isdCode of 5 digits",
+            Some(EZ_KEY),
+            "text/plain",
+            Sealed(EZ_PAYLOAD, with(&good, "isdCode", json!("12345"))),
+            400,
+            "TOK417",
+        ),
+        (
+            "mobileNumber with letters",
+            Some(EZ_KEY),
+            "text/plain",
+            Sealed(EZ_PAYLOAD, with(&good, "mobileNumber", json!("96x"))),
+            400,
+            "TOK418",
+        ),
+        (
+            "email without a domain",
+            Some(EZ_KEY),
+            "text/plain",
+            Sealed(EZ_PAYLOAD, with(&good, "email", json!("dan@"))),
+            400,
+            "TOK419",
+        ),
+        (
+            "an empty lastName",
+            Some(EZ_KEY),
+            "text/plain",
+            Sealed(EZ_PAYLOAD, with(&good, "lastName", json!(" "))),
+            400,
+            "TOK420",
+        ),
+        (
+            "data not a string map",
+            Some(EZ_KEY),
+            "text/plain",
+            Sealed(EZ_PAYLOAD, with(&good, "data", json!({"k": 1}))),
+            400,
+            "TOK421",
+        ),
+        (
+            "replayed referenceId, other content",
+            Some(EZ_KEY),
+            "text/plain",
+            Sealed(EZ_PAYLOAD, with(&good, "email", json!("x@example.com"))),
+            409,
+            "TOK409",
+        ),
     ];
     let before = written(&app);
     let mut bodies = Vec::new();
@@ -105,16 +307,30 @@ async fn every_bad_token_request_gets_its_own_code_and_writes_nothing() {
             assert!(ct.starts_with("application/json"), "{what}: {ct} {answer}");
             serde_json::from_str(&answer).unwrap()
         } else {
-            assert!(ct.starts_with("text/plain"), "{what}: sealed, not {ct}: {answer}");
+            assert!(
+                ct.starts_with("text/plain"),
+                "{what}: sealed, not {ct}: {answer}"
+            );
             unseal(EZ_PAYLOAD, &answer).unwrap_or_else(|| panic!("{what}: does not open"))
         };
-        assert_eq!((got, decoded["resCode"].as_str()), (status, Some(code)), "{what}: {decoded}");
-        assert!(decoded["resDesc"].as_str().is_some_and(|d| !d.is_empty()), "{what}");
+        assert_eq!(
+            (got, decoded["resCode"].as_str()),
+            (status, Some(code)),
+            "{what}: {decoded}"
+        );
+        assert!(
+            decoded["resDesc"].as_str().is_some_and(|d| !d.is_empty()),
+            "{what}"
+        );
         assert_eq!(written(&app), before, "{what}: wrote something");
     }
     // Nothing of what was refused, nor any secret, reaches the log.
     let log = logs();
-    let refs: Vec<&str> = bodies.iter().map(|b| &b[..b.len().min(60)]).filter(|b| b.len() > 20).collect();
+    let refs: Vec<&str> = bodies
+        .iter()
+        .map(|b| &b[..b.len().min(60)])
+        .filter(|b| b.len() > 20)
+        .collect();
     assert_absent(log.as_bytes(), &refs, "the log");
     assert_absent(log.as_bytes(), &ez_secrets(), "the log");
 }
@@ -127,9 +343,23 @@ async fn the_sdk_is_refused_a_token_of_another_client_environment_account_or_sta
     let token = answer["token"].as_str().unwrap().to_string();
     // A token the production instance of the same database issued to its production client.
     let prod = app.replica(cardgate_core::Environment::Production).await;
-    let request = with(&token_request("ref-prod", &public_b64), "sdkApiKey", json!(EZ_PROD_SDK_KEY));
-    let (status, _, body) = post(&prod, TOKEN_PATH, Some(EZ_PROD_KEY), "text/plain", seal(EZ_PAYLOAD, &request)).await;
-    assert_eq!(status, 404, "the production instance sees no sandbox account");
+    let request = with(
+        &token_request("ref-prod", &public_b64),
+        "sdkApiKey",
+        json!(EZ_PROD_SDK_KEY),
+    );
+    let (status, _, body) = post(
+        &prod,
+        TOKEN_PATH,
+        Some(EZ_PROD_KEY),
+        "text/plain",
+        seal(EZ_PAYLOAD, &request),
+    )
+    .await;
+    assert_eq!(
+        status, 404,
+        "the production instance sees no sandbox account"
+    );
     assert_eq!(unseal(EZ_PAYLOAD, &body).unwrap()["resCode"], "TOK404");
     let card = details_path(EZ_CARD);
     let (other_account, other_tenant, not_a_card, terminated) = (
@@ -139,20 +369,87 @@ async fn the_sdk_is_refused_a_token_of_another_client_environment_account_or_sta
         details_path(EZ_CARD_TERMINATED),
     );
     let cases: Vec<(&str, &str, &str, Option<&str>, u16, &str)> = vec![
-        ("no X-API-TOKEN", CARDS_PATH, EZ_SDK_KEY, None, 401, "TOK440"),
-        ("a garbage token", CARDS_PATH, EZ_SDK_KEY, Some("cgsdk_nope"), 401, "TOK440"),
-        ("another client's SDK key", CARDS_PATH, EZ2_SDK_KEY, Some(&token), 401, "TOK440"),
-        ("the partner's server key instead of the SDK key", CARDS_PATH, EZ_KEY, Some(&token), 401, "TOK401"),
-        ("a production SDK key on a sandbox instance", CARDS_PATH, EZ_PROD_SDK_KEY, Some(&token), 401, "TOK401"),
-        ("a card of another account", &other_account, EZ_SDK_KEY, Some(&token), 404, "TOK443"),
-        ("a card of another tenant", &other_tenant, EZ_SDK_KEY, Some(&token), 404, "TOK443"),
-        ("not a card id", &not_a_card, EZ_SDK_KEY, Some(&token), 404, "TOK443"),
-        ("a terminated card", &terminated, EZ_SDK_KEY, Some(&token), 422, "TOK445"),
+        (
+            "no X-API-TOKEN",
+            CARDS_PATH,
+            EZ_SDK_KEY,
+            None,
+            401,
+            "TOK440",
+        ),
+        (
+            "a garbage token",
+            CARDS_PATH,
+            EZ_SDK_KEY,
+            Some("cgsdk_nope"),
+            401,
+            "TOK440",
+        ),
+        (
+            "another client's SDK key",
+            CARDS_PATH,
+            EZ2_SDK_KEY,
+            Some(&token),
+            401,
+            "TOK440",
+        ),
+        (
+            "the partner's server key instead of the SDK key",
+            CARDS_PATH,
+            EZ_KEY,
+            Some(&token),
+            401,
+            "TOK401",
+        ),
+        (
+            "a production SDK key on a sandbox instance",
+            CARDS_PATH,
+            EZ_PROD_SDK_KEY,
+            Some(&token),
+            401,
+            "TOK401",
+        ),
+        (
+            "a card of another account",
+            &other_account,
+            EZ_SDK_KEY,
+            Some(&token),
+            404,
+            "TOK443",
+        ),
+        (
+            "a card of another tenant",
+            &other_tenant,
+            EZ_SDK_KEY,
+            Some(&token),
+            404,
+            "TOK443",
+        ),
+        (
+            "not a card id",
+            &not_a_card,
+            EZ_SDK_KEY,
+            Some(&token),
+            404,
+            "TOK443",
+        ),
+        (
+            "a terminated card",
+            &terminated,
+            EZ_SDK_KEY,
+            Some(&token),
+            422,
+            "TOK445",
+        ),
     ];
     for (what, path, key, token, status, code) in cases {
         let (got, body) = sdk_get(&app, path, key, token).await;
         let v: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{what}: {body}"));
-        assert_eq!((got, v["resCode"].as_str()), (status, Some(code)), "{what}: {v}");
+        assert_eq!(
+            (got, v["resCode"].as_str()),
+            (status, Some(code)),
+            "{what}: {v}"
+        );
     }
     // The sandbox token does not work on the production instance either.
     let (status, body) = sdk_get(&prod, &card, EZ_SDK_KEY, Some(&token)).await;

@@ -71,6 +71,16 @@ async fn the_openapi_document_covers_exactly_the_routes_served() {
         ("post", "/v1/persons/{person_id}/mfa/sessions"),
         ("post", "/fiserv/cs/oauth2/v1/token"),
         ("get", "/equals/v2/cards/{cardId}/access-token"),
+        ("post", "/bankezy/token-service/client/server/new/v2/token"),
+        (
+            "post",
+            "/bankezy/token-service/client/server/invalidate/token",
+        ),
+        ("get", "/bankezy/token-service/sdk/v1/cards"),
+        (
+            "get",
+            "/bankezy/token-service/sdk/v1/cards/{cardId}/details",
+        ),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
