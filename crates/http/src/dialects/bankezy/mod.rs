@@ -111,15 +111,15 @@ pub struct TokenAnswer {
         description = "A compact JWE (alg dir, enc A256GCM) of the request JSON"),
     responses(
         (status = 200, description = "TOK200: a compact JWE of TokenAnswer", body = String, content_type = "text/plain"),
-        (status = 400, description = "TOK400 (plain JSON: the payload does not decrypt), TOK410-TOK421 (sealed)", body = BankEzyErrorBody),
+        (status = 400, description = "TOK400 (plain JSON: the payload does not decrypt), TOK410-TOK421 (sealed)", content((BankEzyErrorBody = "application/json"), (String = "text/plain"))),
         (status = 401, description = "TOK401: X-API-KEY missing or not valid (plain JSON)", body = BankEzyErrorBody),
-        (status = 403, description = "TOK403, TOK406, TOK407", body = BankEzyErrorBody),
-        (status = 404, description = "TOK404: no such account", body = BankEzyErrorBody),
-        (status = 409, description = "TOK409: referenceId used for another request", body = BankEzyErrorBody),
-        (status = 413, description = "TOK413", body = BankEzyErrorBody),
-        (status = 415, description = "TOK415", body = BankEzyErrorBody),
-        (status = 429, description = "TOK429", body = BankEzyErrorBody, headers(("Retry-After" = u64))),
-        (status = 503, description = "TOK503", body = BankEzyErrorBody, headers(("Retry-After" = u64))),
+        (status = 403, description = "TOK403, TOK406, TOK407", content((BankEzyErrorBody = "application/json"), (String = "text/plain"))),
+        (status = 404, description = "TOK404: no such account", content((BankEzyErrorBody = "application/json"), (String = "text/plain"))),
+        (status = 409, description = "TOK409: referenceId used for another request", content((BankEzyErrorBody = "application/json"), (String = "text/plain"))),
+        (status = 413, description = "TOK413", content((BankEzyErrorBody = "application/json"), (String = "text/plain"))),
+        (status = 415, description = "TOK415", content((BankEzyErrorBody = "application/json"), (String = "text/plain"))),
+        (status = 429, description = "TOK429", content((BankEzyErrorBody = "application/json"), (String = "text/plain")), headers(("Retry-After" = u64))),
+        (status = 503, description = "TOK503", content((BankEzyErrorBody = "application/json"), (String = "text/plain")), headers(("Retry-After" = u64))),
     ))]
 pub async fn token(
     State(app): State<Arc<App>>,
@@ -168,13 +168,13 @@ pub struct InvalidateAnswer {
         description = "A compact JWE (alg dir, enc A256GCM) of {\"tokenReferenceId\"}"),
     responses(
         (status = 200, description = "TOK200: a compact JWE of InvalidateAnswer", body = String, content_type = "text/plain"),
-        (status = 400, description = "TOK400 (plain JSON), TOK422 (sealed)", body = BankEzyErrorBody),
+        (status = 400, description = "TOK400 (plain JSON), TOK422 (sealed)", content((BankEzyErrorBody = "application/json"), (String = "text/plain"))),
         (status = 401, description = "TOK401 (plain JSON)", body = BankEzyErrorBody),
-        (status = 403, description = "TOK403, TOK407", body = BankEzyErrorBody),
-        (status = 404, description = "TOK423: no token of this client has that reference", body = BankEzyErrorBody),
-        (status = 413, description = "TOK413", body = BankEzyErrorBody),
-        (status = 415, description = "TOK415", body = BankEzyErrorBody),
-        (status = 503, description = "TOK503", body = BankEzyErrorBody, headers(("Retry-After" = u64))),
+        (status = 403, description = "TOK403, TOK407", content((BankEzyErrorBody = "application/json"), (String = "text/plain"))),
+        (status = 404, description = "TOK423: no token of this client has that reference", content((BankEzyErrorBody = "application/json"), (String = "text/plain"))),
+        (status = 413, description = "TOK413", content((BankEzyErrorBody = "application/json"), (String = "text/plain"))),
+        (status = 415, description = "TOK415", content((BankEzyErrorBody = "application/json"), (String = "text/plain"))),
+        (status = 503, description = "TOK503", content((BankEzyErrorBody = "application/json"), (String = "text/plain")), headers(("Retry-After" = u64))),
     ))]
 pub async fn invalidate(
     State(app): State<Arc<App>>,
