@@ -19,6 +19,11 @@ SCENARIOS:
   introspect-opaque  same as introspect-jwt (opaque client)
   card-pair          POST /v1/cards/ID/tokens -> {token}; then GET /v1/cards/ID/details
                      with Bearer token -> {pan}; one iteration = one pair
+  card-reveal        one unlimited VIEW_CARD token first, then GET /v1/cards/ID/details -> {pan}
+  bankezy-token      POST /bankezy/.../new/v2/token, X-API-KEY, a sealed body from --bodies
+                     (one line each, a fresh referenceId each) -> 200
+  bankezy-reveal     GET /bankezy/token-service/sdk/v1/cards/ID/details with the SDK's
+                     X-API-KEY and X-API-TOKEN -> 200 (a JWE)
 
 OPTIONS:
   --url URL             base URL, http only (default http://127.0.0.1:18080)
@@ -31,6 +36,10 @@ OPTIONS:
   --card-id ID          card id for card-pair
   --mint-auth MODE      card-pair mint auth: basic (default) or bearer (client_credentials token)
   --mint-body JSON      card-pair mint body (default {\"operations\":[\"VIEW_CARD\"]})
+  --api-key K           bankezy-token: the partner server's X-API-KEY
+  --bodies FILE         bankezy-token: sealed token requests, one per line
+  --sdk-api-key K       bankezy-reveal: the SDK's X-API-KEY
+  --sdk-token T         bankezy-reveal: the SDK token (X-API-TOKEN)
   --threads N           loadgen runtime threads (default 1: leaves the cores to the server)
   --timeout SECS        per-request timeout, counted as an error (default 5)
   --json-out FILE       also append the JSON result line to FILE
@@ -66,6 +75,10 @@ pub struct Config {
     pub threads: usize,
     pub req_timeout: Duration,
     pub json_out: Option<String>,
+    pub api_key: Option<String>,
+    pub bodies: Option<String>,
+    pub sdk_api_key: Option<String>,
+    pub sdk_token: Option<String>,
 }
 
 fn parse_secs(flag: &str, v: &str) -> Result<Duration, String> {
@@ -95,6 +108,7 @@ pub fn parse_args(args: Vec<String>) -> Result<Config, String> {
     let mut threads = 1usize;
     let mut req_timeout = Duration::from_secs(5);
     let mut json_out = None;
+    let (mut api_key, mut bodies, mut sdk_api_key, mut sdk_token) = (None, None, None, None);
 
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -155,6 +169,10 @@ pub fn parse_args(args: Vec<String>) -> Result<Config, String> {
             }
             "--timeout" => req_timeout = parse_secs("--timeout", &val()?)?,
             "--json-out" => json_out = Some(val()?),
+            "--api-key" => api_key = Some(val()?),
+            "--bodies" => bodies = Some(val()?),
+            "--sdk-api-key" => sdk_api_key = Some(val()?),
+            "--sdk-token" => sdk_token = Some(val()?),
             o => return Err(format!("unknown argument: {o}")),
         }
     }
@@ -162,12 +180,21 @@ pub fn parse_args(args: Vec<String>) -> Result<Config, String> {
     let scenario_name = scenario_name.ok_or("--scenario is required")?;
     let scenario = Scenario::from_name(&scenario_name)
         .ok_or_else(|| format!("unknown scenario: {scenario_name}"))?;
-    if scenario != Scenario::Healthz && (client_id.is_none() || client_secret.is_none()) {
+    let bankezy = matches!(scenario, Scenario::BankezyToken | Scenario::BankezyReveal);
+    if scenario == Scenario::BankezyToken && (api_key.is_none() || bodies.is_none()) {
+        return Err("scenario bankezy-token needs --api-key and --bodies".into());
+    }
+    if scenario == Scenario::BankezyReveal
+        && (sdk_api_key.is_none() || sdk_token.is_none() || card_id.is_none())
+    {
+        return Err("scenario bankezy-reveal needs --sdk-api-key, --sdk-token and --card-id".into());
+    }
+    if scenario != Scenario::Healthz && !bankezy && (client_id.is_none() || client_secret.is_none()) {
         return Err(format!(
             "scenario {scenario_name} needs --client-id and --client-secret"
         ));
     }
-    if scenario == Scenario::CardPair && card_id.is_none() {
+    if matches!(scenario, Scenario::CardPair | Scenario::CardReveal) && card_id.is_none() {
         return Err("scenario card-pair needs --card-id".into());
     }
     if connections == 0 || connections > 10_000 {
@@ -212,5 +239,9 @@ pub fn parse_args(args: Vec<String>) -> Result<Config, String> {
         threads,
         req_timeout,
         json_out,
+        api_key,
+        bodies,
+        sdk_api_key,
+        sdk_token,
     })
 }
