@@ -47,7 +47,7 @@ WARMUP="${BENCH_WARMUP:-2}"
 CONNECTIONS="${BENCH_CONNECTIONS:-64}"
 THREADS="${BENCH_LOADGEN_THREADS:-1}"
 PORT="${BENCH_PORT:-18080}"
-SCENARIOS="${BENCH_SCENARIOS:-healthz token-jwt token-opaque introspect-jwt introspect-opaque card-pair token-dpop card-pair-dpop}"
+SCENARIOS="${BENCH_SCENARIOS:-healthz token-jwt token-opaque introspect-jwt introspect-opaque card-pair token-dpop card-pair-dpop card-reveal bankezy-token bankezy-reveal}"
 OUT_DIR="${BENCH_OUT:-$BENCH/target/results}"
 SERVER_BIN="${BENCH_SERVER_BIN:-$ROOT/target/release/cardgate}"
 LOADGEN="$BENCH/target/release/loadgen"
@@ -58,6 +58,9 @@ JWT_ID="bench-jwt";       JWT_SECRET="bench-jwt-secret-0123456789abcdef012345678
 JWT_API_KEY="bench-jwt-apikey-0123456789abcdef0123456789"
 OPQ_ID="bench-opaque";    OPQ_SECRET="bench-opaque-secret-0123456789abcdef01234567"
 CARD_ID="6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f"
+EZ_KEY="bench-bankezy-apikey-0123456789abcdef012345"
+EZ_SDK_KEY="bench-bankezy-sdkkey-0123456789abcdef012345"
+EZ_PAYLOAD="YmVuY2gtYmFua2V6eS1wYXlsb2FkLWtleS0zMmJ5dGU"
 
 for t in curl timeout base64 head; do
     command -v "$t" >/dev/null || { echo "missing tool: $t" >&2; exit 1; }
@@ -106,6 +109,8 @@ trap 'exit 143' TERM
 if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
     log "building cardgate (release)"
     (cd "$ROOT" && cargo build --release -p cardgate)
+    log "building the P-256 primitive timer (release)"
+    (cd "$ROOT" && cargo build --release -p cardgate-jose --example p256_cost)
     log "building loadgen (release)"
     cargo build --release --manifest-path "$BENCH/loadgen/Cargo.toml" --target-dir "$BENCH/target"
 fi
@@ -178,6 +183,17 @@ creds_for() {
         card-pair-dpop) echo "--client-id $JWT_ID --client-secret $JWT_SECRET --card-id $CARD_ID" ;;
         card-pair) echo "--client-id $JWT_ID --client-secret $JWT_SECRET --card-id $CARD_ID --mint-auth ${BENCH_MINT_AUTH:-basic}" ;;
         card-mint|widget-token|widget-token-fresh-key|widget-token-retry-key) echo "--api-key $JWT_API_KEY --card-id $CARD_ID" ;;
+        card-reveal) echo "--client-id $JWT_ID --client-secret $JWT_SECRET --card-id $CARD_ID" ;;
+        bankezy-token)
+            # A fresh referenceId per request: bodies sealed beforehand (jwcrypto), per run.
+            local bodies="$TMP/bankezy-bodies-$RANDOM$RANDOM.txt"
+            python3 "$BENCH/bankezy_prep.py" bodies "$bodies" "${BENCH_BANKEZY_BODIES:-20000}" \
+                "$EZ_PAYLOAD" "$EZ_SDK_KEY" 1234567890 "bench-$(date +%s%N)" >&2 || return 1
+            echo "--api-key $EZ_KEY --bodies $bodies" ;;
+        bankezy-reveal)
+            local token
+            token="$(python3 "$BENCH/bankezy_prep.py" token "$BASE_URL" "$EZ_KEY" "$EZ_SDK_KEY" "$EZ_PAYLOAD" 1234567890)" || return 1
+            echo "--sdk-api-key $EZ_SDK_KEY --sdk-token $token --card-id $CARD_ID" ;;
         *) echo "unknown scenario $1" >&2; return 1 ;;
     esac
 }
@@ -227,6 +243,12 @@ done
 echo >&2
 log "summary (ratios are to the healthz req/s of this run)"
 "$LOADGEN" summarize "$RESULTS" | tee -a "$SUMMARY" || true
+# BankEzy's primitives, timed in this run with the server's own code: one P-256 agreement
+# (a reveal's ECDH-ES) and one public-key validation (a token call's sdkPublicKey check).
+P256_COST="$ROOT/target/release/examples/p256_cost"
+if [[ -x "$P256_COST" ]]; then
+    echo "p256 primitives: $("$P256_COST" 3000)" | tee -a "$SUMMARY"
+fi
 echo
 echo "results: $RESULTS"
 echo "summary: $SUMMARY"

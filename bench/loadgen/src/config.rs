@@ -27,6 +27,11 @@ SCENARIOS:
   widget-token-fresh-key   same, a new Idempotency-Key on every request
   widget-token-retry-key   same, one Idempotency-Key retried (the stored answer)
   mfa-session        POST /v1/persons/ID/mfa/sessions {channel:totp} -> 201 (--person-id)
+  card-reveal        one unlimited VIEW_CARD token first, then GET /v1/cards/ID/details -> {pan}
+  bankezy-token      POST /bankezy/.../new/v2/token, X-API-KEY, a sealed body from --bodies
+                     (one line each, a fresh referenceId each) -> 200
+  bankezy-reveal     GET /bankezy/token-service/sdk/v1/cards/ID/details with the SDK's
+                     X-API-KEY and X-API-TOKEN -> 200 (a JWE)
 
 OPTIONS:
   --url URL             base URL, http only (default http://127.0.0.1:18080)
@@ -41,6 +46,10 @@ OPTIONS:
   --person-id ID        cardholder id for mfa-session
   --mint-auth MODE      card-pair mint auth: basic (default) or bearer (client_credentials token)
   --mint-body JSON      card-pair mint body (default {\"operations\":[\"VIEW_CARD\"]})
+  --api-key K           bankezy-token: the partner server's X-API-KEY
+  --bodies FILE         bankezy-token: sealed token requests, one per line
+  --sdk-api-key K       bankezy-reveal: the SDK's X-API-KEY
+  --sdk-token T         bankezy-reveal: the SDK token (X-API-TOKEN)
   --threads N           loadgen runtime threads (default 1: leaves the cores to the server)
   --timeout SECS        per-request timeout, counted as an error (default 5)
   --json-out FILE       also append the JSON result line to FILE
@@ -78,6 +87,9 @@ pub struct Config {
     pub threads: usize,
     pub req_timeout: Duration,
     pub json_out: Option<String>,
+    pub bodies: Option<String>,
+    pub sdk_api_key: Option<String>,
+    pub sdk_token: Option<String>,
 }
 
 fn parse_secs(flag: &str, v: &str) -> Result<Duration, String> {
@@ -109,6 +121,7 @@ pub fn parse_args(args: Vec<String>) -> Result<Config, String> {
     let mut threads = 1usize;
     let mut req_timeout = Duration::from_secs(5);
     let mut json_out = None;
+    let (mut bodies, mut sdk_api_key, mut sdk_token) = (None, None, None);
 
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
@@ -171,6 +184,9 @@ pub fn parse_args(args: Vec<String>) -> Result<Config, String> {
             }
             "--timeout" => req_timeout = parse_secs("--timeout", &val()?)?,
             "--json-out" => json_out = Some(val()?),
+            "--bodies" => bodies = Some(val()?),
+            "--sdk-api-key" => sdk_api_key = Some(val()?),
+            "--sdk-token" => sdk_token = Some(val()?),
             o => return Err(format!("unknown argument: {o}")),
         }
     }
@@ -185,12 +201,21 @@ pub fn parse_args(args: Vec<String>) -> Result<Config, String> {
     if keyed && (api_key.is_none() || card_id.is_none()) {
         return Err(format!("scenario {scenario_name} needs --api-key and --card-id"));
     }
-    if !keyed && scenario != Scenario::Healthz && (client_id.is_none() || client_secret.is_none()) {
+    let bankezy = matches!(scenario, Scenario::BankezyToken | Scenario::BankezyReveal);
+    if scenario == Scenario::BankezyToken && (api_key.is_none() || bodies.is_none()) {
+        return Err("scenario bankezy-token needs --api-key and --bodies".into());
+    }
+    if scenario == Scenario::BankezyReveal
+        && (sdk_api_key.is_none() || sdk_token.is_none() || card_id.is_none())
+    {
+        return Err("scenario bankezy-reveal needs --sdk-api-key, --sdk-token and --card-id".into());
+    }
+    if !keyed && !bankezy && scenario != Scenario::Healthz && (client_id.is_none() || client_secret.is_none()) {
         return Err(format!(
             "scenario {scenario_name} needs --client-id and --client-secret"
         ));
     }
-    if matches!(scenario, Scenario::CardPair | Scenario::CardPairDpop) && card_id.is_none() {
+    if matches!(scenario, Scenario::CardPair | Scenario::CardPairDpop | Scenario::CardReveal) && card_id.is_none() {
         return Err("scenario card-pair needs --card-id".into());
     }
     if scenario == Scenario::MfaSession && person_id.is_none() {
@@ -240,5 +265,8 @@ pub fn parse_args(args: Vec<String>) -> Result<Config, String> {
         threads,
         req_timeout,
         json_out,
+        bodies,
+        sdk_api_key,
+        sdk_token,
     })
 }

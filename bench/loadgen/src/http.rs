@@ -88,6 +88,16 @@ impl ReqSpec {
         host: &HeaderValue,
         extra: Vec<Header>,
     ) -> Result<Request<Full<Bytes>>, Fail> {
+        self.build_with_body(host, extra, self.body.clone())
+    }
+
+    /// [`ReqSpec::build`] with another body.
+    pub fn build_with_body(
+        &self,
+        host: &HeaderValue,
+        extra: Vec<Header>,
+        body: Bytes,
+    ) -> Result<Request<Full<Bytes>>, Fail> {
         let mut b = Request::builder()
             .method(self.method.clone())
             .uri(self.uri.clone())
@@ -98,7 +108,7 @@ impl ReqSpec {
         for (k, v) in extra {
             b = b.header(k, v);
         }
-        b.body(Full::new(self.body.clone()))
+        b.body(Full::new(body))
             .map_err(|e| Fail::Invalid(format!("building request: {e}")))
     }
 }

@@ -19,6 +19,7 @@ mod limits;
 pub mod metrics;
 pub mod mfa;
 pub mod retention;
+pub mod sdk;
 mod vault;
 
 pub use access::AccessTokens;
@@ -30,6 +31,7 @@ pub use error::{AppError, Conflict, Denial, Entity, Invalid};
 pub use import::Importer;
 pub use mfa::{Courier, Mfa};
 pub use retention::{Retention, RetentionSettings};
+pub use sdk::SdkTokens;
 
 use cardgate_core::audit::{AuditEvent, AuditKey, Relink, Relinking};
 use cardgate_core::{Environment, TenantId};

@@ -200,6 +200,12 @@ pub enum KeysCommand {
         #[arg(long)]
         tenant: String,
     },
+    /// Give a tenant a new BankEzy SDK server key (`serverPubKey`) in --environment: new SDK
+    /// tokens use it; tokens issued before keep theirs until they expire.
+    RotateSdkKey {
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -393,6 +399,20 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Status(args) => {
             let svc = open(&common, "http://127.0.0.1:8080".into()).await?;
             crate::ops::status(&svc, &args).await
+        }
+        Command::Keys(KeysCommand::RotateSdkKey { tenant }) => {
+            let svc = open(&common, "http://127.0.0.1:8080".into()).await?;
+            let tenant = TenantId::parse(&tenant)?;
+            let version = svc
+                .sdk_tokens()
+                .rotate_server_key(&tenant, "admin")
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "tenant {tenant} now issues SDK tokens with server key version {version} ({})",
+                svc.env()
+            );
+            Ok(())
         }
         Command::Audit(AuditCommand::Verify { .. }) => {
             // Reads only: never re-links, so a log cannot be blessed by the check itself.
@@ -636,6 +656,11 @@ curl -s -H "Authorization: DPoP $TP" -H "DPoP: $(python3 $DPOP GET {base}/v1/car
 
 # MFA step-up: a TOTP session for the cardholder (authenticator secret {totp})
 curl -s -u {id}:{secret} -H 'Content-Type: application/json' -d '{{"channel":"totp"}}' {base}/v1/persons/{person}/mfa/sessions
+
+# BankEzy dialect (encrypted payloads): the partner server's token call, then the SDK lists the
+# account's cards and reveals one, decrypted with the SDK's own key (python3 with jwcrypto)
+python3 scripts/bankezy_demo.py --base {base} --api-key demo-bankezy-api-key-change-me-0123456789 \
+  --sdk-api-key demo-bankezy-sdk-api-key-change-me-012345 --payload-key ZGVtby1iYW5rZXp5LXBheWxvYWQta2V5LTMyYnl0ZXM --account-number 1234567890
 
 # Operations
 curl -s {base}/healthz; curl -s {base}/.well-known/jwks.json; curl -s {base}/metrics | head; curl -s {base}/openapi.json | head -c 300

@@ -65,6 +65,8 @@ struct TenantDoc {
     #[serde(default)]
     mfa_lockout_seconds: Option<u32>,
     #[serde(default)]
+    sdk_token_ttl_seconds: Option<u32>,
+    #[serde(default)]
     clients: Vec<ClientDoc>,
     #[serde(default)]
     persons: Vec<PersonDoc>,
@@ -438,6 +440,11 @@ fn tenant(
         mfa_lockout,
         widget_token_ttl_seconds: t.widget_token_ttl_seconds,
         dpop_nonce_required: t.dpop_nonce_required,
+        sdk_token_ttl_seconds: match t.sdk_token_ttl_seconds {
+            Some(n) if (60..=86_400).contains(&n) => Some(n),
+            Some(_) => return err(format!("{tp}.sdk_token_ttl_seconds"), "must be 60-86400"),
+            None => None,
+        },
     };
 
     let mut persons = Vec::new();

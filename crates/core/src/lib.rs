@@ -10,6 +10,7 @@ pub mod import;
 pub mod mfa;
 pub mod model;
 pub mod scope;
+pub mod sdk;
 pub mod secret;
 pub mod tokens;
 pub mod webhook;

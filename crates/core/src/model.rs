@@ -113,6 +113,9 @@ pub struct TenantSettings {
     /// Whether every DPoP proof for this tenant must carry a fresh server nonce (RFC 9449 §8).
     #[serde(default)]
     pub dpop_nonce_required: bool,
+    /// Lifetime of BankEzy SDK tokens (`None`: [`crate::sdk::DEFAULT_SDK_TOKEN_TTL_SECONDS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdk_token_ttl_seconds: Option<u32>,
 }
 
 pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u32 = 600;

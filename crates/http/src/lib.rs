@@ -89,6 +89,7 @@ fn surfaces() -> OpenApiRouter<Arc<App>> {
         .merge(dialects::synctera::router())
         .merge(widgets::router())
         .merge(dialects::treasuryprime::router())
+        .merge(dialects::bankezy::router())
 }
 
 /// The OpenAPI 3.1 document of every route, generated from the handlers' declarations.

@@ -7,6 +7,7 @@ pub mod aead;
 pub mod b64;
 pub mod digest;
 pub mod dpop;
+pub mod ecdh;
 pub mod es256;
 pub mod jwe;
 pub mod jwk;

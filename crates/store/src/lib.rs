@@ -9,6 +9,7 @@ mod exec;
 mod postgres;
 mod retention;
 mod rows;
+mod sdk;
 mod sql;
 mod sqlite;
 mod write;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 
 pub use postgres::PostgresStore;
 pub use retention::{AuditMark, AuditStats, Expiring, ExpiringStats, MarkKind, Space};
+pub use sdk::SdkServerKeyRow;
 pub use sqlite::SqliteStore;
 pub use write::{ClaimKey, Guard, GuardKind, StoredClaim, Write, WriteOutcome, WriteSet};
 
@@ -300,6 +302,63 @@ pub trait Store: Send + Sync + 'static {
     /// the chain's events up to `mark.seq`, in one transaction: how many, or `None` if another
     /// process moved the mark first (nothing changed).
     async fn prune_audit(&self, mark: &AuditMark, expect: Option<i64>) -> Result<Option<u64>>;
+    // BankEzy (migration 0010). The defaults serve stores that keep no SDK tokens (test
+    // wrappers): no server keys, and every other read an error.
+    /// Every tenant's SDK server keys of `env`, every version.
+    async fn load_sdk_server_keys(&self, env: Environment) -> Result<Vec<SdkServerKeyRow>> {
+        let _ = env;
+        Ok(Vec::new())
+    }
+    /// An SDK token by its id (the caller checks the presented token's digest).
+    async fn get_sdk_token(
+        &self,
+        id: &TokenId,
+        env: Environment,
+    ) -> Result<Option<cardgate_core::sdk::SdkTokenRecord>> {
+        let _ = (id, env);
+        Err(StoreError::Database(
+            "this store keeps no SDK tokens".into(),
+        ))
+    }
+    /// The newest SDK token of `client` whose reference key is `reference_key`.
+    async fn find_sdk_token(
+        &self,
+        client: &cardgate_core::ClientId,
+        env: Environment,
+        reference_key: &[u8; 32],
+    ) -> Result<Option<cardgate_core::sdk::SdkTokenRecord>> {
+        let _ = (client, env, reference_key);
+        Err(StoreError::Database(
+            "this store keeps no SDK tokens".into(),
+        ))
+    }
+    /// An account of `tenant` in `env` by its account number.
+    async fn get_account_by_number(
+        &self,
+        tenant: &TenantId,
+        env: Environment,
+        number: &str,
+    ) -> Result<Option<Account>> {
+        Ok(self
+            .list_accounts(tenant, env)
+            .await?
+            .into_iter()
+            .find(|a| a.account_number == number))
+    }
+    /// The cards of one account.
+    async fn list_account_cards(
+        &self,
+        tenant: &TenantId,
+        env: Environment,
+        account: &AccountId,
+    ) -> Result<Vec<Card>> {
+        Ok(self
+            .list_cards(tenant, env)
+            .await?
+            .into_iter()
+            .filter(|c| &c.account_id == account)
+            .collect())
+    }
 
     /// [`Store::apply_as`] the first writer.
     async fn apply(&self, sets: &[WriteSet]) -> Result<Vec<WriteOutcome>> {

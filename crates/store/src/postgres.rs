@@ -52,6 +52,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/postgres/0007_key_binding.sql"),
     ),
     (
+        10,
+        "sdk tokens",
+        include_str!("../migrations/postgres/0010_sdk_tokens.sql"),
+    ),
+    (
         11,
         "retention",
         include_str!("../migrations/postgres/0011_retention.sql"),

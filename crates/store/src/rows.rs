@@ -96,11 +96,11 @@ pub(crate) fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_string())
 }
 
-fn env_of(s: &str) -> Result<Environment> {
+pub(crate) fn env_of(s: &str) -> Result<Environment> {
     Environment::parse(s).ok_or_else(|| corrupt("environment"))
 }
 
-fn hash_of(b: &[u8]) -> Result<SecretHash> {
+pub(crate) fn hash_of(b: &[u8]) -> Result<SecretHash> {
     SecretHash::from_slice(b).ok_or_else(|| corrupt("hash"))
 }
 
@@ -115,7 +115,7 @@ fn ops_of(s: &str) -> Result<Vec<Operation>> {
         .collect()
 }
 
-fn tenant_id(r: &dyn Cols, c: &str) -> Result<TenantId> {
+pub(crate) fn tenant_id(r: &dyn Cols, c: &str) -> Result<TenantId> {
     TenantId::parse(&r.text(c)?).map_err(|_| corrupt("tenant id"))
 }
 
@@ -208,7 +208,7 @@ pub(crate) fn audit_event(r: &dyn Cols) -> Result<StoredAuditEvent> {
     })
 }
 
-fn token_id(r: &dyn Cols) -> Result<TokenId> {
+pub(crate) fn token_id(r: &dyn Cols) -> Result<TokenId> {
     TokenId::from_slice(&r.blob("id")?).ok_or_else(|| corrupt("token id"))
 }
 

@@ -424,6 +424,45 @@ impl<E: Engine> Store for SqlStore<E> {
         Ok(heads)
     }
 
+    async fn load_sdk_server_keys(&self, env: Environment) -> Result<Vec<crate::SdkServerKeyRow>> {
+        crate::sdk::sdk_server_keys(self, env).await
+    }
+
+    async fn get_sdk_token(
+        &self,
+        id: &TokenId,
+        env: Environment,
+    ) -> Result<Option<cardgate_core::sdk::SdkTokenRecord>> {
+        crate::sdk::sdk_token(self, id, env).await
+    }
+
+    async fn find_sdk_token(
+        &self,
+        client: &cardgate_core::ClientId,
+        env: Environment,
+        reference_key: &[u8; 32],
+    ) -> Result<Option<cardgate_core::sdk::SdkTokenRecord>> {
+        crate::sdk::sdk_token_by_reference(self, client, env, reference_key).await
+    }
+
+    async fn get_account_by_number(
+        &self,
+        tenant: &TenantId,
+        env: Environment,
+        number: &str,
+    ) -> Result<Option<Account>> {
+        crate::sdk::account_by_number(self, tenant, env, number).await
+    }
+
+    async fn list_account_cards(
+        &self,
+        tenant: &TenantId,
+        env: Environment,
+        account: &AccountId,
+    ) -> Result<Vec<Card>> {
+        crate::sdk::account_cards(self, tenant, env, account).await
+    }
+
     async fn apply_as(&self, writer: usize, sets: &[WriteSet]) -> Result<Vec<WriteOutcome>> {
         if !is_keyed(self).await? {
             return Err(crate::StoreError::Corrupt(

@@ -194,6 +194,13 @@ pub enum Write {
         at_ms: i64,
     },
     InsertDataKey(DataKeyRow),
+    /// A new version of a tenant's BankEzy server key.
+    InsertSdkServerKey(crate::SdkServerKeyRow),
+    InsertSdkToken(cardgate_core::sdk::SdkTokenRecord),
+    /// Invalidates an SDK token: every replica reads it on each use, so at once everywhere.
+    RevokeSdkToken {
+        id: TokenId,
+    },
     /// Tells every replica to reload tenants, clients and keys.
     BumpConfigVersion,
     /// Sets a `meta` key to a value.

@@ -111,3 +111,43 @@ pub(super) async fn mfa_session(setup: &Setup<'_>) -> Result<Vec<Step>, String> 
         .await?;
     Ok(vec![step])
 }
+
+/// `card-reveal`: one unlimited `VIEW_CARD` token minted first (preflight), then every
+/// iteration `GET /v1/cards/{id}/details` with it: a plain reveal alone, the baseline of
+/// `bankezy-reveal`.
+pub(super) async fn reveal(setup: &Setup<'_>) -> Result<Vec<Step>, String> {
+    let cfg = setup.cfg;
+    let card = path_segment(cfg.card_id.as_deref().unwrap_or_default());
+    let mint = ReqSpec::new(
+        Method::POST,
+        &setup.path(&format!("/v1/cards/{card}/tokens")),
+        vec![
+            (AUTHORIZATION, setup.basic()?),
+            (CONTENT_TYPE, HeaderValue::from_static("application/json")),
+        ],
+        Bytes::from_static(br#"{"operations":["VIEW_CARD"],"single_use":false,"ttl_seconds":3600}"#),
+    )?;
+    let mint = Step::new("mint", mint, |status, body| {
+        check_mint_response(status, body).map(Some)
+    });
+    let token = setup
+        .try_once(&mint, None, &format!("POST /v1/cards/{card}/tokens"))
+        .await?
+        .ok_or("no token minted")?;
+    let redeem = ReqSpec::new(
+        Method::GET,
+        &setup.path(&format!("/v1/cards/{card}/details")),
+        vec![
+            (ACCEPT, HeaderValue::from_static("application/json")),
+            (AUTHORIZATION, hv(&format!("Bearer {token}"))?),
+        ],
+        Bytes::new(),
+    )?;
+    let redeem = Step::new("request", redeem, |status, body| {
+        check_details_response(status, body).map(|_| None)
+    });
+    setup
+        .try_once(&redeem, None, &format!("GET /v1/cards/{card}/details"))
+        .await?;
+    Ok(vec![redeem])
+}

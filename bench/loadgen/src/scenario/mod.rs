@@ -1,5 +1,6 @@
 //! Scenarios: the steps of one iteration (requests and response checks), built and tried once before any load.
 
+mod bankezy;
 mod card;
 pub mod dpop;
 mod oauth;
@@ -34,6 +35,9 @@ pub enum Scenario {
     TokenDpop,
     CardPairDpop,
     MfaSession,
+    CardReveal,
+    BankezyToken,
+    BankezyReveal,
 }
 
 impl Scenario {
@@ -51,6 +55,9 @@ impl Scenario {
             "token-dpop" => Some(Scenario::TokenDpop),
             "card-pair-dpop" => Some(Scenario::CardPairDpop),
             "mfa-session" => Some(Scenario::MfaSession),
+            "card-reveal" => Some(Scenario::CardReveal),
+            "bankezy-token" => Some(Scenario::BankezyToken),
+            "bankezy-reveal" => Some(Scenario::BankezyReveal),
             _ => None,
         }
     }
@@ -70,7 +77,29 @@ pub struct Step {
     pub name: &'static str,
     spec: ReqSpec,
     per_iteration: Option<PerIteration>,
+    /// Bodies sent in turn, one per iteration, instead of the spec's (bankezy-token).
+    bodies: Option<std::sync::Arc<Bodies>>,
     check: Check,
+}
+
+/// Request bodies taken in turn by every connection; wraps around when used up.
+pub struct Bodies {
+    all: Vec<Bytes>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Bodies {
+    pub fn new(all: Vec<Bytes>, first: usize) -> Self {
+        Bodies {
+            all,
+            next: std::sync::atomic::AtomicUsize::new(first),
+        }
+    }
+
+    fn take(&self) -> Bytes {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.all[i % self.all.len()].clone()
+    }
 }
 
 impl Step {
@@ -79,8 +108,14 @@ impl Step {
             name,
             spec,
             per_iteration: None,
+            bodies: None,
             check,
         }
+    }
+
+    pub fn with_bodies(mut self, bodies: Bodies) -> Self {
+        self.bodies = Some(std::sync::Arc::new(bodies));
+        self
     }
 
     pub fn with_headers(
@@ -105,7 +140,10 @@ impl Step {
         carried: Option<&str>,
     ) -> Result<Request<Full<Bytes>>, Fail> {
         let extra = self.extra_headers(carried).map_err(Fail::Invalid)?;
-        self.spec.build(host, extra)
+        match &self.bodies {
+            Some(b) => self.spec.build_with_body(host, extra, b.take()),
+            None => self.spec.build(host, extra),
+        }
     }
 
     pub fn check(&self, status: StatusCode, body: &[u8]) -> Result<Option<String>, Fail> {
@@ -186,6 +224,9 @@ pub async fn build_ctx(cfg: &Config) -> Result<Ctx, String> {
         Scenario::TokenDpop => dpop::token(&setup).await?,
         Scenario::CardPairDpop => dpop::pair(&setup).await?,
         Scenario::MfaSession => card::mfa_session(&setup).await?,
+        Scenario::CardReveal => card::reveal(&setup).await?,
+        Scenario::BankezyToken => bankezy::token(&setup).await?,
+        Scenario::BankezyReveal => bankezy::reveal(&setup).await?,
     };
     Ok(Ctx {
         authority: cfg.authority.clone(),

@@ -83,7 +83,10 @@ impl CardTokens<'_> {
         request: CardTokenRequest,
         cnf_jkt: Option<String>,
     ) -> Result<MintedCardToken, AppError> {
-        Self::minted(self.mint_with(principal, request, cnf_jkt, None, None).await?)
+        Self::minted(
+            self.mint_with(principal, request, cnf_jkt, None, None)
+                .await?,
+        )
     }
 
     /// [`CardTokens::mint`], the token bound to the key of a checked DPoP proof whose `jti` is

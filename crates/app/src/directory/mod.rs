@@ -28,6 +28,8 @@ pub struct Snapshot {
     pub by_api_key: HashMap<SecretHash, Arc<Client>>,
     pub by_sdk_api_key: HashMap<SecretHash, Arc<Client>>,
     pub keys: KeyRing,
+    /// BankEzy: each client's payload key (by client id) and each tenant's server keys.
+    pub sdk: crate::sdk::SdkKeys,
 }
 
 impl Snapshot {
@@ -86,6 +88,7 @@ impl Snapshot {
             now_ms,
             MAX_SIGNED_TOKEN_TTL_SECONDS * 1000,
         )?;
+        let sdk = crate::sdk::SdkKeys::load(store, master, env, clients.values()).await?;
         Ok(Self {
             version,
             tenants,
@@ -93,6 +96,7 @@ impl Snapshot {
             by_api_key,
             by_sdk_api_key,
             keys,
+            sdk,
         })
     }
 

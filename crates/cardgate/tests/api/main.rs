@@ -10,6 +10,8 @@
 mod helpers;
 
 mod audit;
+mod bankezy;
+mod bankezy_input;
 mod cards;
 mod cli;
 mod dpop;

@@ -167,6 +167,7 @@ fn old_database(now_ms: i64) -> OldDatabase {
             mfa_lockout: Default::default(),
             widget_token_ttl_seconds: None,
             dpop_nonce_required: false,
+            sdk_token_ttl_seconds: None,
         };
         rows.push((
             "INSERT INTO tenants (id, settings, updated_at) VALUES ($1, $2, 0)",

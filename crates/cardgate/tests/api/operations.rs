@@ -78,6 +78,16 @@ async fn the_openapi_document_covers_exactly_the_routes_served() {
         ("get", "/widgets/v1/widget.js"),
         ("get", "/widgets/v1/widget.css"),
         ("post", "/treasuryprime/person/{id}/uxt_access_token"),
+        ("post", "/bankezy/token-service/client/server/new/v2/token"),
+        (
+            "post",
+            "/bankezy/token-service/client/server/invalidate/token",
+        ),
+        ("get", "/bankezy/token-service/sdk/v1/cards"),
+        (
+            "get",
+            "/bankezy/token-service/sdk/v1/cards/{cardId}/details",
+        ),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

@@ -50,6 +50,7 @@ fn tenant() -> Tenant {
             mfa_lockout: Default::default(),
             widget_token_ttl_seconds: None,
             dpop_nonce_required: false,
+            sdk_token_ttl_seconds: None,
         },
         webhook_secret_enc: Some(vec![1, 2, 3]),
     }

@@ -223,6 +223,9 @@ pub(super) async fn write<T: WriteTx>(tx: &mut T, w: &Write) -> Result<()> {
             )
             .await?;
         }
+        Write::InsertSdkServerKey(k) => crate::sdk::insert_server_key(tx, k).await?,
+        Write::InsertSdkToken(t) => crate::sdk::insert_token(tx, t).await?,
+        Write::RevokeSdkToken { id } => crate::sdk::revoke_token(tx, id).await?,
         Write::SetMeta { key, value } => {
             tx.exec(
                 "INSERT INTO meta (key, value) VALUES ($1, $2) \

@@ -53,6 +53,11 @@ const MIGRATIONS: &[migrate::Migration] = &[
         include_str!("../../migrations/sqlite/0007_key_binding.sql"),
     ),
     (
+        10,
+        "sdk tokens",
+        include_str!("../../migrations/sqlite/0010_sdk_tokens.sql"),
+    ),
+    (
         11,
         "retention",
         include_str!("../../migrations/sqlite/0011_retention.sql"),

@@ -11,7 +11,7 @@ use cardgate_core::{CardId, Environment, Operation};
 use cardgate_store::{ClaimKey, Guard, WriteOutcome, WriteSet};
 
 /// The store's SQLite migrations: versions, descriptions and SQL.
-const MIGRATIONS: [(i64, &str, &str); 8] = [
+const MIGRATIONS: [(i64, &str, &str); 9] = [
     (
         1,
         "init",
@@ -46,6 +46,11 @@ const MIGRATIONS: [(i64, &str, &str); 8] = [
         7,
         "key binding",
         include_str!("../../../../store/migrations/sqlite/0007_key_binding.sql"),
+    ),
+    (
+        10,
+        "sdk tokens",
+        include_str!("../../../../store/migrations/sqlite/0010_sdk_tokens.sql"),
     ),
     (
         11,
