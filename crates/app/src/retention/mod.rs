@@ -53,6 +53,13 @@ impl Default for RetentionSettings {
     }
 }
 
+/// The pause after a full batch while a backlog is worked off: at least `pause`, and four
+/// times what the batch took, so the purger holds the store (and a core) at most a fifth of
+/// the time however slow its deletes are on a busy machine.
+fn backlog_pause(pause: Duration, batch_took: Duration) -> Duration {
+    pause.max(batch_took.saturating_mul(4))
+}
+
 /// What the purger did in one run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PurgeReport {
@@ -114,6 +121,7 @@ impl Retention<'_> {
         for kind in Expiring::ALL {
             let mut total = 0;
             loop {
+                let started = std::time::Instant::now();
                 let n = self
                     .store
                     .purge_expired(kind, before, s.batch)
@@ -124,7 +132,7 @@ impl Retention<'_> {
                 if n < u64::try_from(s.batch).unwrap_or(0) {
                     break;
                 }
-                tokio::time::sleep(s.pause).await;
+                tokio::time::sleep(backlog_pause(s.pause, started.elapsed())).await;
             }
             if total > 0 {
                 report.purged.push((kind, total));
@@ -393,4 +401,24 @@ pub(crate) fn checkpoints(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_batch_is_followed_by_a_longer_pause() {
+        let pause = Duration::from_millis(20);
+        assert_eq!(
+            backlog_pause(pause, Duration::from_millis(1)),
+            pause,
+            "a quick batch waits the configured pause"
+        );
+        assert_eq!(
+            backlog_pause(pause, Duration::from_millis(50)),
+            Duration::from_millis(200),
+            "a slow batch leaves the store four times as long to everyone else"
+        );
+    }
 }
