@@ -23,7 +23,7 @@ pub const EZ_CARD: &str = "b0000000-0000-4000-8000-000000000001";
 pub const EZ_CARD_TERMINATED: &str = "b0000000-0000-4000-8000-000000000002";
 pub const EZ_CARD_OTHER_ACCOUNT: &str = "b0000000-0000-4000-8000-000000000003";
 pub const EZ_PAN: &str = "4917610000000000";
-const DAN: &str = "d0000000-0000-4000-8000-00000000000d";
+pub const DAN: &str = "d0000000-0000-4000-8000-00000000000d";
 const EVE: &str = "e0000000-0000-4000-8000-00000000000e";
 
 pub const TOKEN_PATH: &str = "/bankezy/token-service/client/server/new/v2/token";

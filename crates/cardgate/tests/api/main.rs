@@ -12,6 +12,7 @@ mod helpers;
 mod audit;
 mod bankezy;
 mod bankezy_input;
+mod bankezy_policy;
 mod cards;
 mod cli;
 mod dpop;
