@@ -458,3 +458,32 @@ async fn the_demos_treasury_prime_lines_work_as_printed() {
     let details: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("{stdout}"));
     assert_eq!(details["pan"], PAN, "{stdout}");
 }
+
+#[tokio::test]
+async fn a_step_up_rule_the_tenant_adds_later_applies_to_person_tokens_already_out() {
+    let app = spawn().await;
+    let mut prover = Prover::start();
+    let token = uxt_token(&app, &mut prover, "phone").await;
+    let details = format!("/v1/cards/{CARD_PAT}/details");
+    let (status, body) = call(&app, &mut prover, "phone", &token, Method::GET, &details).await;
+    assert_eq!(status, 200, "{body}");
+    // The program now asks step-up for VIEW_CARD too.
+    let mut doc = tp_tenant();
+    doc["tenants"][0]["mfa_required_for"] = json!(["GET_PIN", "VIEW_CARD"]);
+    app.import(&doc).await.unwrap();
+    let mut last = (0, Value::Null);
+    for _ in 0..50 {
+        last = call(&app, &mut prover, "phone", &token, Method::GET, &details).await;
+        if last.0 != 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        (last.0, last.1["error"].as_str()),
+        (403, Some("insufficient_scope")),
+        "{}",
+        last.1
+    );
+    assert!(last.1.get("pan").is_none());
+}
