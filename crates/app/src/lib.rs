@@ -155,6 +155,8 @@ pub struct App {
     dpop_nonce_key: cardgate_jose::digest::HmacKey,
     /// How the purger runs ([`App::retention`]).
     retention_settings: RwLock<RetentionSettings>,
+    /// BankEzy: each live SDK token's key agreement, run once per token (see `sdk::reveal`).
+    sdk_agreements: sdk::Agreements,
 }
 
 /// The use cases of one concept, over the shared [`App`].
@@ -294,6 +296,7 @@ impl App {
             // Start-up is not a request: it waits like an operator's command.
             store_wait_ms: AtomicU64::new(COMMAND_STORE_WAIT.as_millis() as u64),
             retention_settings: RwLock::default(),
+            sdk_agreements: sdk::Agreements::default(),
         });
         if app.snapshot().keys.active.is_none() {
             app.admin().rotate_signing_key("system").await?;

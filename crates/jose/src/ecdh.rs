@@ -104,6 +104,31 @@ fn concat_kdf(z: &[u8], enc: &str, apu: &[u8], apv: &[u8]) -> Zeroizing<[u8; 32]
     Zeroizing::new(sha256(&input))
 }
 
+/// The shared secret `Z` of a static key and one peer, with the sender's public key: kept to
+/// encrypt every message to that peer with one agreement for all (both keys are static, so
+/// `Z` never changes; each message still gets its own content key from a fresh `apu`).
+/// Debug shows nothing; `Z` is wiped when dropped.
+pub struct Agreement {
+    z: Zeroizing<[u8; 32]>,
+    sender: EcPublicJwk,
+}
+
+impl std::fmt::Debug for Agreement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agreement").finish_non_exhaustive()
+    }
+}
+
+impl StaticKey {
+    /// Runs the agreement with `peer` once, for [`encrypt_agreed`].
+    pub fn agreement(&self, peer: &ValidPublicKey) -> Agreement {
+        Agreement {
+            z: self.agree(peer),
+            sender: self.public.clone(),
+        }
+    }
+}
+
 /// Encrypts `plaintext` to `recipient` as a compact JWE with `alg: ECDH-ES` (direct key
 /// agreement) and `enc: A256GCM`, agreeing with `sender`'s static key: the header's `epk` is
 /// the sender's public key, so only the recipient's private key (with it) opens the JWE, and
@@ -115,11 +140,15 @@ pub fn encrypt_static(
     recipient: &ValidPublicKey,
     plaintext: &[u8],
 ) -> Result<String> {
+    encrypt_agreed(&sender.agreement(recipient), kid, plaintext)
+}
+
+/// [`encrypt_static`] with an agreement already run (no scalar multiplication).
+pub fn encrypt_agreed(agreement: &Agreement, kid: &str, plaintext: &[u8]) -> Result<String> {
     const ENC: &str = "A256GCM";
     let apu = random::<32>()?;
-    let z = sender.agree(recipient);
-    let cek = AeadKey::from_bytes(&concat_kdf(&z[..], ENC, &apu, b"")[..])?;
-    let p = &sender.public;
+    let cek = AeadKey::from_bytes(&concat_kdf(&agreement.z[..], ENC, &apu, b"")[..])?;
+    let p = &agreement.sender;
     let header = json!({
         "alg": "ECDH-ES",
         "enc": ENC,
@@ -180,6 +209,26 @@ mod tests {
         // The key survives sealing as its scalar.
         let again = StaticKey::from_bytes(&server.to_bytes())?;
         assert_eq!(again.public_jwk(), server.public_jwk());
+        Ok(())
+    }
+
+    #[test]
+    fn one_agreement_serves_many_messages_each_with_its_own_content_key() -> Result<()> {
+        let server = StaticKey::generate()?;
+        let sdk = StaticKey::generate()?;
+        let agreement = server.agreement(&ValidPublicKey::from_jwk(sdk.public_jwk())?);
+        let a = encrypt_agreed(&agreement, "k1", b"first")?;
+        let b = encrypt_agreed(&agreement, "k1", b"second")?;
+        let apu = |jwe: &str| -> Result<String> {
+            let header: serde_json::Value =
+                serde_json::from_slice(&b64::decode(jwe.split('.').next().unwrap_or(""))?)
+                    .map_err(|_| JoseError::Crypto)?;
+            Ok(header["apu"].as_str().unwrap_or("").to_string())
+        };
+        assert_ne!(apu(&a)?, apu(&b)?, "a fresh apu per message");
+        assert_eq!(open(&sdk, &a)?, b"first");
+        assert_eq!(open(&sdk, &b)?, b"second");
+        assert_eq!(open(&StaticKey::generate()?, &b), Err(JoseError::Decrypt));
         Ok(())
     }
 

@@ -287,6 +287,18 @@ impl CardTokens<'_> {
             let (card, cardholder_name, remembered) = if record.card_id.is_some() {
                 let card = card.ok_or(AppError::NotFound(Entity::Card))?;
                 (card, cardholder_name, remembered)
+            } else if self.snapshot().tenant(&tenant_id)?.requires_mfa(op) {
+                // A person token lives an hour and carries no step-up: an operation the
+                // program asks step-up for now (perhaps not when it was minted) is not opened.
+                self.audit_refusal(
+                    Some(&tenant_id),
+                    actor,
+                    &format!("card_token.redeem.{}", op.as_str()),
+                    "mfa_required",
+                    subject,
+                )
+                .await;
+                return Err(AppError::Redemption(Redemption::NotCovered));
             } else {
                 match self.persons_card(&record, card_id, fresh).await? {
                     Some(found) => found,

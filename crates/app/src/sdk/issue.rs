@@ -109,6 +109,24 @@ impl SdkTokens<'_> {
             .ok_or(SdkRefusal::ScopeMissing)
     }
 
+    /// Why `principal` may not have an SDK token for `account`, if it may not.
+    fn account_refusal(
+        &self,
+        principal: &Principal,
+        account: &cardgate_core::Account,
+    ) -> Result<Option<SdkRefusal>, AppError> {
+        let client = &principal.client;
+        if let Some(person) = client.settings.person_id {
+            if !account.person_ids.contains(&person) {
+                return Ok(Some(SdkRefusal::UnknownAccount));
+            }
+        }
+        let tenant = self.snapshot().tenant(&client.tenant_id)?.clone();
+        Ok(tenant
+            .requires_mfa(cardgate_core::Operation::ViewCard)
+            .then_some(SdkRefusal::MfaRequired))
+    }
+
     /// Issues an SDK token for the account `request` names.
     pub async fn issue(
         &self,
@@ -143,6 +161,12 @@ impl SdkTokens<'_> {
                 .refuse(principal, ACTION, SdkRefusal::UnknownAccount)
                 .await);
         };
+        // A client tied to one cardholder reaches that cardholder's accounts only (answered as
+        // an unknown account, so another's is not even confirmed to exist), and no SDK token
+        // is issued where the program asks step-up for card details.
+        if let Some(refusal) = self.account_refusal(principal, &account)? {
+            return Err(self.refuse(principal, ACTION, refusal).await);
+        }
         let server_key = self.current_server_key(tenant).await?;
         let ttl = self
             .snapshot()

@@ -9,7 +9,7 @@ mod reveal;
 
 pub use issue::{IssuedSdkToken, SdkTokenRequest};
 pub use keys::{SdkKeys, ServerKey};
-pub use reveal::{MaskedCard, SdkSession};
+pub use reveal::{Agreements, MaskedCard, SdkSession};
 
 use crate::{facade, AppError};
 
@@ -46,6 +46,8 @@ pub enum SdkRefusal {
     CardNotInAccount,
     #[error("the card cannot be revealed in its state")]
     CardState,
+    #[error("the program asks step-up for card details, which an SDK token cannot carry")]
+    MfaRequired,
 }
 
 /// The outcome of a BankEzy use case that is not done.
@@ -85,5 +87,6 @@ pub fn refusal_code(r: SdkRefusal) -> &'static str {
         TokenInvalidated => "invalidated",
         CardNotInAccount => "card_not_in_account",
         CardState => "card_state",
+        MfaRequired => "mfa_required",
     }
 }

@@ -11,7 +11,7 @@ use cardgate_core::sdk::{SdkTokenRecord, SdkTokenUse, SDK_TOKEN_PREFIX};
 use cardgate_core::secret::SecretHash;
 use cardgate_core::tokens::PresentedToken;
 use cardgate_core::{CardId, Client, Operation};
-use cardgate_jose::ecdh::{encrypt_static, ValidPublicKey};
+use cardgate_jose::ecdh::{encrypt_agreed, ValidPublicKey};
 use cardgate_jose::jwk::EcPublicJwk;
 use cardgate_store::WriteSet;
 use serde::Serialize;
@@ -22,6 +22,52 @@ use std::sync::Arc;
 pub struct SdkSession {
     pub client: Arc<Client>,
     pub token: SdkTokenRecord,
+}
+
+/// How many SDK tokens' agreements are kept at most; past it the expired ones go, and if none
+/// has expired, all of them (each is run again on its token's next reveal).
+const MAX_AGREEMENTS: usize = 10_000;
+
+/// Each live SDK token's key agreement (its server key and its `sdkPublicKey` never change),
+/// so a token's reveals cost one scalar multiplication in all, not one each. In memory only,
+/// per replica; an entry goes when its token has expired.
+#[derive(Default)]
+pub struct Agreements(std::sync::Mutex<std::collections::HashMap<AgreementKey, Agreed>>);
+
+type AgreementKey = (cardgate_core::tokens::TokenId, i64);
+type Agreed = (i64, Arc<cardgate_jose::ecdh::Agreement>);
+
+impl Agreements {
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<AgreementKey, Agreed>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn get(
+        &self,
+        t: &SdkTokenRecord,
+        now_ms: i64,
+    ) -> Option<Arc<cardgate_jose::ecdh::Agreement>> {
+        self.map()
+            .get(&(t.id, t.server_key_version))
+            .filter(|(expires, _)| *expires > now_ms)
+            .map(|(_, a)| a.clone())
+    }
+
+    pub(crate) fn put(
+        &self,
+        t: &SdkTokenRecord,
+        agreement: Arc<cardgate_jose::ecdh::Agreement>,
+        now_ms: i64,
+    ) {
+        let mut map = self.map();
+        if map.len() >= MAX_AGREEMENTS {
+            map.retain(|_, (expires, _)| *expires > now_ms);
+            if map.len() >= MAX_AGREEMENTS {
+                map.clear();
+            }
+        }
+        map.insert((t.id, t.server_key_version), (t.expires_at_ms, agreement));
+    }
 }
 
 /// A card as the SDK's list shows it: no card data but the last four digits.
@@ -141,7 +187,12 @@ impl SdkTokens<'_> {
             .read(self.store.get_card(&t.tenant_id, self.env(), card_id))
             .await?
             .filter(|c| c.account_id == t.account_id);
+        let step_up = self
+            .snapshot()
+            .tenant(&t.tenant_id)?
+            .requires_mfa(Operation::ViewCard);
         let refusal = match &card {
+            _ if step_up => Some(SdkRefusal::MfaRequired),
             None => Some(SdkRefusal::CardNotInAccount),
             Some(c) if check_card_state(c, &[Operation::ViewCard]).is_err() => {
                 Some(SdkRefusal::CardState)
@@ -182,10 +233,18 @@ impl SdkTokens<'_> {
             .map_err(|e| AppError::Internal(e.to_string()))?,
         );
         let server_key = self.server_key(&t.tenant_id, t.server_key_version).await?;
-        let sdk_jwk: EcPublicJwk = serde_json::from_str(&t.sdk_public_jwk)
-            .map_err(|_| AppError::Internal("stored SDK key is corrupt".into()))?;
-        let sdk_key = ValidPublicKey::from_jwk(&sdk_jwk)?;
-        let jwe = encrypt_static(&server_key.key, &server_key.kid, &sdk_key, &details)?;
+        let agreement = match self.sdk_agreements.get(t, self.now_ms()) {
+            Some(a) => a,
+            None => {
+                let sdk_jwk: EcPublicJwk = serde_json::from_str(&t.sdk_public_jwk)
+                    .map_err(|_| AppError::Internal("stored SDK key is corrupt".into()))?;
+                let sdk_key = ValidPublicKey::from_jwk(&sdk_jwk)?;
+                let a = Arc::new(server_key.key.agreement(&sdk_key));
+                self.sdk_agreements.put(t, a.clone(), self.now_ms());
+                a
+            }
+        };
+        let jwe = encrypt_agreed(&agreement, &server_key.kid, &details)?;
         let audit = self.audit(
             Some(&t.tenant_id),
             actor,

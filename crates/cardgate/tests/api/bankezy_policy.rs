@@ -51,7 +51,11 @@ async fn a_tenant_that_asks_step_up_for_card_details_gets_no_sdk_token_and_old_o
     // The program now asks step-up for VIEW_CARD, which an SDK token cannot carry.
     app.import(&program(json!(["VIEW_CARD"]))).await.unwrap();
     let (status, answer) = token_call(&app, &token_request("ref-mfa-2", &public_b64)).await;
-    assert_eq!((status, answer["resCode"].clone()), (403, json!("TOK446")), "{answer}");
+    assert_eq!(
+        (status, answer["resCode"].clone()),
+        (403, json!("TOK446")),
+        "{answer}"
+    );
     assert!(answer.get("token").is_none(), "{answer}");
 
     // The token issued before the rule: refused within the directory's refresh.
@@ -83,6 +87,10 @@ async fn a_client_tied_to_one_cardholder_gets_sdk_tokens_for_that_cardholders_ac
     assert_eq!(status, 200, "Dan's own account: {answer}");
     // Eve's account: answered as an unknown account, so its existence is not told either.
     let (status, answer) = call_as(&app, EZ_OWN_KEY, &own("ref-own-2", EZ_ACCOUNT_2)).await;
-    assert_eq!((status, answer["resCode"].clone()), (404, json!("TOK404")), "{answer}");
+    assert_eq!(
+        (status, answer["resCode"].clone()),
+        (404, json!("TOK404")),
+        "{answer}"
+    );
     assert!(answer.get("token").is_none(), "{answer}");
 }

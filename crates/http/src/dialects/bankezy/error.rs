@@ -116,6 +116,7 @@ impl From<SdkRefusal> for BankEzyError {
             TokenInvalidated => (S::UNAUTHORIZED, "TOK442"),
             CardNotInAccount => (S::NOT_FOUND, "TOK443"),
             CardState => (S::UNPROCESSABLE_ENTITY, "TOK445"),
+            MfaRequired => (S::FORBIDDEN, "TOK446"),
         };
         let e = Self::new(status, code, r.to_string());
         // Without a payload key nothing can be sealed for the caller.
