@@ -203,7 +203,7 @@ pub(super) async fn mfa_sessions(store: &Arc<dyn Store>, t: &Tenant, person: Per
         })])])
         .await
         .unwrap();
-    let head_before = logged(&store).await;
+    let head_before = logged(store).await;
     let right_code = |step_no: i64| {
         WriteSet::guarded(
             vec![
@@ -259,7 +259,7 @@ pub(super) async fn mfa_sessions(store: &Arc<dyn Store>, t: &Tenant, person: Per
         "{backend}: a consumed session refuses both"
     );
     assert_eq!(
-        logged(&store).await,
+        logged(store).await,
         head_before + 3,
         "{backend}: counted as wrong, stepped up, refused"
     );
