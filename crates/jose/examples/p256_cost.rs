@@ -28,7 +28,7 @@ fn main() -> Result<(), cardgate_jose::JoseError> {
     let sdk = StaticKey::generate()?;
     let jwk = sdk.public_jwk().clone();
     let peer = ValidPublicKey::from_jwk(&jwk)?;
-    let details = br#"{"cardId":"e9293471-5eb3-4dbc-916c-dbaf9e2deefd","pan":"4111111111111111","cvv":"123","expiryMonth":12,"expiryYear":2029,"cardholderName":"Ada Lovelace"}"#;
+    let details = br#"{"cardId":"e9293471-5eb3-4dbc-916c-dbaf9e2deefd","pan":"xxxxxxxxxxxxxxxx","cvv":"xxx","expiryMonth":12,"expiryYear":2029,"cardholderName":"Ada Lovelace"}"#;
     // Warm up.
     per_op(n / 10 + 1, || agree_once(&server, &peer)[0]);
     let agreement = per_op(n, || agree_once(&server, &peer)[0]);
